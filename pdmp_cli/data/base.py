@@ -1,0 +1,68 @@
+"""What every dataset loader returns, and the loader registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pdmp_cli.registry import Registry
+
+# loader name -> class with a pydantic ``Manifest`` model and ``build(manifest, data_root) -> DatasetBundle``
+LOADERS: Registry = Registry("dataset loader")
+register_loader = LOADERS.register
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset ready for training: two splits of ``({modality: tensor}, label)`` samples.
+
+    ``identity`` is a content hash (manifest, generator or file list): it keys caches and is
+    written into profiles, so a profile from other data is recognised.
+    """
+
+    name: str
+    identity: str
+    modalities: list[str]
+    in_channels: dict[str, int]
+    class_names: list[str]
+    train: Any  # torch.utils.data.Dataset
+    test: Any
+    train_labels: list[int]
+    defaults: dict[str, Any] = field(default_factory=dict)  # per-dataset training defaults
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+from pathlib import Path  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr  # noqa: E402
+
+
+class TrainDefaults(BaseModel):
+    """Per-dataset defaults a manifest may set; command-line flags and spec files override them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str | None = None
+    epochs: int | None = Field(None, gt=0)
+    early_epochs: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    subset: float | None = Field(None, gt=0, le=1)
+
+    def as_overrides(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class ManifestBase(BaseModel):
+    """Fields every manifest has; each loader extends it with its own sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    loader: str
+    description: str = ""
+    defaults: TrainDefaults = TrainDefaults()
+    _path: Path | None = PrivateAttr(None)

@@ -1,0 +1,70 @@
+"""Finding, reading and validating dataset manifests (TOML)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pdmp_cli.errors import PdmpError
+
+
+def manifest_dir() -> Path:
+    """``$PDMP_MANIFESTS``, else the ``data_manifests/`` folder of this checkout."""
+    env = os.environ.get("PDMP_MANIFESTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def list_manifests() -> list[str]:
+    d = manifest_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def manifest_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise PdmpError(f"manifest file {p} does not exist; give a dataset name or a path to a .toml manifest", 2)
+        return p
+    cand = manifest_dir() / f"{name_or_path}.toml"
+    if not cand.is_file():
+        raise PdmpError(
+            f"unknown dataset {str(name_or_path)!r}; choose one of: {', '.join(list_manifests())} "
+            "(or give the path to your own manifest .toml)",
+            exit_code=2,
+        )
+    return cand
+
+
+def load_manifest(name_or_path: str | os.PathLike):
+    """Read and validate a manifest with its loader's pydantic model."""
+    import pdmp_cli.data.loaders  # noqa: F401  (registers the loaders)
+    from pdmp_cli.data.base import LOADERS
+    from pdmp_cli.specs import format_validation_error
+
+    path = manifest_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PdmpError(f"manifest {path} is not valid TOML ({e}); fix the file", exit_code=2) from None
+    loader_name = raw.get("loader")
+    if loader_name is None:
+        raise PdmpError(f"manifest {path} has no 'loader' key; add loader = one of {LOADERS.names()}", 2)
+    loader = LOADERS.get(loader_name)
+    raw.setdefault("name", path.stem)
+    try:
+        manifest = loader.Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise PdmpError(f"manifest {path}: {format_validation_error(e)}", exit_code=2) from None
+    manifest._path = path  # where relative data paths resolve from
+    return manifest
+
+
+def load_dataset(name_or_path: str | os.PathLike, data_root: str | os.PathLike | None = None):
+    """Manifest name or path -> :class:`~pdmp_cli.data.base.DatasetBundle`."""
+    from pdmp_cli.data.base import LOADERS
+
+    manifest = load_manifest(name_or_path)
+    return LOADERS.get(manifest.loader).build(manifest, data_root=data_root)

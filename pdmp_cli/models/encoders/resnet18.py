@@ -1,0 +1,16 @@
+"""torchvision's ResNet-18, trained from scratch as in the paper, conv1 adapted to the input."""
+
+from torch import nn
+from torchvision.models import resnet18
+
+from pdmp_cli.models.encoders import register_encoder
+from pdmp_cli.models.encoders._frames import FrameFolding
+
+
+@register_encoder("resnet18")
+def build_resnet18(in_channels: int) -> nn.Module:
+    net = resnet18(weights=None)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.fc = nn.Identity()  # features, not ImageNet logits: the fusion owns the head
+    return FrameFolding(net, out_dim=512)

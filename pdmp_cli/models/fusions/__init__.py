@@ -1,0 +1,45 @@
+"""Fusions (BRIEF.md, Eq. 2-4), registered by name. Adding one is adding one file here.
+
+A fusion builder takes ``dims`` (modality -> feature size, in the dataset's modality order)
+and ``num_classes`` and returns a :class:`Fusion`: the fused classifier head.
+"""
+
+import importlib
+import pkgutil
+
+import torch
+from torch import nn
+
+from pdmp_cli.registry import Registry
+
+FUSIONS: Registry = Registry("fusion")
+register_fusion = FUSIONS.register
+
+
+class Fusion(nn.Module):
+    """Maps per-modality features {m: (B, D_m)} to fused logits (B, K).
+
+    ``branch_logits`` gives each modality's own logits s_m. The default zeroes every other
+    modality's features (the general method for fusions that do not split additively);
+    additively separable fusions (concat, sum) override it with their exact decomposition,
+    for which sum_m s_m equals the fused logits.
+    """
+
+    modalities: list[str]  # subclasses set it; forward(feats) -> (B, K) fused logits
+
+    def branch_logits(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for m in self.modalities:
+            only_m = {k: (v if k == m else torch.zeros_like(v)) for k, v in feats.items()}
+            out[m] = self(only_m)
+        return out
+
+
+def build_fusion(name: str, dims: dict[str, int], num_classes: int) -> Fusion:
+    if len(dims) < 2:
+        raise ValueError(f"a fusion needs at least two modalities, got {list(dims)}")
+    return FUSIONS.get(name)(dims=dims, num_classes=num_classes)
+
+
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")

@@ -1,0 +1,1 @@
+"""The command-line layer: each command is one module here, a thin wrapper over the library."""

@@ -1,0 +1,83 @@
+"""The run directory: what ``pdmp train`` writes and ``pdmp report`` reads.
+
+    <run_dir>/spec.json        the resolved TrainSpec
+    <run_dir>/profile.json     a copy of the profile used (its sha256 in summary.json)
+    <run_dir>/metrics.jsonl    one EpochMetrics per line, appended as epochs finish
+    <run_dir>/summary.json     RunSummary, rewritten atomically after every epoch
+    <run_dir>/checkpoints/last.pt, best.pt
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC, PROFILE, METRICS, SUMMARY = "spec.json", "profile.json", "metrics.jsonl", "summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+class EpochMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(description="1-based")
+    train_loss: float
+    eval_accuracy: float
+    eval_macro_f1: float
+    branch_accuracy: dict[str, float] = Field(description="modality -> accuracy of s_m alone")
+    w: float | None = Field(None, description="Eq. 5 on the evaluation set (two modalities)")
+    shares: dict[str, float] = Field(description="modality -> sum|s_m| / sum_k sum|s_k|")
+    grad_norm_before: dict[str, float] = Field(description="encoder grad norm before modulation, epoch mean")
+    grad_norm_after: dict[str, float]
+    gamma: dict[str, float] = Field(description="effective gradient factor per modality this epoch")
+    lr: float
+    epoch_seconds: float
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    method: str
+    fusion: str
+    encoder: str
+    gamma_p: float
+    gamma: dict[str, float]
+    seed: int
+    profile_sha256: str
+    status: Literal["running", "complete", "interrupted", "diverged"]
+    epochs_planned: int
+    epochs_done: int
+    best_accuracy: float | None = None
+    best_macro_f1: float | None = None
+    best_epoch: int | None = None
+    final_accuracy: float | None = None
+    final_macro_f1: float | None = None
+    final_w: float | None = None
+    final_branch_accuracy: dict[str, float] = Field(default_factory=dict)
+    wall_seconds: float = 0.0
+    message: str | None = None
+
+
+def append_metrics(run_dir: Path, m: EpochMetrics) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(m.model_dump_json() + "\n")
+        f.flush()
+
+
+def read_metrics(run_dir: Path) -> tuple[list[EpochMetrics], int]:
+    """Parsed epochs and the number of lines that could not be parsed (a killed run's tail)."""
+    path = Path(run_dir) / METRICS
+    good, bad = [], 0
+    if not path.is_file():
+        return good, bad
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            good.append(EpochMetrics.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValueError):
+            bad += 1
+    return good, bad

@@ -1,0 +1,41 @@
+"""Shared fixtures. Every test gets its own cache directory, so no test sees another's cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_SYNTHETIC = """
+loader = "synthetic"
+description = "tiny CREMA-D-like data for fast tests"
+classes = 3
+train_size = 60
+test_size = 30
+seed = 0
+[audio]
+reliability = 0.6
+[visual]
+reliability = 0.9
+image_size = 16
+[defaults]
+encoder = "small"
+epochs = 2
+early_epochs = 1
+batch_size = 16
+lr = 0.01
+subset = 1.0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path) -> Path:
+    """A 90-clip, 3-class synthetic dataset manifest (loads in well under a second)."""
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY_SYNTHETIC)
+    return p

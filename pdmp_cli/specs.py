@@ -17,6 +17,8 @@ def _one(err) -> str:
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind in _OPS:
         bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
         return f"{loc} must be {_OPS[kind]} {bound}, got {value!r}"
     if kind == "extra_forbidden":
         return f"{loc} is not a known option; remove it or check its spelling"

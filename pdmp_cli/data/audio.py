@@ -3,7 +3,8 @@
 Forms:
   ``log-stft``  log(|STFT| + 1e-7), the OGM-GE CREMA-D convention (n_fft 512, hop 353 at
                 22,050 Hz gives 257 x 188 for a 3 s clip); computed with torchaudio's
-                Spectrogram (Hann window, centred), which matches librosa.stft.
+                Spectrogram (Hann window, centred, reflect padding), which matches
+                librosa.stft with pad_mode="reflect" (its default before 0.10, the peers' setting).
   ``fbank``     Kaldi log-mel filterbank (torchaudio.compliance.kaldi), the KS convention:
                 ``n_mels`` bins x ``frames`` frames (padded or cut).
 """

@@ -51,6 +51,8 @@ class TrainDefaults(BaseModel):
     batch_size: int | None = Field(None, gt=0)
     lr: float | None = Field(None, gt=0)
     subset: float | None = Field(None, gt=0, le=1)
+    gamma_p: float | None = Field(None, gt=0, description="the paper's best gamma_p for this dataset (Table V)")
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers (decoding real files pays off)")
 
     def as_overrides(self) -> dict:
         return self.model_dump(exclude_none=True)

@@ -1,0 +1,200 @@
+"""Dataset validation: find what would break training before it starts.
+
+Problems found (``Problem.kind``):
+
+  ``missing list``      a split's list file (or the classes file) is not there
+  ``bad row``           a list line that does not parse in the list's format
+  ``empty split``       a split with no samples
+  ``unknown label``     a label outside the manifest's class list
+  ``missing file``      a sample's file or frame folder is not there (or holds no frames)
+  ``unreadable file``   a file that does not decode (not audio, not an image, bad array)
+  ``truncated file``    a file cut short (a wav whose data chunk runs past the end, a
+                        truncated jpg/png/npy, flow folders with unequal x/y counts)
+
+The deep check decodes every sample through the features cache, so it also warms the cache:
+the first training epoch then decodes nothing, and a second check only re-reads changed files.
+
+For training (``TrainSpec.skip_bad``)::
+
+    bundle, report = load_checked("cremad", data_root, skip_bad=spec.skip_bad)
+    # skip_bad=False: PdmpError (one line with counts) if anything is wrong
+    # skip_bad=True:  bad samples are left out; report.skipped says how many
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdmp_cli.errors import PdmpError
+
+KINDS = [
+    "missing list", "bad row", "empty split", "unknown label",
+    "missing file", "unreadable file", "truncated file",
+]
+FATAL = {"missing list", "empty split"}  # skipping samples cannot fix these
+
+
+@dataclass
+class Problem:
+    kind: str  # one of KINDS
+    split: str | None = None
+    path: Path | None = None  # the file at fault
+    sample: str | None = None  # sample id, when one sample is at fault
+    detail: str = ""
+    line: int | None = None  # line of the list file
+
+    def describe(self) -> str:
+        where = str(self.path) if self.path else ""
+        if self.line is not None:
+            where += f":{self.line}"
+        bits = [self.kind, f"[{self.split}]" if self.split else "", where, f"(sample {self.sample})" if self.sample else ""]
+        text = " ".join(b for b in bits if b)
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"1 {word}"
+    head, _, last = word.rpartition(" ")
+    last = last[:-1] + "ies" if last.endswith("y") else last + ("es" if last.endswith("s") else "s")
+    return f"{n} {head + ' ' if head else ''}{last}"
+
+
+@dataclass
+class Report:
+    dataset: str
+    root: Path | None
+    samples: dict[str, int] = field(default_factory=dict)  # samples listed per split
+    problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0  # samples left out by load_checked(skip_bad=True)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def fatal(self) -> list[Problem]:
+        return [p for p in self.problems if p.kind in FATAL]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(p.kind for p in self.problems)
+        return {k: c[k] for k in KINDS if c[k]}
+
+    @property
+    def bad_samples(self) -> set[tuple[str, str]]:
+        """(split, sample id) of every sample with a problem."""
+        return {(p.split, p.sample) for p in self.problems if p.sample is not None and p.split}
+
+    def counts_text(self) -> str:
+        return ", ".join(_plural(n, k) for k, n in self.counts.items())
+
+    def summary(self) -> str:
+        n = sum(self.samples.values())
+        sizes = ", ".join(f"{s} {c}" for s, c in self.samples.items())
+        if self.ok:
+            return f"{self.dataset}: {n} samples ({sizes}), no problems"
+        bad = len(self.bad_samples)
+        return (f"{self.dataset}: {_plural(len(self.problems), 'problem')} ({self.counts_text()}) "
+                f"in {n} samples ({sizes}); {bad} samples affected")
+
+    def first(self, k: int = 3) -> str:
+        shown = "; ".join(p.describe() for p in self.problems[:k])
+        more = len(self.problems) - k
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _is_files(manifest) -> bool:
+    return manifest.loader == "files"
+
+
+def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool = False, features=None) -> Report:
+    """Validate a dataset on disk -> :class:`Report`.
+
+    ``dataset``: a manifest name, a path to a manifest, or a loaded manifest. ``deep``: decode
+    every file (through the features cache); otherwise only check that files exist.
+    """
+    from pdmp_cli.data.manifest import load_manifest
+
+    manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if not _is_files(manifest):  # generated data (synthetic): nothing on disk to check
+        from pdmp_cli.data.base import LOADERS
+
+        bundle = LOADERS.get(manifest.loader).build(manifest, data_root=data_root)
+        report = Report(manifest.name, None, {"train": len(bundle.train), "test": len(bundle.test)})
+        for split in ("train", "test"):
+            if report.samples[split] == 0:
+                report.problems.append(Problem("empty split", split))
+        return report
+
+    from pdmp_cli.data.features import FeatureCache
+    from pdmp_cli.data.loaders.files import index_dataset
+    from pdmp_cli.data.modalities import BadFile
+
+    idx = index_dataset(manifest, data_root)
+    report = Report(manifest.name, idx.root, {s: len(v) for s, v in idx.splits.items()}, list(idx.problems))
+    features = features or FeatureCache()
+    mods = idx.modalities
+    jobs = [(split, s) for split, samples in idx.splits.items() for s in samples]
+
+    def visit(split, s):
+        for m, mod in mods.items():
+            path = s.paths[m]
+            try:
+                if deep:
+                    features.load(mod, path)
+                else:
+                    mod.sources(path)
+            except BadFile as e:
+                report.problems.append(Problem(f"{e.problem} file", split, e.path, s.id, e.detail, None))
+
+    if progress and jobs:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from pdmp_cli.cli._app import err_console
+
+        cols = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*cols, console=err_console, transient=True) as bar:
+            task = bar.add_task(manifest.name, total=len(jobs))
+            for split, s in jobs:
+                visit(split, s)
+                bar.advance(task)
+    else:
+        for split, s in jobs:
+            visit(split, s)
+    order = {k: i for i, k in enumerate(KINDS)}
+    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.split or "", str(p.path or "")))
+    return report
+
+
+def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool = True, progress: bool = False):
+    """Check, then build. -> ``(DatasetBundle, Report)``.
+
+    A broken dataset raises :class:`PdmpError` naming the counts and the first problems, unless
+    ``skip_bad``: then bad samples are left out and ``report.skipped`` counts them. A missing
+    list file or an empty split is never skippable.
+    """
+    from pdmp_cli.data.base import LOADERS
+    from pdmp_cli.data.manifest import load_manifest
+
+    manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    report = check_dataset(manifest, data_root, deep=deep, progress=progress)
+    name = manifest.name
+    if report.fatal:
+        raise PdmpError(f"dataset {name} cannot be used: {report.first()}; fix the lists "
+                        f"(see `pdmp datasets check {name}`)")
+    if not report.ok and not skip_bad:
+        raise PdmpError(f"dataset {name} has {report.counts_text()} ({len(report.bad_samples)} samples): "
+                        f"{report.first()}; fix them (`pdmp datasets check {name}` lists all) "
+                        "or pass --skip-bad to train without those samples")
+    if not _is_files(manifest):
+        return LOADERS.get(manifest.loader).build(manifest, data_root=data_root), report
+    from pdmp_cli.data.loaders.files import FilesLoader
+
+    bad = report.bad_samples
+    bundle = FilesLoader.build(manifest, data_root=data_root, exclude=bad, skip_bad=skip_bad)
+    report.skipped = len(bad)
+    return bundle, report

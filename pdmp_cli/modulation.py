@@ -21,6 +21,7 @@ Use it on your own model::
 from __future__ import annotations
 
 import math
+import os
 from typing import Mapping
 
 import torch
@@ -53,8 +54,10 @@ class PDMPModulator:
     """Applies Eq. 10-12 to the parameter gradients of a set of encoders.
 
     ``encoders`` maps modality -> encoder module (anything with parameters). Give either a
-    ``profile`` (a :class:`pdmp_cli.profile.Profile` or anything with ``performance_dominant``
-    and ``optimization_dominant``) or the two dominant modalities by hand.
+    ``profile`` (a :class:`pdmp_cli.profile.Profile`, a path to a profile JSON, or anything with
+    ``performance_dominant`` and ``optimization_dominant``) or the two dominant modalities by
+    hand. ``gammas`` holds the resolved factor per modality. ``pdmp train --method pdmp`` uses
+    this same class.
     """
 
     def __init__(
@@ -65,17 +68,65 @@ class PDMPModulator:
         optimization_dominant: str | None = None,
         profile=None,
     ):
+        if isinstance(profile, (str, os.PathLike)):
+            from pdmp_cli.profile import Profile
+
+            profile = Profile.load(profile)
         if profile is not None:
             performance_dominant = performance_dominant or profile.performance_dominant
             optimization_dominant = optimization_dominant or profile.optimization_dominant
-        if performance_dominant is None or optimization_dominant is None:
-            raise PdmpError("PDMPModulator needs a profile or both dominant modalities", exit_code=2)
+            theirs = list(getattr(profile, "modalities", None) or [])
+            if theirs and sorted(theirs) != sorted(encoders):
+                raise PdmpError(
+                    f"the profile is for modalities {theirs} but the encoders given are {list(encoders)}; "
+                    "pass one encoder per modality of the profile",
+                    exit_code=2,
+                )
+        if performance_dominant is None:
+            raise PdmpError("PDMPModulator needs a profile or performance_dominant=", exit_code=2)
+        if optimization_dominant is None:
+            raise PdmpError(
+                "the optimization-dominant modality is unknown (the profile leaves it null); "
+                "pass optimization_dominant= by hand or measure it with `pdmp analyze`",
+                exit_code=2,
+            )
         self.encoders = dict(encoders)
+        seen: dict[int, str] = {}
+        for m, enc in self.encoders.items():
+            for p in enc.parameters():
+                if id(p) in seen and seen[id(p)] != m:
+                    raise PdmpError(
+                        f"encoders {seen[id(p)]!r} and {m!r} share parameters, so one gamma cannot be "
+                        "applied to each; give each modality its own encoder",
+                        exit_code=2,
+                    )
+                seen[id(p)] = m
+        self.performance_dominant = performance_dominant
+        self.optimization_dominant = optimization_dominant
         self.gammas = resolve_gammas(list(self.encoders), performance_dominant, optimization_dominant, gamma_p)
         self._hooks: list = []
 
+    def describe(self) -> str:
+        """One line: each modality's gamma and why (Eq. 12)."""
+        mp, mo = self.performance_dominant, self.optimization_dominant
+        parts = ", ".join(f"{m} x{g:g}" for m, g in self.gammas.items())
+        why = (
+            f"gamma_r = 1/gamma_p because performance-dominant {mp} != optimization-dominant {mo}"
+            if mp != mo
+            else f"gamma_r = gamma_p because {mp} is both performance- and optimization-dominant"
+        )
+        return f"{parts} ({why}; Eq. 12)"
+
+    def __repr__(self) -> str:
+        return f"PDMPModulator({self.gammas})"
+
     def apply(self) -> None:
-        """Scale every encoder's ``.grad`` in place. Call after backward, before the step."""
+        """Scale every encoder's ``.grad`` in place. Call after backward, before the step.
+
+        Do not combine with :meth:`install_hooks` (the gradients would be scaled twice).
+        """
+        if self._hooks:
+            raise PdmpError("hooks are installed: they already scale the gradients; do not also call apply()")
         with torch.no_grad():
             for m, enc in self.encoders.items():
                 g = self.gammas[m]
@@ -83,15 +134,19 @@ class PDMPModulator:
                     if p.grad is not None:
                         p.grad.mul_(g)
 
-    def install_hooks(self) -> None:
-        """Alternative to :meth:`apply`: scale gradients as backward computes them."""
+    def install_hooks(self) -> "PDMPModulator":
+        """Alternative to :meth:`apply`: scale gradients as backward computes them.
+
+        Install once before training; :meth:`remove_hooks` undoes it. Returns ``self``.
+        """
         if self._hooks:
-            return
+            return self
         for m, enc in self.encoders.items():
             g = self.gammas[m]
             for p in enc.parameters():
                 if p.requires_grad:
                     self._hooks.append(p.register_hook(lambda grad, g=g: grad * g))
+        return self
 
     def remove_hooks(self) -> None:
         for h in self._hooks:

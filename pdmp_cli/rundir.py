@@ -59,6 +59,8 @@ class RunSummary(BaseModel):
     final_branch_accuracy: dict[str, float] = Field(default_factory=dict)
     wall_seconds: float = 0.0
     message: str | None = None
+    command: str = Field("", description="the command line that started the run")
+    pdmp_version: str | None = None
 
 
 def append_metrics(run_dir: Path, m: EpochMetrics) -> None:

@@ -130,8 +130,8 @@ class TrainSpec(OptimSpec):
     method: Literal["pdmp", "vanilla", "ogm-ge", "lr-scale"] = "pdmp"
     gamma_p: float = Field(10.0, gt=0, description="gamma_p of Eq. 10; gamma_r follows by Eq. 12")
     ogm_alpha: float = Field(0.1, gt=0, description="OGM-GE alpha")
-    ogm_start: int = Field(0, ge=0, description="OGM-GE: first epoch of the modulation window")
-    ogm_end: int = Field(50, ge=0, description="OGM-GE: epoch the modulation window ends (exclusive)")
+    ogm_start: int = Field(0, ge=0, description="OGM-GE: first epoch of the modulation window (0-based)")
+    ogm_end: int = Field(50, ge=0, description="OGM-GE: epoch the modulation window ends (0-based, exclusive)")
     grad_clip: float | None = Field(None, gt=0)
     run_dir: str | None = Field(None, description="default runs/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>")
     runs_root: str = "runs"
@@ -141,6 +141,12 @@ class TrainSpec(OptimSpec):
     @classmethod
     def _fusion(cls, v: str) -> str:
         return _check_registered("fusion", v)
+
+    @model_validator(mode="after")
+    def _ogm_window(self):
+        if self.method == "ogm-ge" and self.ogm_end <= self.ogm_start:
+            raise ValueError(f"ogm_end ({self.ogm_end}) must be > ogm_start ({self.ogm_start}) for ogm-ge")
+        return self
 
 
 def read_spec_file(path: str | Path) -> dict:

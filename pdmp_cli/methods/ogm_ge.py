@@ -1,0 +1,95 @@
+"""``ogm-ge``: On-the-fly Gradient Modulation with Generalization Enhancement (Peng et al.,
+CVPR 2022), the de-facto baseline of CREMA-D / AVE / KS, as its reference code does it.
+
+Every step, for the two modalities a, v with branch logits s_a, s_v (the fusion's split):
+
+    score_u = sum_i softmax(s_u(i))[y_i]             summed true-class probability
+    rho_a   = score_a / score_v,  rho_v = 1 / rho_a
+    k_u     = 1 - tanh(alpha * rho_u)  if rho_u > 1  else 1      (OGM-GE paper, Eq. 10)
+
+then, for epochs in the window [ogm_start, ogm_end) (0-based), every convolution kernel of
+encoder u (parameters with more than two dims, as in the reference code) gets
+
+    g <- k_u * g + N(0, std(g) + 1e-8)                (GE: Gaussian noise of the grad's std)
+
+where std(g) is taken before scaling, and the noise is added to both encoders, as the
+reference code does. At an exact tie (rho = 1) the second modality is damped.
+Defined for two modalities; with more, this method refuses (use pdmp or vanilla).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.methods import Method, register_method
+
+
+def ogm_coefficients(
+    branch_logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float
+) -> dict[str, torch.Tensor]:
+    """k_u for the two modalities (0-dim tensors; no device sync)."""
+    a, v = list(branch_logits)
+    score = {
+        m: torch.softmax(s.detach().float(), dim=1).gather(1, labels[:, None]).sum()
+        for m, s in branch_logits.items()
+    }
+    ratio_a = score[a] / score[v]
+    ratio_v = 1.0 / ratio_a
+    one = torch.ones_like(ratio_a)
+    a_dominates = ratio_a > 1
+    k_a = torch.where(a_dominates, 1 - torch.tanh(alpha * torch.relu(ratio_a)), one)
+    k_v = torch.where(a_dominates, one, 1 - torch.tanh(alpha * torch.relu(ratio_v)))
+    return {a: k_a, v: k_v}
+
+
+def conv_kernels(encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in encoder.parameters() if p.dim() > 2]
+
+
+@torch.no_grad()
+def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = True) -> None:
+    """g <- k_u * g (+ N(0, std(g) + 1e-8)) on each encoder's convolution kernels, in place."""
+    for m, enc in encoders.items():
+        for p in conv_kernels(enc):
+            if p.grad is None:
+                continue
+            std = p.grad.std() + 1e-8  # of the unmodulated gradient (reference code)
+            p.grad.mul_(coeffs[m])
+            if noise:
+                p.grad.add_(torch.randn_like(p.grad) * std)
+
+
+@register_method("ogm-ge")
+class OGMGE(Method):
+    needs_branch_logits = True
+
+    def __init__(self, model, spec, profile):
+        super().__init__(model, spec, profile)
+        if len(self.modalities) != 2:
+            raise PdmpError(
+                f"ogm-ge is defined for two modalities, this dataset has {len(self.modalities)} "
+                f"({', '.join(self.modalities)}); use --method pdmp or vanilla",
+                exit_code=2,
+            )
+        for m, enc in self.encoders.items():
+            if not conv_kernels(enc):
+                raise PdmpError(
+                    f"ogm-ge modulates convolution kernels, and the {m} encoder has none; "
+                    "use a convolutional --encoder (resnet18, small)",
+                    exit_code=2,
+                )
+        self.alpha = spec.ogm_alpha
+        self.window = (spec.ogm_start, spec.ogm_end)
+
+    def describe(self) -> str:
+        s, e = self.window
+        return f"OGM-GE, alpha {self.alpha:g}, modulation in epochs [{s}, {e}) (0-based), Gaussian noise (GE)"
+
+    def after_backward(self, out, labels, epoch):
+        start, end = self.window
+        if not (start <= epoch < end):
+            return self.gamma
+        coeffs = ogm_coefficients(out.branch_logits, labels, self.alpha)
+        modulate_(self.encoders, coeffs, noise=True)
+        return coeffs

@@ -1,0 +1,658 @@
+"""The training loop of ``pdmp train`` (Alg. 1, stage 2), nanoGPT-style: read it top to bottom.
+
+    for epoch:
+        for batch:                                       (train_one_epoch)
+            forward -> loss -> backward
+            -> method.after_backward   PDMP: Eq. 10-12 on the encoders' grads; OGM-GE; nothing
+            -> clip -> optimizer.step -> accumulate metrics (tensors: no per-step device sync)
+        evaluate -> checkpoints/last.pt (+ best.pt) -> metrics.jsonl -> summary.json
+
+The pieces above the loop (``build_model``, ``build_optimizer``, ``epoch_loader``,
+``train_one_epoch``, ``evaluate``, ``save_last``) are separate functions, so a distributed or
+mixed-precision variant can swap one without touching the others. The run-directory format is
+defined in :mod:`pdmp_cli.rundir`.
+
+Reproducibility: the model is seeded by ``spec.seed``, the data order comes from its own
+generator, and ``last.pt`` holds every RNG state, so ``resume`` continues exactly where the
+run stopped (mid-epoch after Ctrl-C, or at an epoch end); on CPU with ``num_workers`` 0 the
+metrics equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pdmp_cli import __version__, rundir
+from pdmp_cli.data import load_dataset
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.methods import Method, build_method
+from pdmp_cli.metrics import dependency, logit_mass, macro_f1
+from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
+from pdmp_cli.profile import Profile, write_json_atomic
+from pdmp_cli.rundir import EpochMetrics, RunSummary
+from pdmp_cli.runtime import resolve_device, seed_everything, to_device
+from pdmp_cli.specs import TrainSpec
+from pdmp_cli.train import checkpoint
+
+CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for the device once
+
+# spec fields a resumed run may change; any other difference from the checkpoint is refused
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "data_root", "run_dir", "runs_root"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: RunSummary
+    metrics: list[EpochMetrics]
+
+    @property
+    def status(self) -> str:
+        return self.summary.status
+
+
+@dataclass
+class StepInfo:
+    """What ``on_step`` callbacks receive after every optimizer step."""
+
+    epoch: int  # 0-based
+    step: int  # 0-based, within the epoch
+    loss: torch.Tensor  # detached, on the device
+    model: MultimodalModel
+    optimizer: torch.optim.Optimizer
+
+
+# -----------------------------------------------------------------------------------------------
+# set-up: profile checks, run directory, model, optimizer, data order
+
+
+def check_profile(profile: Profile, profile_path: str, dataset: str, bundle) -> None:
+    """A profile must describe the data it is used with: same dataset, modalities, identity."""
+    ours = {dataset, Path(dataset).stem, bundle.name}
+    theirs = {profile.dataset, Path(profile.dataset).stem}
+    if not ours & theirs:
+        raise PdmpError(
+            f"profile {profile_path} is for dataset {profile.dataset!r}, but the dataset is {dataset!r}; "
+            f"use a profile of {bundle.name} (`pdmp analyze --dataset {dataset}`) or drop --dataset",
+            exit_code=2,
+        )
+    if sorted(profile.modalities) != sorted(bundle.modalities):
+        raise PdmpError(
+            f"profile {profile_path} has modalities {profile.modalities}, but dataset {bundle.name!r} has "
+            f"{bundle.modalities}; use a profile made on this dataset",
+            exit_code=2,
+        )
+    if profile.dataset_identity and bundle.identity and profile.dataset_identity != bundle.identity:
+        raise PdmpError(
+            f"profile {profile_path} was made from other data (identity {profile.dataset_identity}) than "
+            f"dataset {bundle.name!r} now gives (identity {bundle.identity}); the manifest or files changed: "
+            f"re-run `pdmp analyze --dataset {dataset}`",
+            exit_code=2,
+        )
+
+
+def make_run_dir(spec: TrainSpec, dataset_name: str) -> Path:
+    """``spec.run_dir``, else ``<runs_root>/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>``."""
+    if spec.run_dir:
+        p = Path(spec.run_dir)
+        taken = [n for n in (rundir.SPEC, rundir.SUMMARY, rundir.METRICS, rundir.CHECKPOINTS) if (p / n).exists()]
+        if taken:
+            raise PdmpError(
+                f"run directory {p} already holds a run; continue it with `pdmp train --resume {p}` "
+                "or choose another --run-dir",
+                exit_code=2,
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{Path(dataset_name).stem}-{spec.method}-{spec.fusion}-g{spec.gamma_p:g}-s{spec.seed}"
+        p, n = Path(spec.runs_root) / name, 2
+        while p.exists():
+            p, n = Path(spec.runs_root) / f"{name}-{n}", n + 1
+    (p / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def copy_profile(src: str, run_dir: Path) -> str:
+    """Copy the profile's bytes into the run directory (atomically); return their sha256."""
+    data = Path(src).read_bytes()
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.PROFILE}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, run_dir / rundir.PROFILE)
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_model(spec: TrainSpec, bundle, device: torch.device) -> MultimodalModel:
+    return build_multimodal(spec.encoder, spec.fusion, bundle.in_channels, bundle.num_classes).to(device)
+
+
+def build_optimizer(model: MultimodalModel, spec: TrainSpec, method: Method) -> torch.optim.Optimizer:
+    """The paper's SGD; the method may then adjust it (lr-scale multiplies every lr)."""
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    method.configure_optimizer(opt)
+    return opt
+
+
+def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step: int, device) -> DataLoader:
+    """This epoch's shuffled batches, from batch ``start_step`` on (a resumed epoch skips the rest).
+
+    The order is one ``randperm`` of ``data_gen``; the loader draws its worker seed from the same
+    generator, so the global RNGs (model noise, augmentation) are never touched by data order.
+    """
+    order = torch.randperm(len(bundle.train), generator=data_gen)
+    return DataLoader(
+        bundle.train,
+        batch_size=spec.batch_size,
+        sampler=order[start_step * spec.batch_size :].tolist(),
+        num_workers=spec.num_workers,
+        generator=data_gen,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def eval_loader(bundle, spec: TrainSpec, device) -> DataLoader:
+    return DataLoader(
+        bundle.test,
+        batch_size=spec.batch_size,
+        shuffle=False,
+        num_workers=spec.num_workers,
+        generator=torch.Generator().manual_seed(0),  # keeps evaluation off the global RNG
+        pin_memory=device.type == "cuda",
+    )
+
+
+def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync)."""
+    return {
+        m: torch.nn.utils.get_total_norm([p.grad for p in enc.parameters() if p.grad is not None])
+        for m, enc in model.encoders.items()
+    }
+
+
+class EpochStats:
+    """Running sums over one epoch's steps, kept as tensors so a step never waits on the device.
+
+    Read once per epoch by :meth:`means`. Saved in a mid-epoch checkpoint, so a resumed epoch
+    reports the same numbers as an uninterrupted one.
+    """
+
+    def __init__(self, modalities: list[str], device: torch.device):
+        def zero():
+            return torch.zeros((), device=device)
+
+        self.steps = 0
+        self.seconds = 0.0
+        self.loss = zero()
+        self.norm_before = {m: zero() for m in modalities}
+        self.norm_after = {m: zero() for m in modalities}
+        self.gamma = {m: zero() for m in modalities}
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, step: int, loss: torch.Tensor, before: dict, after: dict, gamma: dict) -> None:
+        loss = loss.detach()
+        self.steps += 1
+        self.loss += loss
+        for m in self.gamma:
+            self.norm_before[m] += before[m]
+            self.norm_after[m] += after[m]
+            self.gamma[m] += gamma[m]
+        newly_bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
+
+    def bad_step(self) -> int | None:
+        """0-based step of the first non-finite loss this epoch (waits for the device)."""
+        s = int(self.first_bad_step.item())
+        return None if s < 0 else s
+
+    def means(self) -> dict:
+        n = max(self.steps, 1)
+
+        def per_mod(d):
+            return {m: float(v.item()) / n for m, v in d.items()}
+
+        return {
+            "train_loss": float(self.loss.item()) / n,
+            "grad_norm_before": per_mod(self.norm_before),
+            "grad_norm_after": per_mod(self.norm_after),
+            "gamma": per_mod(self.gamma),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "loss": self.loss.cpu(),
+            "norm_before": {m: v.cpu() for m, v in self.norm_before.items()},
+            "norm_after": {m: v.cpu() for m, v in self.norm_after.items()},
+            "gamma": {m: v.cpu() for m, v in self.gamma.items()},
+            "first_bad_step": self.first_bad_step.cpu(),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        dev = self.loss.device
+        self.steps, self.seconds = s["steps"], s["seconds"]
+        self.loss = s["loss"].to(dev)
+        self.norm_before = {m: v.to(dev) for m, v in s["norm_before"].items()}
+        self.norm_after = {m: v.to(dev) for m, v in s["norm_after"].items()}
+        self.gamma = {m: v.to(dev) for m, v in s["gamma"].items()}
+        self.first_bad_step = s["first_bad_step"].to(dev)
+
+
+class GracefulInterrupt:
+    """Ctrl-C once: finish the current step, save a resumable checkpoint, stop. Twice: stop now."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+# -----------------------------------------------------------------------------------------------
+# one epoch, evaluation, checkpoints
+
+
+def train_one_epoch(
+    model: MultimodalModel,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    stats: EpochStats,
+    *,
+    epoch: int,
+    start_step: int,
+    grad_clip: float | None,
+    device: torch.device,
+    stop: GracefulInterrupt,
+    on_step: Callable[[StepInfo], None] | None = None,
+    advance: Callable[[], None] | None = None,
+) -> str | None:
+    """One pass over ``loader``. Returns None when done, else ``"diverged"`` or ``"interrupted"``."""
+    model.train()
+    for step, (inputs, labels) in enumerate(loader, start=start_step):
+        inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
+        out = model(inputs, with_branches=method.needs_branch_logits)  # logits (B, K); s_m (B, K) each
+        loss = F.cross_entropy(out.logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        before = encoder_grad_norms(model)
+        gamma = method.after_backward(out, labels, epoch)  # PDMP: Eq. 10-12, encoders' grads only
+        after = encoder_grad_norms(model)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        stats.add(step, loss, before, after, gamma)
+        if on_step is not None:
+            on_step(StepInfo(epoch, step, loss.detach(), model, optimizer))
+        if advance is not None:
+            advance()
+        # a non-finite loss is noticed within CHECK_EVERY steps; those steps' weights are never saved
+        if (step + 1) % CHECK_EVERY == 0 and stats.bad_step() is not None:
+            return "diverged"
+        if stop.requested:
+            return "diverged" if stats.bad_step() is not None else "interrupted"
+    return "diverged" if stats.bad_step() is not None else None
+
+
+@torch.no_grad()
+def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, num_classes: int) -> dict:
+    """Accuracy, macro-F1, each branch's accuracy (argmax of s_m) and Eq. 5 on the test split."""
+    model.eval()
+    preds, labels_all = [], []
+    branch_preds: dict[str, list] = {m: [] for m in model.modalities}
+    mass = {m: 0.0 for m in model.modalities}
+    for inputs, labels in loader:
+        out = model(to_device(inputs, device))
+        preds.append(out.logits.argmax(dim=1).cpu())
+        labels_all.append(labels)
+        for m, s in out.branch_logits.items():
+            branch_preds[m].append(s.argmax(dim=1).cpu())
+        for m, v in logit_mass(out.branch_logits).items():
+            mass[m] += v
+    model.train()
+    preds, labels = torch.cat(preds), torch.cat(labels_all)
+    dep = dependency(mass)
+    w = dep.get("w")
+    return {
+        "accuracy": (preds == labels).float().mean().item(),
+        "macro_f1": macro_f1(preds, labels, num_classes),
+        "branch_accuracy": {m: (torch.cat(p) == labels).float().mean().item() for m, p in branch_preds.items()},
+        "w": w if w is not None and w == w and abs(w) != float("inf") else None,
+        "shares": {m: dep[f"share/{m}"] for m in model.modalities},
+    }
+
+
+def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha):
+    """checkpoints/last.pt: everything needed to continue at (epoch, step), both 0-based."""
+    checkpoint.save(
+        run_dir / rundir.CHECKPOINTS / "last.pt",
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "data_gen": data_gen_state,
+            "rng": checkpoint.rng_state(),
+            "stats": stats.state_dict() if stats is not None else None,
+            "history": [m.model_dump() for m in history],
+            "spec": spec_json,
+            "wall_seconds": wall,
+            "profile_sha256": sha,
+        },
+    )
+
+
+def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
+    best = max(history, key=lambda m: m.eval_accuracy) if history else None  # first of equals
+    last = history[-1] if history else None
+    return RunSummary(
+        epochs_done=len(history),
+        best_accuracy=best.eval_accuracy if best else None,
+        best_macro_f1=best.eval_macro_f1 if best else None,
+        best_epoch=best.epoch if best else None,
+        final_accuracy=last.eval_accuracy if last else None,
+        final_macro_f1=last.eval_macro_f1 if last else None,
+        final_w=last.w if last else None,
+        final_branch_accuracy=dict(last.branch_accuracy) if last else {},
+        **fields,
+    )
+
+
+def _epoch_line(m: EpochMetrics, epochs: int) -> str:
+    w = f"{m.w:.3g}" if m.w is not None else "-"
+    branches = " ".join(f"{k} {v:.3f}" for k, v in m.branch_accuracy.items())
+    gammas = " ".join(f"{k} {v:.3g}" for k, v in m.gamma.items())
+    return (
+        f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  acc {m.eval_accuracy:.4f}  "
+        f"f1 {m.eval_macro_f1:.4f}  w {w}  branch acc: {branches}  gamma: {gammas}  {m.epoch_seconds:.1f}s"
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# the run
+
+
+def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> TrainSpec:
+    """The saved spec of ``run_dir`` with ``changes`` (only :data:`RESUMABLE_CHANGES` keys)."""
+    from pydantic import ValidationError
+
+    from pdmp_cli.specs import format_validation_error
+
+    p = Path(run_dir)
+    if not (p / rundir.SPEC).is_file():
+        raise PdmpError(f"{p} is not a run directory (no {rundir.SPEC}); give the directory `pdmp train` wrote", 2)
+    bad = sorted(set(changes or {}) - RESUMABLE_CHANGES)
+    if bad:
+        raise PdmpError(f"a resumed run keeps its spec; {', '.join(bad)} cannot be changed (start a new run)", 2)
+    import json
+
+    try:
+        saved = json.loads((p / rundir.SPEC).read_text())
+        return TrainSpec.model_validate({**saved, **(changes or {}), "run_dir": str(p)})
+    except json.JSONDecodeError as e:
+        raise PdmpError(f"{p / rundir.SPEC} is not valid JSON ({e}); the run cannot be resumed", 1) from None
+    except ValidationError as e:
+        raise PdmpError(f"{p / rundir.SPEC}: {format_validation_error(e)}", 2) from None
+
+
+def run(
+    spec: TrainSpec,
+    command: str = "",
+    *,
+    resume: bool = False,
+    console=None,
+    quiet: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> RunResult:
+    """Train one multimodal model as ``spec`` says and write its run directory.
+
+    ``resume=True`` continues the run in ``spec.run_dir`` from ``checkpoints/last.pt`` (its
+    saved profile copy is used; only epochs, device, num_workers and data_root may differ).
+    Returns the :class:`RunResult`; ``summary.status`` is ``"complete"``, ``"diverged"``
+    (non-finite loss: ``summary.message`` names epoch and step, last.pt keeps the last good
+    state) or ``"interrupted"`` (Ctrl-C: last.pt is resumable).
+
+    Raises:
+        PdmpError: a profile that does not fit the dataset, a method that cannot run with this
+            profile or dataset, an occupied run directory, a resume that does not fit its run.
+    """
+    t0 = time.monotonic()
+    if console is None or quiet:
+        from rich.console import Console
+
+        console = Console(quiet=quiet)
+
+    # -- profile and data -------------------------------------------------------------------------
+    if resume:
+        if not spec.run_dir:
+            raise PdmpError("resume needs spec.run_dir: the run directory to continue", 2)
+        run_dir = Path(spec.run_dir)
+        profile_path = str(run_dir / rundir.PROFILE)  # the copy: the original may have moved
+    else:
+        profile_path = spec.profile
+    profile = Profile.load(profile_path)
+    dataset = spec.dataset or profile.dataset
+    bundle = load_dataset(dataset, data_root=spec.data_root)
+    check_profile(profile, profile_path, dataset, bundle)
+    spec = spec.model_copy(update={"dataset": dataset})
+
+    # -- model, method, optimizer (everything that can refuse happens before any file is written)
+    device = resolve_device(spec.device)
+    data_gen = seed_everything(spec.seed)
+    model = build_model(spec, bundle, device)
+    method = build_method(spec.method, model, spec, profile)
+    optimizer = build_optimizer(model, spec, method)
+    stats: EpochStats | None = None
+    history: list[EpochMetrics] = []
+    start_epoch, start_step, wall_before = 0, 0, 0.0
+
+    if resume:
+        ckpt = checkpoint.load(run_dir / rundir.CHECKPOINTS / "last.pt")
+        saved, now = ckpt["spec"], spec.model_dump(mode="json")
+        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+        if changed:
+            raise PdmpError(
+                f"cannot resume {run_dir}: {', '.join(changed)} differ from the checkpoint; "
+                "start a new run to change them",
+                exit_code=2,
+            )
+        sha = hashlib.sha256(Path(profile_path).read_bytes()).hexdigest()
+        if sha != ckpt["profile_sha256"]:
+            raise PdmpError(f"cannot resume {run_dir}: its profile.json changed since the run started", 2)
+        if ckpt["epoch"] >= spec.epochs:
+            raise PdmpError(
+                f"run {run_dir} has already done {ckpt['epoch']} of {spec.epochs} epochs; "
+                f"pass --epochs N with N > {ckpt['epoch']} to train further",
+                exit_code=2,
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        data_gen.set_state(ckpt["data_gen"])
+        history = [EpochMetrics.model_validate(h) for h in ckpt["history"]]
+        start_epoch, start_step, wall_before = ckpt["epoch"], ckpt["step"], ckpt["wall_seconds"]
+        if ckpt["stats"] is not None:
+            stats = EpochStats(model.modalities, device)
+            stats.load_state_dict(ckpt["stats"])
+        # metrics.jsonl is rewritten from the checkpoint: a hard kill may have cut it short or long
+        lines = "".join(m.model_dump_json() + "\n" for m in history)
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.METRICS}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(lines)
+        os.replace(tmp, run_dir / rundir.METRICS)
+    else:
+        run_dir = make_run_dir(spec, bundle.name)
+        sha = copy_profile(profile_path, run_dir)
+    spec = spec.model_copy(update={"run_dir": str(run_dir)})
+    spec_json = spec.model_dump(mode="json")
+    write_json_atomic(run_dir / rundir.SPEC, spec_json)
+
+    def write_summary(status: str, message: str | None = None) -> RunSummary:
+        s = summarize(
+            history,
+            dataset=bundle.name,
+            method=spec.method,
+            fusion=spec.fusion,
+            encoder=spec.encoder,
+            gamma_p=spec.gamma_p,
+            gamma=method.gamma,
+            seed=spec.seed,
+            profile_sha256=sha,
+            status=status,
+            epochs_planned=spec.epochs,
+            wall_seconds=wall_before + time.monotonic() - t0,
+            message=message,
+            command=command,
+            pdmp_version=__version__,
+        )
+        write_json_atomic(run_dir / rundir.SUMMARY, s.model_dump(mode="json"))
+        return s
+
+    console.print(f"run directory: {run_dir}" + (f" (resuming at epoch {start_epoch + 1})" if resume else ""))
+    console.print(
+        f"data: {bundle.name}, {len(bundle.train)} train / {len(bundle.test)} test, "
+        f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
+        f"{spec.fusion} fusion; device {device}"
+    )
+    console.print(f"method {spec.method}: {method.describe()}", highlight=False)
+    summary = write_summary("running")
+
+    # -- the loop ---------------------------------------------------------------------------------
+    test_loader = eval_loader(bundle, spec, device)
+    best_acc = max((m.eval_accuracy for m in history), default=None)
+    last_good = f"{run_dir / rundir.CHECKPOINTS / 'last.pt'}"
+    progress = None
+    if not console.quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        progress.start()
+    try:
+        with GracefulInterrupt() as stop:
+            for epoch in range(start_epoch, spec.epochs):
+                step0 = start_step if epoch == start_epoch else 0
+                if step0 == 0 or stats is None:
+                    stats = EpochStats(model.modalities, device)
+                epoch_gen_state = data_gen.get_state()  # a mid-epoch checkpoint replays this order
+                loader = epoch_loader(bundle, spec, data_gen, step0, device)
+                task = None
+                if progress is not None:
+                    task = progress.add_task(f"epoch {epoch + 1}/{spec.epochs}", total=step0 + len(loader), completed=step0)
+                t_epoch = time.monotonic()
+                outcome = train_one_epoch(
+                    model, method, optimizer, loader, stats,
+                    epoch=epoch, start_step=step0, grad_clip=spec.grad_clip, device=device, stop=stop,
+                    on_step=on_step, advance=(lambda: progress.advance(task)) if task is not None else None,
+                )
+                stats.seconds += time.monotonic() - t_epoch
+                if task is not None:
+                    progress.remove_task(task)
+
+                if outcome == "diverged":
+                    bad = stats.bad_step()
+                    kept = (
+                        f"the last good checkpoint ({last_good}, {len(history)} epochs done) is kept"
+                        if (run_dir / rundir.CHECKPOINTS / "last.pt").exists()
+                        else "no checkpoint was written (no epoch finished)"
+                    )
+                    knob = (
+                        f"try a smaller --gamma-p than {spec.gamma_p:g}"
+                        if spec.method in ("pdmp", "lr-scale")
+                        else f"try a smaller --lr than {spec.lr:g}"
+                    )
+                    msg = f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}; {knob}; {kept}"
+                    summary = write_summary("diverged", msg)
+                    return RunResult(run_dir, summary, history)
+
+                if outcome == "interrupted":
+                    wall = wall_before + time.monotonic() - t0
+                    save_last(
+                        run_dir, model=model, optimizer=optimizer, epoch=epoch, step=stats.steps,
+                        data_gen_state=epoch_gen_state, stats=stats, history=history, spec_json=spec_json,
+                        wall=wall, sha=sha,
+                    )
+                    msg = (
+                        f"interrupted at epoch {epoch + 1}, step {stats.steps}; "
+                        f"continue with `pdmp train --resume {run_dir}`"
+                    )
+                    summary = write_summary("interrupted", msg)
+                    return RunResult(run_dir, summary, history)
+
+                ev = evaluate(model, test_loader, device, bundle.num_classes)
+                means = stats.means()
+                m = EpochMetrics(
+                    epoch=epoch + 1,
+                    train_loss=means["train_loss"],
+                    eval_accuracy=ev["accuracy"],
+                    eval_macro_f1=ev["macro_f1"],
+                    branch_accuracy=ev["branch_accuracy"],
+                    w=ev["w"],
+                    shares=ev["shares"],
+                    grad_norm_before=means["grad_norm_before"],
+                    grad_norm_after=means["grad_norm_after"],
+                    gamma=means["gamma"],
+                    lr=optimizer.param_groups[0]["lr"],
+                    epoch_seconds=stats.seconds,
+                )
+                history.append(m)
+                if best_acc is None or m.eval_accuracy > best_acc:
+                    best_acc = m.eval_accuracy
+                    checkpoint.save(
+                        run_dir / rundir.CHECKPOINTS / "best.pt",
+                        {"model": model.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy, "spec": spec_json},
+                    )
+                save_last(
+                    run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=0,
+                    data_gen_state=data_gen.get_state(), stats=None, history=history, spec_json=spec_json,
+                    wall=wall_before + time.monotonic() - t0, sha=sha,
+                )
+                rundir.append_metrics(run_dir, m)
+                summary = write_summary("running")
+                console.print(_epoch_line(m, spec.epochs), highlight=False)
+                stats = None
+                if stop.requested and epoch + 1 < spec.epochs:
+                    msg = f"interrupted after epoch {epoch + 1}; continue with `pdmp train --resume {run_dir}`"
+                    summary = write_summary("interrupted", msg)
+                    return RunResult(run_dir, summary, history)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now; last.pt is the last finished epoch
+        msg = (
+            f"interrupted; {len(history)} epochs saved, continue with `pdmp train --resume {run_dir}`"
+            if (run_dir / rundir.CHECKPOINTS / "last.pt").exists()
+            else "interrupted before the first epoch finished; nothing to resume"
+        )
+        summary = write_summary("interrupted", msg)
+        return RunResult(run_dir, summary, history)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    summary = write_summary("complete")
+    return RunResult(run_dir, summary, history)

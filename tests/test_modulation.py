@@ -1,0 +1,137 @@
+"""Eq. 10-12 on one batch: modulated gradients against an unmodulated backward of the same batch."""
+
+import pytest
+import torch
+
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.models.multimodal import build_multimodal
+from pdmp_cli.modulation import PDMPModulator, resolve_gammas
+from pdmp_cli.profile import Profile, Provenance
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: one thread is fastest, and immune to a busy machine
+    yield
+    torch.set_num_threads(n)
+
+
+def _model_and_batch(channels: dict[str, int], fusion="concat", seed=0):
+    torch.manual_seed(seed)
+    model = build_multimodal("small", fusion, channels, num_classes=3)
+    inputs = {m: torch.randn(4, c, 16, 16) for m, c in channels.items()}
+    labels = torch.tensor([0, 1, 2, 1])
+    return model, inputs, labels
+
+
+def _grads(model, inputs, labels, after_backward=None) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(inputs).logits, labels)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _check(model, ref, got, gammas):
+    """Encoder m's grads are exactly gammas[m] x the reference; fusion/head grads unchanged."""
+    assert ref.keys() == got.keys()
+    n_enc = 0
+    for name, g in got.items():
+        if name.startswith("encoders."):
+            m = name.split(".")[1]
+            assert torch.equal(g, ref[name] * gammas[m]), name
+            n_enc += 1
+        else:
+            assert name.startswith("fusion.")
+            assert torch.equal(g, ref[name]), f"{name} must be untouched"
+    assert n_enc == sum(1 for _ in model.encoders.parameters())
+
+
+@pytest.mark.parametrize(
+    "mp, mo, expected",
+    [
+        ("visual", "audio", {"visual": 10.0, "audio": 0.1}),  # m_p != m_o: gamma_r = 1 / gamma_p
+        ("audio", "audio", {"audio": 10.0, "visual": 10.0}),  # m_p == m_o: gamma_r = gamma_p
+    ],
+    ids=["mp-ne-mo", "mp-eq-mo"],
+)
+@pytest.mark.parametrize("fusion", ["concat", "film"])
+def test_encoder_grads_scaled_exactly_fusion_untouched(mp, mo, expected, fusion):
+    model, x, y = _model_and_batch({"audio": 1, "visual": 3}, fusion)
+    ref = _grads(model, x, y)
+    mod = PDMPModulator(model.encoders, gamma_p=10, performance_dominant=mp, optimization_dominant=mo)
+    assert mod.gammas == expected
+    _check(model, ref, _grads(model, x, y, mod.apply), expected)
+
+
+def test_three_modalities_every_remaining_modality_gets_gamma_r():
+    model, x, y = _model_and_batch({"rgb": 3, "depth": 1, "ir": 1})
+    ref = _grads(model, x, y)
+    mod = PDMPModulator(model.encoders, gamma_p=4, performance_dominant="depth", optimization_dominant="ir")
+    assert mod.gammas == {"rgb": 0.25, "depth": 4.0, "ir": 0.25}
+    _check(model, ref, _grads(model, x, y, mod.apply), mod.gammas)
+    same = PDMPModulator(model.encoders, gamma_p=4, performance_dominant="rgb", optimization_dominant="rgb")
+    assert same.gammas == {"rgb": 4.0, "depth": 4.0, "ir": 4.0}
+    _check(model, ref, _grads(model, x, y, same.apply), same.gammas)
+
+
+def test_hooks_equal_apply_and_can_be_removed():
+    model, x, y = _model_and_batch({"audio": 1, "visual": 3})
+    ref = _grads(model, x, y)
+    mod = PDMPModulator(model.encoders, gamma_p=5, performance_dominant="visual", optimization_dominant="audio")
+    assert mod.install_hooks() is mod
+    hooked = _grads(model, x, y)
+    _check(model, ref, hooked, {"visual": 5.0, "audio": 0.2})
+    with pytest.raises(PdmpError, match="already scale"):
+        mod.apply()  # would scale twice
+    mod.remove_hooks()
+    assert all(torch.equal(g, ref[n]) for n, g in _grads(model, x, y).items())
+
+
+def _profile(**kw) -> Profile:
+    base = dict(
+        dataset="toy",
+        modalities=["audio", "visual"],
+        performance_dominant="visual",
+        optimization_dominant="audio",
+        optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    )
+    return Profile(**{**base, **kw})
+
+
+def test_profile_object_or_path(tmp_path):
+    model, _, _ = _model_and_batch({"audio": 1, "visual": 3})
+    assert PDMPModulator(model.encoders, 15, profile=_profile()).gammas == {"audio": 1 / 15, "visual": 15.0}
+    path = _profile(optimization_dominant="visual").save(tmp_path / "p.json")
+    assert PDMPModulator(model.encoders, 15, profile=str(path)).gammas == {"audio": 15.0, "visual": 15.0}
+    # a hand-given dominant wins over the profile's
+    assert PDMPModulator(model.encoders, 2, profile=_profile(), optimization_dominant="visual").gammas == {
+        "audio": 2.0,
+        "visual": 2.0,
+    }
+
+
+def test_refusals_name_the_cause():
+    model, _, _ = _model_and_batch({"audio": 1, "visual": 3})
+    with pytest.raises(PdmpError, match="optimization-dominant modality is unknown"):
+        PDMPModulator(model.encoders, 10, profile=_profile(optimization_dominant=None))
+    with pytest.raises(PdmpError, match=r"profile is for modalities \['rgb', 'depth'\] but the encoders given are \['audio', 'visual'\]"):
+        PDMPModulator(
+            model.encoders, 10, profile=_profile(modalities=["rgb", "depth"], performance_dominant="rgb", optimization_dominant="rgb")
+        )
+    with pytest.raises(PdmpError, match="share parameters"):
+        PDMPModulator({"audio": model.encoders["audio"], "visual": model.encoders["audio"]}, 10, "visual", "audio")
+    with pytest.raises(PdmpError, match="gamma_p must be > 0, got -1"):
+        resolve_gammas(["audio", "visual"], "visual", "audio", -1)
+    with pytest.raises(PdmpError, match="performance-dominant modality 'text' is not one of"):
+        resolve_gammas(["audio", "visual"], "text", "audio", 10)
+
+
+def test_describe_states_eq12_branch():
+    model, _, _ = _model_and_batch({"audio": 1, "visual": 3})
+    d = PDMPModulator(model.encoders, 10, "visual", "audio").describe()
+    assert d.startswith("audio x0.1, visual x10") and "gamma_r = 1/gamma_p" in d
+    assert "gamma_r = gamma_p because audio" in PDMPModulator(model.encoders, 10, "audio", "audio").describe()

@@ -1,0 +1,191 @@
+"""The training loop end to end on tiny data: run directory, metrics, resume, divergence, refusals."""
+
+import hashlib
+import json
+import math
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import TINY_SYNTHETIC
+
+from pdmp_cli import rundir
+from pdmp_cli.data import load_dataset
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.profile import Profile, Provenance
+from pdmp_cli.rundir import EpochMetrics, RunSummary
+from pdmp_cli.specs import TrainSpec
+from pdmp_cli.train import run
+from pdmp_cli.train.loop import build_model, eval_loader, evaluate, resume_spec
+
+
+def _profile(**kw) -> Profile:
+    base = dict(
+        dataset="tiny",
+        modalities=["audio", "visual"],
+        performance_dominant="visual",
+        optimization_dominant="audio",
+        optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    )
+    return Profile(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PDMP_CACHE_DIR", str(root / "cache"))
+        manifest = root / "tiny.toml"
+        manifest.write_text(TINY_SYNTHETIC)
+        profile = _profile().save(root / "tiny-profile.json")
+
+        def spec(**kw) -> TrainSpec:
+            base = dict(profile=str(profile), dataset=str(manifest), encoder="small", epochs=2, batch_size=16, lr=0.01)
+            return TrainSpec(**{**base, **kw})
+
+        e = SimpleNamespace(root=root, manifest=manifest, profile=profile, spec=spec)
+        e.pdmp = run(spec(run_dir=str(root / "pdmp")), quiet=True)
+        e.ogm = run(spec(method="ogm-ge", seed=3, run_dir=str(root / "ogm")), quiet=True)
+        yield e
+    torch.set_num_threads(threads)
+
+
+def _comparable(metrics: list[EpochMetrics]) -> list[dict]:
+    return [m.model_dump(exclude={"epoch_seconds"}) for m in metrics]
+
+
+def test_run_directory_metrics_and_summary(env):
+    d = env.pdmp.run_dir
+    assert sorted(p.name for p in d.iterdir()) == ["checkpoints", "metrics.jsonl", "profile.json", "spec.json", "summary.json"]
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    metrics, bad = rundir.read_metrics(d)
+    assert bad == 0 and [m.epoch for m in metrics] == [1, 2] and _comparable(metrics) == _comparable(env.pdmp.metrics)
+    for m in metrics:
+        assert m.gamma == {"audio": pytest.approx(0.1), "visual": pytest.approx(10.0)}
+        for mod, g in m.gamma.items():  # Eq. 10-11 as measured: after = gamma x before
+            assert m.grad_norm_after[mod] == pytest.approx(g * m.grad_norm_before[mod], rel=1e-4)
+            assert m.grad_norm_before[mod] > 0
+        assert sum(m.shares.values()) == pytest.approx(1.0)
+        assert m.w == pytest.approx(m.shares["audio"] / m.shares["visual"])  # Eq. 5, dataset modality order
+        assert m.lr == 0.01 and math.isfinite(m.train_loss) and m.epoch_seconds > 0
+        assert 0 <= m.eval_accuracy <= 1 and set(m.branch_accuracy) == {"audio", "visual"}
+
+    s = RunSummary.model_validate_json((d / "summary.json").read_text())
+    assert s == env.pdmp.summary
+    best = max(metrics, key=lambda m: m.eval_accuracy)
+    assert (s.status, s.epochs_done, s.epochs_planned, s.method, s.dataset) == ("complete", 2, 2, "pdmp", "tiny")
+    assert (s.best_accuracy, s.best_epoch, s.best_macro_f1) == (best.eval_accuracy, best.epoch, best.eval_macro_f1)
+    assert (s.final_accuracy, s.final_w, s.final_branch_accuracy) == (
+        metrics[-1].eval_accuracy, metrics[-1].w, metrics[-1].branch_accuracy,
+    )
+    assert s.gamma == {"audio": 0.1, "visual": 10.0} and s.wall_seconds > 0
+    assert (d / "profile.json").read_bytes() == env.profile.read_bytes()
+    assert s.profile_sha256 == hashlib.sha256(env.profile.read_bytes()).hexdigest()
+    saved = TrainSpec.model_validate_json((d / "spec.json").read_text())
+    assert (saved.dataset, saved.run_dir, saved.gamma_p, saved.epochs) == (str(env.manifest), str(d), 10.0, 2)
+
+    # checkpoints load with weights_only=True, and the final weights reproduce the final accuracy
+    last = torch.load(d / "checkpoints/last.pt", weights_only=True)
+    best_ckpt = torch.load(d / "checkpoints/best.pt", weights_only=True)
+    assert (last["epoch"], last["step"], best_ckpt["epoch"]) == (2, 0, s.best_epoch)
+    bundle = load_dataset(env.manifest)
+    model = build_model(saved, bundle, torch.device("cpu"))
+    model.load_state_dict(last["model"])
+    ev = evaluate(model, eval_loader(bundle, saved, torch.device("cpu")), torch.device("cpu"), bundle.num_classes)
+    assert ev["accuracy"] == s.final_accuracy and ev["branch_accuracy"] == s.final_branch_accuracy
+
+
+def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(env):
+    def ctrl_c(info):
+        if (info.epoch, info.step) == (1, 1):  # epoch 2: its data order must come from the checkpoint
+            signal.raise_signal(signal.SIGINT)
+
+    spec = env.spec(method="ogm-ge", seed=3, run_dir=str(env.root / "ogm-cut"))
+    cut = run(spec, on_step=ctrl_c, quiet=True)
+    assert cut.status == "interrupted" and _comparable(cut.metrics) == _comparable(env.ogm.metrics[:1])
+    assert cut.summary.message == f"interrupted at epoch 2, step 2; continue with `pdmp train --resume {cut.run_dir}`"
+    assert json.loads((cut.run_dir / "summary.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(cut.run_dir / "checkpoints/last.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    done = run(resume_spec(cut.run_dir), resume=True, quiet=True)
+    assert done.status == "complete"
+    assert _comparable(done.metrics) == _comparable(env.ogm.metrics)
+    assert _comparable(rundir.read_metrics(done.run_dir)[0]) == _comparable(env.ogm.metrics)
+    a = torch.load(done.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(env.ogm.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_resume_after_last_epoch_with_more_epochs_equals_longer_run(env):
+    short = run(env.spec(method="ogm-ge", seed=3, epochs=1, run_dir=str(env.root / "ogm-short")), quiet=True)
+    assert short.status == "complete" and len(short.metrics) == 1
+    with pytest.raises(PdmpError, match="has already done 1 of 1 epochs; pass --epochs N with N > 1"):
+        run(resume_spec(short.run_dir), resume=True, quiet=True)
+    with pytest.raises(PdmpError, match="lr cannot be changed"):
+        resume_spec(short.run_dir, {"lr": 0.1})
+    changed = resume_spec(short.run_dir, {"epochs": 2}).model_copy(update={"gamma_p": 3.0})
+    with pytest.raises(PdmpError, match="gamma_p differ from the checkpoint"):
+        run(changed, resume=True, quiet=True)
+    longer = run(resume_spec(short.run_dir, {"epochs": 2}), resume=True, quiet=True)
+    assert _comparable(longer.metrics) == _comparable(env.ogm.metrics)
+    assert longer.summary.epochs_planned == 2
+    assert json.loads((short.run_dir / "spec.json").read_text())["epochs"] == 2
+
+
+def test_too_large_gamma_diverges_with_a_clear_message(env):
+    r = run(env.spec(gamma_p=1e30, run_dir=str(env.root / "boom")), quiet=True)
+    assert r.status == "diverged"
+    assert r.summary.message.startswith("the loss became non-finite at epoch 1, step ")
+    assert "try a smaller --gamma-p than 1e+30; no checkpoint was written (no epoch finished)" in r.summary.message
+    assert not (r.run_dir / "checkpoints/last.pt").exists()
+    assert json.loads((r.run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_divergence_keeps_the_last_good_checkpoint(env):
+    def poison(info):  # after epoch 2's first step, the head's weights become NaN
+        if (info.epoch, info.step) == (1, 0):
+            with torch.no_grad():
+                info.model.fusion.fc.weight.fill_(float("nan"))
+
+    r = run(env.spec(method="vanilla", run_dir=str(env.root / "poison")), on_step=poison, quiet=True)
+    assert r.status == "diverged" and r.summary.epochs_done == 1
+    last = r.run_dir / "checkpoints" / "last.pt"
+    assert r.summary.message == (
+        "the loss became non-finite at epoch 2, step 2; try a smaller --lr than 0.01; "
+        f"the last good checkpoint ({last}, 1 epochs done) is kept"
+    )
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert len(rundir.read_metrics(r.run_dir)[0]) == 1
+
+
+def test_refusals_come_before_any_file_is_written(env, tmp_path):
+    root = tmp_path / "runs"
+    cases = [
+        (_profile(dataset="cremad"), "is for dataset 'cremad', but the dataset is"),
+        (
+            _profile(modalities=["rgb", "depth"], performance_dominant="rgb", optimization_dominant="depth"),
+            r"has modalities \['rgb', 'depth'\], but dataset 'tiny' has \['audio', 'visual'\]",
+        ),
+        (_profile(dataset_identity="0123456789abcdef"), r"was made from other data \(identity 0123456789abcdef\)"),
+        (_profile(optimization_dominant=None), "leaves optimization_dominant null"),
+    ]
+    for i, (profile, message) in enumerate(cases):
+        path = profile.save(tmp_path / f"p{i}.json")
+        with pytest.raises(PdmpError, match=message):
+            run(env.spec(profile=str(path), runs_root=str(root)), quiet=True)
+    assert not root.exists()
+    with pytest.raises(PdmpError, match="already holds a run; continue it with `pdmp train --resume"):
+        run(env.spec(run_dir=str(env.pdmp.run_dir)), quiet=True)
+    # a null optimization_dominant is fine for the baselines
+    ok = run(env.spec(profile=str(tmp_path / "p3.json"), method="vanilla", epochs=1, runs_root=str(root)), quiet=True)
+    assert ok.status == "complete" and ok.summary.gamma == {"audio": 1.0, "visual": 1.0}
+    assert ok.run_dir.parent == root and ok.run_dir.name.endswith("-tiny-vanilla-concat-g10-s0")
+    assert Path(ok.run_dir).is_dir()

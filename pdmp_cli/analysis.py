@@ -1,0 +1,559 @@
+"""Modality analysis (Alg. 1, stage 1): unimodal training on a subset -> a dominance profile.
+
+For each modality one unimodal model (encoder + linear head) is trained on a class-stratified
+subset of the training split and evaluated on the evaluation split after every epoch. The
+accuracy at the final epoch ranks the modalities by performance (first: the
+performance-dominant modality m_p); the accuracy after ``early_epochs`` epochs ranks them by
+how fast they learn (first: the optimization-dominant modality m_o, paper Sec. III-B). An
+optional short vanilla multimodal *probe* ranks the branches of a fused model instead, which is
+the criterion of Alg. 1, line 2; when it runs, it decides m_o.
+
+    from pdmp_cli.analysis import run
+    from pdmp_cli.specs import AnalyzeSpec
+    [out] = run(AnalyzeSpec(dataset="synthetic", encoder="small", epochs=20, early_epochs=2,
+                            lr=0.01, subset=[1.0]))
+    out.profile.performance_dominant, out.cached, out.path
+
+The measurements (accuracy curves) are cached with diskcache, keyed by everything that changes
+them; the profile is re-derived from them on every run, so ``early_epochs`` only re-reads the
+cached curves. A per-key file lock keeps two identical concurrent runs from both training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdmp_cli import __version__
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso, write_json_atomic
+from pdmp_cli.specs import AnalyzeSpec
+
+ANALYSIS_VERSION = 1  # bump when the training or evaluation below changes its numbers
+NOISE_Z = 2.0  # a ranking is uncertain when its top two are < NOISE_Z binomial SEs apart
+
+
+class StepCounter:
+    """Optimizer steps taken by this module in this process: a cache hit adds none."""
+
+    def __init__(self):
+        self.value = 0
+
+    def add(self, n: int = 1) -> None:
+        self.value += n
+
+
+training_steps = StepCounter()
+
+
+@dataclass
+class AnalysisOutcome:
+    """One analysed subset: its profile, where it was written, and whether it was cached."""
+
+    subset: float
+    profile: Profile
+    path: Path
+    spec_path: Path
+    cached: bool
+    cache_key: str
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions: ranking, uncertainty, the profile from measured curves
+# --------------------------------------------------------------------------------------------
+def rank(accuracy: dict[str, float], order: list[str] | None = None) -> list[str]:
+    """Modalities best first; ties keep ``order`` (default: the dict's order)."""
+    order = list(order or accuracy)
+    return sorted(accuracy, key=lambda m: (-accuracy[m], order.index(m)))
+
+
+def noise_threshold(p1: float, p2: float, n: int, z: float = NOISE_Z) -> float:
+    """z binomial standard errors of the difference of two accuracies measured on n samples."""
+    return z * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+
+
+def ranking_uncertain(accuracy: dict[str, float], n: int, z: float = NOISE_Z) -> bool:
+    """True when the top two accuracies are less than ``z`` SEs apart (or tied)."""
+    first, second = rank(accuracy)[:2]
+    p1, p2 = accuracy[first], accuracy[second]
+    return p1 == p2 or p1 - p2 < noise_threshold(p1, p2, n, z)
+
+
+def _uncertainty_warning(what: str, accuracy: dict[str, float], n: int, subset: float) -> str:
+    first, second = rank(accuracy)[:2]
+    p1, p2 = accuracy[first], accuracy[second]
+    return (
+        f"{what} is uncertain at subset {subset:g}: {first} {p1:.3f} vs {second} {p2:.3f} differ by "
+        f"{p1 - p2:.3f}, less than {NOISE_Z:g} standard errors ({noise_threshold(p1, p2, n):.3f}, "
+        f"n={n}); use a larger --subset or more --epochs"
+    )
+
+
+def build_profile(
+    *,
+    dataset: str,
+    identity: str | None,
+    modalities: list[str],
+    curves: dict[str, list[float]],
+    eval_size: int,
+    early_epochs: int,
+    subset: float,
+    seed: int,
+    settings: dict,
+    probe: dict | None = None,
+    command: str = "",
+    notes: list[str] | None = None,
+) -> tuple[Profile, list[str]]:
+    """The profile and its warnings from per-modality accuracy curves (pure).
+
+    ``curves[m][e]`` is modality m's evaluation accuracy after epoch e+1; early accuracy is read
+    after ``early_epochs`` epochs, late accuracy after the last one. ``probe`` (optional) holds the
+    multimodal probe's ``branch_accuracy``; when given, its ranking decides m_o.
+    """
+    epochs = {len(c) for c in curves.values()}
+    if len(epochs) != 1 or early_epochs > epochs.pop() or early_epochs < 1:
+        raise ValueError("every curve needs the same length, at least early_epochs long")
+    early = {m: curves[m][early_epochs - 1] for m in modalities}
+    late = {m: curves[m][-1] for m in modalities}
+    early_ranking, late_ranking = rank(early, modalities), rank(late, modalities)
+    uncertain = {
+        "early_ranking": ranking_uncertain(early, eval_size),
+        "late_ranking": ranking_uncertain(late, eval_size),
+    }
+    warnings = []
+    if uncertain["late_ranking"]:
+        warnings.append(_uncertainty_warning("the performance (late) ranking", late, eval_size, subset))
+    if uncertain["early_ranking"]:
+        warnings.append(_uncertainty_warning("the optimization (early) ranking", early, eval_size, subset))
+    notes = list(notes or [])
+
+    m_o, criterion, probe_out = early_ranking[0], "unimodal-early", None
+    if probe is not None:
+        branch = probe["branch_accuracy"]
+        probe_ranking = rank(branch, modalities)
+        uncertain["probe_ranking"] = ranking_uncertain(branch, eval_size)
+        if uncertain["probe_ranking"]:
+            warnings.append(_uncertainty_warning("the probe's branch ranking", branch, eval_size, subset))
+        probe_out = {**probe, "ranking": probe_ranking}
+        m_o, criterion = probe_ranking[0], "multimodal-probe"
+        if probe_ranking[0] != early_ranking[0]:
+            notes.append(
+                f"the multimodal probe ranks {probe_ranking[0]} first, the unimodal early accuracy "
+                f"{early_ranking[0]}; the probe decided (Alg. 1, line 2)"
+            )
+    profile = Profile(
+        dataset=dataset,
+        dataset_identity=identity,
+        modalities=modalities,
+        subset=subset,
+        seed=seed,
+        settings=settings,
+        results={
+            m: ModalityResult(curve=curves[m], early_accuracy=early[m], late_accuracy=late[m], eval_size=eval_size)
+            for m in modalities
+        },
+        early_ranking=early_ranking,
+        late_ranking=late_ranking,
+        performance_dominant=late_ranking[0],
+        optimization_dominant=m_o,
+        optimization_criterion=criterion,
+        probe=probe_out,
+        uncertain=uncertain,
+        notes=notes + warnings,
+        provenance=Provenance(tool_version=__version__, created=now_iso(), command=command, source="measured"),
+    )
+    return profile, warnings
+
+
+def subset_study_rows(outcomes: list[AnalysisOutcome]) -> list[dict]:
+    """The subset-scale study (the paper's Table VI) as rows: late accuracy per modality,
+    the gap between the top two, the ranking and whether it is uncertain."""
+    rows = []
+    for o in outcomes:
+        p = o.profile
+        late = {m: p.results[m].late_accuracy for m in p.modalities}
+        top, second = p.late_ranking[:2]
+        rows.append(
+            {
+                "subset": o.subset,
+                "late_accuracy": late,
+                "difference": late[top] - late[second],
+                "ranking": list(p.late_ranking),
+                "uncertain": p.uncertain.get("late_ranking", False),
+                "cached": o.cached,
+            }
+        )
+    return rows
+
+
+def manual_profile(
+    dataset: str,
+    performance_dominant: str,
+    optimization_dominant: str | None,
+    modalities: list[str] | None = None,
+    notes: list[str] | None = None,
+    command: str = "",
+) -> Profile:
+    """A hand-written profile (``pdmp profile new``): the two dominant modalities, nothing measured.
+
+    Without ``modalities`` the dataset is loaded to learn its modalities and content identity.
+    """
+    identity = None
+    if modalities is None:
+        from pdmp_cli.data import load_dataset
+
+        try:
+            bundle = load_dataset(dataset)
+        except PdmpError as e:
+            raise PdmpError(f"{e}; or pass --modalities to write a profile without loading the dataset", 2) from None
+        dataset, identity, modalities = bundle.name, bundle.identity, list(bundle.modalities)
+    elif dataset.endswith(".toml"):
+        dataset = Path(dataset).stem
+    if len(set(modalities)) != len(modalities) or len(modalities) < 2:
+        raise PdmpError(f"--modalities must name at least two different modalities, got {modalities}", 2)
+    for flag, m in (("--performance-dominant", performance_dominant), ("--optimization-dominant", optimization_dominant)):
+        if m is not None and m not in modalities:
+            raise PdmpError(
+                f"{flag} {m!r} is not a modality of dataset {dataset} ({', '.join(modalities)}); choose one of them",
+                2,
+            )
+    return Profile(
+        dataset=dataset,
+        dataset_identity=identity,
+        modalities=modalities,
+        performance_dominant=performance_dominant,
+        optimization_dominant=optimization_dominant,
+        optimization_criterion="manual",
+        notes=list(notes or []) + ["written by hand with `pdmp profile new`; nothing in it was measured"],
+        provenance=Provenance(tool_version=__version__, created=now_iso(), command=command, source="manual"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Paths, cache keys, locking
+# --------------------------------------------------------------------------------------------
+def profile_path(out: str | None, dataset: str, subset: float, many: bool) -> Path:
+    """``--out`` or ``profiles/<dataset>.json``; with several subsets ``<stem>.subset-<s>.json``."""
+    base = Path(out) if out else Path("profiles") / f"{dataset}.json"
+    if many:
+        base = base.with_name(f"{base.stem}.subset-{subset:g}{base.suffix or '.json'}")
+    return base
+
+
+def spec_path_for(profile: Path) -> Path:
+    """Where the resolved spec of a profile is saved: ``<stem>.spec.json`` beside it."""
+    return profile.with_name(f"{profile.stem}.spec.json")
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise PdmpError(f"--out {path} is a directory; give a file path such as {path / 'profile.json'}", 2)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise PdmpError(f"cannot write {path}: {parent} is not writable; choose another --out", 2)
+
+
+_MEASURED_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "encoder")
+
+
+def cache_key(kind: str, identity: str, modalities: list[str], subset: float, spec: AnalyzeSpec, device: str) -> str:
+    """Everything that changes a measurement: data, subset, seed, settings, device, code version."""
+    from pdmp_cli.cache import stable_hash
+
+    settings = {k: getattr(spec, k) for k in _MEASURED_SETTINGS}
+    if kind == "probe":
+        settings.update(probe_epochs=spec.probe_epochs, probe_fusion=spec.probe_fusion)
+    return stable_hash(
+        {
+            "kind": kind,
+            "pdmp": __version__,
+            "analysis": ANALYSIS_VERSION,
+            "dataset_identity": identity,
+            "modalities": modalities,
+            "subset": subset,
+            "settings": settings,
+            "device": device,
+        }
+    )
+
+
+@contextmanager
+def _key_lock(key: str, on_wait=None):
+    """An exclusive lock per cache key, across processes (released if the holder dies)."""
+    from pdmp_cli.cache import cache_dir
+
+    lock_dir = cache_dir() / "analysis" / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: diskcache's lock (not released if the holder is killed)
+        import diskcache
+
+        from pdmp_cli.cache import open_cache
+
+        with open_cache("analysis") as cache, diskcache.Lock(cache, f"lock/{key}", expire=24 * 3600):
+            yield
+        return
+    with open(lock_dir / f"{key}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cached(key: str, measure, use_cache: bool, on_wait=None) -> tuple[dict, bool]:
+    """``measure()`` once per key: served from the cache when present (unless ``use_cache`` is
+    False, which recomputes and refreshes the entry)."""
+    from pdmp_cli.cache import open_cache
+
+    with open_cache("analysis") as cache:
+        if use_cache and (hit := cache.get(key)) is not None:
+            return hit, True
+        with _key_lock(key, on_wait):
+            if use_cache and (hit := cache.get(key)) is not None:  # a concurrent run finished it
+                return hit, True
+            record = measure()
+            cache.set(key, record)
+            return record, False
+
+
+# --------------------------------------------------------------------------------------------
+# Training: one unimodal model per modality, and the optional multimodal probe
+# --------------------------------------------------------------------------------------------
+def _loaders(bundle, indices: list[int], spec: AnalyzeSpec):
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    train = DataLoader(
+        Subset(bundle.train, indices),
+        batch_size=spec.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(spec.seed),
+        num_workers=spec.num_workers,
+    )
+    test = DataLoader(bundle.test, batch_size=max(spec.batch_size, 256), num_workers=spec.num_workers)
+    return train, test
+
+
+def _optimizer(model, spec: AnalyzeSpec):
+    import torch
+
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> list[float]:
+    """Train one unimodal model on ``indices`` of the training split; accuracy after each epoch."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdmp_cli.models.multimodal import build_unimodal
+    from pdmp_cli.runtime import seed_everything
+
+    seed_everything(spec.seed)  # each modality starts from the same seed, whatever ran before
+    model = build_unimodal(spec.encoder, bundle.in_channels[modality], bundle.num_classes).to(device)
+    opt = _optimizer(model, spec)
+    train_loader, test_loader = _loaders(bundle, indices, spec)
+    curve = []
+    for _ in range(spec.epochs):
+        model.train()
+        for inputs, y in train_loader:
+            x, y = inputs[modality].to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            training_steps.add()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for inputs, y in test_loader:
+                pred = model(inputs[modality].to(device)).argmax(dim=1)
+                correct += (pred == y.to(device)).sum().item()
+        curve.append(correct / len(bundle.test))
+        if advance:
+            advance(curve[-1])
+    return curve
+
+
+def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> dict:
+    """A short vanilla multimodal run (``probe_fusion``): fused and per-branch accuracy per epoch."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.runtime import seed_everything, to_device
+
+    seed_everything(spec.seed)
+    model = build_multimodal(spec.encoder, spec.probe_fusion, bundle.in_channels, bundle.num_classes).to(device)
+    opt = _optimizer(model, spec)
+    train_loader, test_loader = _loaders(bundle, indices, spec)
+    fused, branches = [], {m: [] for m in bundle.modalities}
+    for _ in range(spec.probe_epochs):
+        model.train()
+        for inputs, y in train_loader:
+            out = model(to_device(inputs, device), with_branches=False)
+            loss = F.cross_entropy(out.logits, y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            training_steps.add()
+        model.eval()
+        correct = {"fused": 0, **{m: 0 for m in bundle.modalities}}
+        with torch.no_grad():
+            for inputs, y in test_loader:
+                y = y.to(device)
+                out = model(to_device(inputs, device))
+                correct["fused"] += (out.logits.argmax(1) == y).sum().item()
+                for m, s in out.branch_logits.items():
+                    correct[m] += (s.argmax(1) == y).sum().item()
+        n = len(bundle.test)
+        fused.append(correct["fused"] / n)
+        for m in bundle.modalities:
+            branches[m].append(correct[m] / n)
+        if advance:
+            advance(fused[-1])
+    return {
+        "fusion": spec.probe_fusion,
+        "epochs": spec.probe_epochs,
+        "fused_curve": fused,
+        "branch_curves": branches,
+        "branch_accuracy": {m: c[-1] for m, c in branches.items()},
+    }
+
+
+class _Progress:
+    """rich progress: one bar per model being trained (or nothing when disabled)."""
+
+    def __init__(self, enabled: bool, console=None):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs  acc {task.fields[acc]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        if not self.bar:
+            return None
+        tid = self.bar.add_task(description, total=total, acc="-")
+        return lambda acc: self.bar.update(tid, advance=1, acc=f"{acc:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=None) -> list[AnalysisOutcome]:
+    """Analyse every subset of ``spec``: one profile (and its resolved spec) written per subset.
+
+    Raises PdmpError for an unknown dataset, an unwritable output, or an unusable device.
+    """
+    from pdmp_cli.data import load_dataset
+    from pdmp_cli.runtime import resolve_device, stratified_subset
+
+    device = resolve_device(spec.device)
+    bundle = load_dataset(spec.dataset, data_root=spec.data_root)
+    many = len(spec.subset) > 1
+    paths = [profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
+    for p in paths:
+        _check_writable(p)
+
+    def waiting():
+        if console is not None:
+            console.print("another pdmp analyze is computing the same analysis; waiting for its result")
+
+    outcomes = []
+    with _Progress(progress, console) as bars:
+        for subset, path in zip(spec.subset, paths):
+            indices = stratified_subset(bundle.train_labels, subset, spec.seed)
+
+            def measure_unimodal():
+                t0 = time.perf_counter()
+                curves = {
+                    m: train_unimodal(
+                        bundle, m, indices, spec, device, bars.task(f"subset {subset:g} · {m}", spec.epochs)
+                    )
+                    for m in bundle.modalities
+                }
+                return {"curves": curves, "measured": now_iso(), "seconds": time.perf_counter() - t0}
+
+            key = cache_key("unimodal", bundle.identity, bundle.modalities, subset, spec, device.type)
+            record, cached = _cached(key, measure_unimodal, spec.cache, waiting)
+            probe, probe_cached = None, True
+            if spec.probe_epochs > 0:
+                pkey = cache_key("probe", bundle.identity, bundle.modalities, subset, spec, device.type)
+                probe, probe_cached = _cached(
+                    pkey,
+                    lambda: train_probe(
+                        bundle, indices, spec, device, bars.task(f"subset {subset:g} · probe", spec.probe_epochs)
+                    ),
+                    spec.cache,
+                    waiting,
+                )
+            notes = []
+            if cached:
+                notes.append(f"unimodal curves served from the analysis cache (measured {record['measured']})")
+            settings = {
+                **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device"}),
+                "device": device.type,
+                "train_samples": len(indices),
+            }
+            profile, warnings = build_profile(
+                dataset=bundle.name,
+                identity=bundle.identity,
+                modalities=list(bundle.modalities),
+                curves=record["curves"],
+                eval_size=len(bundle.test),
+                early_epochs=spec.early_epochs,
+                subset=subset,
+                seed=spec.seed,
+                settings=settings,
+                probe=probe,
+                command=command,
+                notes=notes,
+            )
+            spath = spec_path_for(path)
+            try:
+                write_json_atomic(spath, spec.model_copy(update={"subset": [subset], "out": str(path)}).model_dump(mode="json"))
+                profile.save(path)
+            except OSError as e:
+                raise PdmpError(f"cannot write {path}: {e.strerror}; choose another --out", 1) from None
+            outcomes.append(
+                AnalysisOutcome(
+                    subset=subset,
+                    profile=profile,
+                    path=path,
+                    spec_path=spath,
+                    cached=cached and probe_cached,
+                    cache_key=key,
+                    warnings=warnings,
+                )
+            )
+    return outcomes

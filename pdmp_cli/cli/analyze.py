@@ -1,0 +1,99 @@
+"""``pdmp analyze``: stage 1 of Alg. 1, a thin layer over :func:`pdmp_cli.analysis.run`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Optional
+
+import typer
+
+from pdmp_cli.cli._app import app, command, console, err_console, overrides
+
+
+@app.command("analyze")
+@command
+def analyze_cli(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or manifest path."),
+    subset: Optional[str] = typer.Option(
+        None, "--subset", help="Fraction of the training split in (0, 1], or a list such as 0.2,0.4,0.6,0.8,1.0."
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each unimodal model."),
+    early_epochs: Optional[int] = typer.Option(
+        None, "--early-epochs", help="Epoch whose accuracy ranks the optimization-dominant modality."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder registry name (resnet18, small)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate."),
+    probe_epochs: Optional[int] = typer.Option(
+        None, "--probe-epochs", help="Also run a vanilla multimodal probe for N epochs; its branch ranking decides m_o."
+    ),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json)."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (TOML or JSON) with any of these options."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if the analysis is cached."),
+):
+    """Rank the modalities: train one unimodal model per modality on a class-stratified subset.
+
+    Final accuracy gives the performance-dominant modality, early accuracy the
+    optimization-dominant one. Writes a reusable profile for `pdmp train`; results are cached.
+    """
+    from pdmp_cli import analysis
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, read_spec_file, resolve_spec
+
+    file_layer = read_spec_file(spec) if spec else None
+    name = dataset or (file_layer or {}).get("dataset")
+    if not name:
+        raise PdmpError("no dataset given; pass --dataset NAME (or a --spec file that sets dataset)", 2)
+    flags = overrides(
+        dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
+        batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
+        cache=False if no_cache else None,
+    )  # fmt: skip
+    resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)
+
+    outcomes = analysis.run(resolved, command=shlex.join(["pdmp", *sys.argv[1:]]), console=err_console)
+
+    for o in outcomes:
+        p = o.profile
+        how = "served from the analysis cache, no training" if o.cached else "measured"
+        console.print(
+            f"subset {o.subset:g}: performance-dominant [bold]{p.performance_dominant}[/], "
+            f"optimization-dominant [bold]{p.optimization_dominant}[/] ({p.optimization_criterion}); {how}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for w in o.warnings:
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"  profile {o.path}  spec {o.spec_path}", highlight=False, soft_wrap=True)
+    if len(outcomes) > 1:
+        console.print(_subset_table(outcomes))
+
+
+def _subset_table(outcomes):
+    """The subset-scale study in the layout of the paper's Table VI."""
+    from rich.table import Table
+
+    from pdmp_cli.analysis import subset_study_rows
+
+    rows = subset_study_rows(outcomes)
+    mods = outcomes[0].profile.modalities
+    table = Table(title="Subset-scale study (final-epoch accuracy, cf. paper Table VI)")
+    table.add_column("subset", justify="right")
+    for m in mods:
+        table.add_column(m, justify="right")
+    table.add_column("difference", justify="right")
+    table.add_column("ranking")
+    table.add_column("uncertain")
+    for r in rows:
+        table.add_row(
+            f"{r['subset']:.0%}",
+            *(f"{r['late_accuracy'][m]:.3f}" for m in mods),
+            f"{r['difference']:.3f}",
+            " > ".join(r["ranking"]),
+            "yes" if r["uncertain"] else "no",
+        )
+    return table

@@ -1,0 +1,115 @@
+"""``pdmp profile show`` / ``pdmp profile new``: read and hand-write dominance profiles."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pdmp_cli.cli._app import app, command, console
+
+profile_app = typer.Typer(
+    help="Dominance profiles: show one, or write one by hand when the ranking is known.",
+    no_args_is_help=True,
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+@command
+def show_cli(file: str = typer.Argument(..., help="Profile JSON (from pdmp analyze, pdmp profile new or profiles/).")):
+    """Print a profile as a table: accuracies, rankings, dominant modalities, provenance."""
+    from pdmp_cli.profile import Profile
+
+    console.print(profile_table(Profile.load(file)))
+
+
+@profile_app.command("new")
+@command
+def new_cli(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name or manifest path."),
+    performance_dominant: str = typer.Option(..., "--performance-dominant", help="Modality best on its own (m_p)."),
+    optimization_dominant: Optional[str] = typer.Option(
+        None, "--optimization-dominant", help="Modality that learns fastest (m_o); omit if unknown."
+    ),
+    modalities: Optional[str] = typer.Option(
+        None, "--modalities", help="Comma-separated modalities; default: read from the dataset's manifest."
+    ),
+    note: Optional[List[str]] = typer.Option(None, "--note", help="A note to keep in the profile (repeatable)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Default profiles/<dataset>.json."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+):
+    """Write a profile by hand, for a dataset whose dominant modalities are already known."""
+    from pdmp_cli.analysis import manual_profile
+    from pdmp_cli.errors import PdmpError
+
+    mods = [m.strip() for m in modalities.split(",") if m.strip()] if modalities is not None else None
+    profile = manual_profile(
+        dataset, performance_dominant, optimization_dominant, modalities=mods, notes=note,
+        command=shlex.join(["pdmp", *sys.argv[1:]]),
+    )  # fmt: skip
+    path = Path(out) if out else Path("profiles") / f"{profile.dataset}.json"
+    if path.exists() and not force:
+        raise PdmpError(f"{path} already exists; pass --force to overwrite it or --out to write elsewhere", 2)
+    try:
+        profile.save(path)
+    except OSError as e:
+        raise PdmpError(f"cannot write {path}: {e.strerror}; choose another --out", 1) from None
+    console.print(f"wrote {path}", highlight=False)
+
+
+def profile_table(p):
+    """A rich rendering of a :class:`~pdmp_cli.profile.Profile`."""
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    src = p.provenance.source + (f" ({p.provenance.reference})" if p.provenance.reference else "")
+    rows = [
+        ("dataset", p.dataset + (f"  [dim]identity {p.dataset_identity}[/]" if p.dataset_identity else "")),
+        ("modalities", ", ".join(p.modalities)),
+        ("performance-dominant", p.performance_dominant),
+        ("optimization-dominant", (p.optimization_dominant or "unknown") + f"  [dim]({p.optimization_criterion})[/]"),
+        ("source", src),
+    ]
+    if p.subset is not None:
+        rows.append(("subset / seed", f"{p.subset:g} / {p.seed}"))
+    if p.settings:
+        keys = ("encoder", "epochs", "early_epochs", "batch_size", "lr", "train_samples", "device")
+        rows.append(("settings", ", ".join(f"{k}={p.settings[k]}" for k in keys if k in p.settings)))
+    rows.append(("created", f"{p.provenance.created} by pdmp {p.provenance.tool_version}"))
+    if p.provenance.command:
+        rows.append(("command", p.provenance.command))
+    for k, v in rows:
+        head.add_row(k, v)
+    parts = [head]
+
+    if p.results:
+        t = Table(title="Unimodal accuracy on the evaluation split")
+        for col in ("modality", "early", "late", "eval n", "curve (every epoch)"):
+            t.add_column(col, justify="left" if col in ("modality", "curve (every epoch)") else "right")
+        for m in p.modalities:
+            r = p.results[m]
+            t.add_row(m, f"{r.early_accuracy:.3f}", f"{r.late_accuracy:.3f}", str(r.eval_size),
+                      " ".join(f"{a:.2f}" for a in r.curve))  # fmt: skip
+        parts.append(t)
+
+    rk = Table(title="Rankings (best first)")
+    rk.add_column("ranking")
+    rk.add_column("order")
+    rk.add_column("uncertain")
+    probe_ranking = (p.probe or {}).get("ranking")
+    for name, order in (("late_ranking", p.late_ranking), ("early_ranking", p.early_ranking), ("probe_ranking", probe_ranking)):
+        if order:
+            flag = p.uncertain.get(name)
+            rk.add_row(name, " > ".join(order), "-" if flag is None else ("[yellow]yes[/]" if flag else "no"))
+    if rk.row_count:
+        parts.append(rk)
+    for n in p.notes:
+        parts.append(f"[dim]note:[/] {n}")
+    return Group(*parts)

@@ -59,7 +59,7 @@ class RunSummary(BaseModel):
     final_branch_accuracy: dict[str, float] = Field(default_factory=dict)
     wall_seconds: float = 0.0
     message: str | None = None
-    command: str = Field("", description="the command line that started the run")
+    command: str = Field("", description="the command line that started (or last resumed) the run")
     pdmp_version: str | None = None
 
 

@@ -189,3 +189,15 @@ def test_refusals_come_before_any_file_is_written(env, tmp_path):
     assert ok.status == "complete" and ok.summary.gamma == {"audio": 1.0, "visual": 1.0}
     assert ok.run_dir.parent == root and ok.run_dir.name.endswith("-tiny-vanilla-concat-g10-s0")
     assert Path(ok.run_dir).is_dir()
+
+
+@pytest.mark.parametrize("fusion", ["sum", "film", "gated"])
+def test_every_fusion_trains_pdmp_and_ogm_ge(env, fusion):
+    for method in ("pdmp", "ogm-ge"):
+        r = run(env.spec(fusion=fusion, method=method, epochs=1, run_dir=str(env.root / f"{fusion}-{method}")), quiet=True)
+        (m,) = r.metrics
+        assert r.status == "complete" and math.isfinite(m.train_loss)
+        if method == "pdmp":
+            assert m.grad_norm_after["visual"] == pytest.approx(10 * m.grad_norm_before["visual"], rel=1e-4)
+        else:  # OGM-GE damps at most one branch per step: each epoch-mean coefficient lies in (0, 1]
+            assert all(0 < g <= 1 for g in m.gamma.values()) and min(m.gamma.values()) < 1

@@ -34,6 +34,7 @@ def train_cli(
     spec: str = typer.Option(None, "--spec", help="Spec file (TOML or JSON) with any of these options; flags win."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
     device: str = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    skip_bad: bool = typer.Option(None, "--skip-bad", help="Leave out unreadable samples instead of refusing to train."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
     """Train a multimodal model with PDMP gradient modulation (Eq. 10-12) or a baseline.
@@ -53,7 +54,7 @@ def train_cli(
     flags = overrides(
         profile=profile, dataset=dataset, method=method, fusion=fusion, gamma_p=gamma_p, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, ogm_alpha=ogm_alpha, grad_clip=grad_clip,
-        num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device,
+        num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
     )
     if resume:
         from pdmp_cli.train.loop import resume_spec
@@ -71,8 +72,20 @@ def train_cli(
         profile_path = flags.get("profile") or file_layer.get("profile")
         if not profile_path:
             raise PdmpError("--profile is required: make one with `pdmp analyze --dataset NAME` or write it by hand", 2)
-        name = flags.get("dataset") or file_layer.get("dataset") or Profile.load(profile_path).dataset
-        train_spec = resolve_spec(TrainSpec, dataset_defaults(name, TrainSpec), file_layer, {"dataset": name}, flags)
+        name = flags.get("dataset") or file_layer.get("dataset")
+        if name:
+            defaults = dataset_defaults(name, TrainSpec)
+        else:
+            name = Profile.load(profile_path).dataset
+            try:
+                defaults = dataset_defaults(name, TrainSpec)
+            except PdmpError:
+                raise PdmpError(
+                    f"the profile's dataset {name!r} is not a built-in dataset name; "
+                    f"pass --dataset with the path to its manifest .toml",
+                    exit_code=2,
+                ) from None
+        train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
 
     result = run(train_spec, command=shlex.join(["pdmp", *sys.argv[1:]]), resume=bool(resume), console=console, quiet=quiet)
     s = result.summary
@@ -84,4 +97,5 @@ def train_cli(
         f"done: best accuracy {s.best_accuracy:.4f} (epoch {s.best_epoch}), final {s.final_accuracy:.4f}, "
         f"macro-F1 {s.final_macro_f1:.4f}; {result.run_dir}",
         highlight=False,
+        soft_wrap=True,
     )

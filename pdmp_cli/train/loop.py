@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pdmp_cli import __version__, rundir
-from pdmp_cli.data import load_dataset
+from pdmp_cli.data.check import load_checked
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, build_method
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
@@ -457,7 +457,8 @@ def run(
         profile_path = spec.profile
     profile = Profile.load(profile_path)
     dataset = spec.dataset or profile.dataset
-    bundle = load_dataset(dataset, data_root=spec.data_root)
+    # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out)
+    bundle, data_report = load_checked(dataset, spec.data_root, skip_bad=spec.skip_bad)
     check_profile(profile, profile_path, dataset, bundle)
     spec = spec.model_copy(update={"dataset": dataset})
 
@@ -533,13 +534,17 @@ def run(
         write_json_atomic(run_dir / rundir.SUMMARY, s.model_dump(mode="json"))
         return s
 
-    console.print(f"run directory: {run_dir}" + (f" (resuming at epoch {start_epoch + 1})" if resume else ""))
+    where = f" (resuming at epoch {start_epoch + 1}" + (f", after step {start_step})" if start_step else ")")
+    console.print(f"run directory: {run_dir}" + (where if resume else ""), soft_wrap=True)
     console.print(
         f"data: {bundle.name}, {len(bundle.train)} train / {len(bundle.test)} test, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
-        f"{spec.fusion} fusion; device {device}"
+        f"{spec.fusion} fusion; device {device}",
+        soft_wrap=True,
     )
-    console.print(f"method {spec.method}: {method.describe()}", highlight=False)
+    if data_report.skipped:
+        console.print(f"left out {data_report.skipped} bad samples (skip_bad)", soft_wrap=True)
+    console.print(f"method {spec.method}: {method.describe()}", highlight=False, soft_wrap=True)
     summary = write_summary("running")
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -636,7 +641,7 @@ def run(
                 )
                 rundir.append_metrics(run_dir, m)
                 summary = write_summary("running")
-                console.print(_epoch_line(m, spec.epochs), highlight=False)
+                console.print(_epoch_line(m, spec.epochs), highlight=False, soft_wrap=True)
                 stats = None
                 if stop.requested and epoch + 1 < spec.epochs:
                     msg = f"interrupted after epoch {epoch + 1}; continue with `pdmp train --resume {run_dir}`"

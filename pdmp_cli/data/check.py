@@ -198,3 +198,47 @@ def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool 
     bundle = FilesLoader.build(manifest, data_root=data_root, exclude=bad, skip_bad=skip_bad)
     report.skipped = len(bad)
     return bundle, report
+
+
+@dataclass
+class DatasetStatus:
+    name: str
+    loader: str
+    description: str
+    classes: str  # a count, or where the classes come from
+    modalities: str
+    root: str  # the data root ("built-in" for generated data)
+    source: str  # where the root came from (--data-root, $PDMP_DATA_ROOT_X, ./data, ...)
+    status: str  # present | incomplete (lists missing) | missing | built-in | invalid
+    detail: str = ""
+
+
+def list_datasets(data_root=None) -> list[DatasetStatus]:
+    """Every manifest in ``data_manifests/`` and whether its data is on disk (cheap: no sample is opened)."""
+    from pdmp_cli.data.manifest import list_manifests, load_manifest
+
+    out = []
+    for name in list_manifests():
+        try:
+            m = load_manifest(name)
+        except PdmpError as e:
+            out.append(DatasetStatus(name, "?", "", "", "", "", "", "invalid", str(e)))
+            continue
+        if not _is_files(m):
+            classes = str(getattr(m, "classes", "")) or "?"
+            out.append(DatasetStatus(name, m.loader, m.description, classes, "audio, visual", "built-in", "", "built-in"))
+            continue
+        from pdmp_cli.data.loaders.files import resolve_root
+
+        root, source = resolve_root(m, data_root)
+        classes = (str(len(m.classes)) if m.classes is not None
+                   else Path(m.classes_file).name if m.classes_file else "from lists")
+        mods = ", ".join(m.modalities)
+        if not root.is_dir():
+            status, detail = "missing", ""
+        else:
+            lists = {m.splits.train.list, m.splits.test.list} | ({m.classes_file} if m.classes_file else set())
+            absent = sorted(f for f in lists if not (root / f).is_file())
+            status, detail = ("incomplete", "missing " + ", ".join(absent)) if absent else ("present", "")
+        out.append(DatasetStatus(name, m.loader, m.description, classes, mods, str(root), source, status, detail))
+    return out

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from torch.utils.data import Dataset
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from torch.utils.data import Dataset
 
 from pdmp_cli.cache import stable_hash
 from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
@@ -292,6 +292,7 @@ class Sample:
     label: int
     paths: dict[str, Path]  # modality -> file or folder
     line: int = 0
+    fields: dict[str, str] = field(default_factory=dict)  # the list row (pdmp prepare reads start/end)
 
 
 @dataclass
@@ -368,7 +369,7 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
                         f"manifest {manifest.name}: modalities.{m}.path {mspec.path!r} uses a field the "
                         f"{spec.format} lists do not give ({e}); available: {', '.join('{' + k + '}' for k in r)}", 2
                     ) from None
-            out.append(Sample(r["id"], y, paths, n))
+            out.append(Sample(r["id"], y, paths, n, r))
         if not out and not any(p.kind == "missing list" and p.split == split for p in problems):
             problems.append(Problem("empty split", split, root / spec.list, detail=f"no usable {split} samples"))
         splits[split] = out

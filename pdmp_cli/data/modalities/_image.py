@@ -71,9 +71,9 @@ def load_image(path: Path, channels: int, size: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise BadFile(path, "unreadable", "not an image PIL can identify") from None
     except OSError as e:
-        problem = "truncated" if "truncated" in str(e) else "unreadable"
+        problem = "truncated" if "truncated" in str(e).lower() else "unreadable"
         raise BadFile(path, problem, str(e)) from None
-    arr = np.asarray(im, dtype=np.uint8)
+    arr = np.array(im, dtype=np.uint8)  # a writable copy
     return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
 
 

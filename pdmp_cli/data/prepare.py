@@ -1,0 +1,201 @@
+"""``pdmp prepare``: raw videos -> the frame folders and audio files a manifest expects.
+
+For each sample of the manifest's lists, the video ``--videos/<[prepare] video pattern>`` is
+decoded with PyAV (FFmpeg): frames are written at ``[prepare] fps`` into each ``frames``
+modality's folder, and the audio track, mixed to mono and resampled to the ``audio``
+modality's ``sample_rate``, into its file (wav or flac, from the suffix). With ``start``/``end``
+row fields (AVE) only that segment is kept.
+
+Resumable: every output is written under a temporary name and renamed when complete, so a
+folder or file that exists is finished; an interrupted run starts where it stopped, and a rerun
+skips finished samples (``force=True`` redoes them). Optical flow (``flow``) is not made here:
+it needs a TV-L1 tool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pdmp_cli.errors import PdmpError
+
+MADE = ("frames", "audio")  # modality kinds this module can produce from a video
+
+
+@dataclass
+class PrepareResult:
+    dataset: str
+    root: Path
+    done: list[str] = field(default_factory=list)  # sample ids prepared now
+    skipped: int = 0  # already finished
+    missing: list[str] = field(default_factory=list)  # no video found
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    not_made: list[str] = field(default_factory=list)  # modalities prepare cannot produce
+
+    def summary(self) -> str:
+        s = (f"{self.dataset}: prepared {len(self.done)}, skipped {self.skipped} already done, "
+             f"{len(self.missing)} videos missing, {len(self.failed)} failed -> {self.root}")
+        if self.not_made:
+            s += f"; not made here: {', '.join(self.not_made)} (needs an external tool)"
+        return s
+
+
+def _frame_name(pattern: str | None, fmt: str) -> str:
+    """File name for frame k that the modality's ``pattern`` glob will match."""
+    if pattern and pattern.count("*") == 1 and "?" not in pattern and "[" not in pattern:
+        head, tail = pattern.split("*")
+        return head + "{k:05d}" + tail
+    return "{k:05d}." + fmt
+
+
+def _resize_short(img, short_side: int | None):
+    if not short_side:
+        return img
+    w, h = img.size
+    scale = short_side / min(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))))
+
+
+def extract_frames(video: Path, folder: Path, name: str, fps: float, start: float | None = None,
+                   end: float | None = None, short_side: int | None = None) -> int:
+    """Frames at ``fps`` from [start, end) -> ``folder`` (written as ``folder``.partial, renamed). -> count."""
+    import av
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    t0 = start or 0.0
+    written = 0
+    with av.open(str(video)) as c:
+        if not c.streams.video:
+            raise ValueError("no video stream")
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or 25)
+        for i, frame in enumerate(c.decode(stream)):
+            t = frame.time if frame.time is not None else i / rate
+            if t < t0 - 1e-6:
+                continue
+            if end is not None and t >= end:
+                break
+            if t + 1e-6 >= t0 + written / fps:  # the first frame at or after each 1/fps step
+                written += 1
+                _resize_short(frame.to_image(), short_side).save(partial / name.format(k=written), quality=95)
+    if written == 0:
+        shutil.rmtree(partial)
+        raise ValueError("no frames decoded" + (f" in [{start}, {end})" if start is not None else ""))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    return written
+
+
+def extract_audio(video: Path, path: Path, sample_rate: int, start: float | None = None, end: float | None = None) -> int:
+    """The first audio stream, mono, at ``sample_rate``, cut to [start, end) -> ``path``. -> samples."""
+    import av
+    import soundfile as sf
+
+    chunks, t_first = [], None
+    with av.open(str(video)) as c:
+        if not c.streams.audio:
+            raise ValueError("no audio stream")
+        res = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        for frame in c.decode(c.streams.audio[0]):
+            if t_first is None:
+                t_first = frame.time or 0.0
+            chunks += [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
+    wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    lo = max(0, int(round(((start or 0.0) - (t_first or 0.0)) * sample_rate)))
+    hi = None if end is None else int(round((end - (t_first or 0.0)) * sample_rate))
+    wave = wave[lo:hi]
+    if len(wave) == 0:
+        raise ValueError("no audio samples" + (f" in [{start}, {end})" if start is not None else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial" + path.suffix)  # keeps the suffix: soundfile picks the format
+    sf.write(str(partial), wave, sample_rate)
+    os.replace(partial, path)
+    return len(wave)
+
+
+def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, progress: bool = False) -> PrepareResult:
+    """Make a dataset's frame folders and audio files from its raw videos. -> :class:`PrepareResult`.
+
+    ``dataset``: manifest name or path (a ``files`` manifest with a ``[prepare]`` table);
+    ``videos``: the folder of raw videos. The list files must already be under the data root.
+    """
+    from pdmp_cli.data.loaders.files import index_dataset
+    from pdmp_cli.data.manifest import load_manifest
+
+    manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if manifest.loader != "files" or manifest.prepare is None:
+        raise PdmpError(f"dataset {manifest.name} has no [prepare] table: its manifest does not describe videos "
+                        "to extract; nothing for pdmp prepare to do", 2)
+    try:
+        import av  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency
+        raise PdmpError("pdmp prepare needs PyAV: pip install av") from None
+    videos = Path(videos).expanduser()
+    if not videos.is_dir():
+        raise PdmpError(f"--videos {videos} is not a folder; give the folder holding the raw videos", 2)
+    idx = index_dataset(manifest, data_root)
+    if any(p.kind == "missing list" for p in idx.problems):
+        lists = ", ".join(str(p.path) for p in idx.problems if p.kind == "missing list")
+        raise PdmpError(f"pdmp prepare reads the dataset's lists, which are missing: {lists}; put them under {idx.root}", 2)
+    prep = manifest.prepare
+    result = PrepareResult(manifest.name, idx.root)
+    kinds = {m: s.kind for m, s in manifest.modalities.items()}
+    result.not_made = [f"{m} ({k})" for m, k in kinds.items() if k not in MADE]
+
+    seen, samples = set(), []
+    for split in ("train", "test"):
+        for s in idx.splits[split]:
+            if s.id not in seen:
+                seen.add(s.id)
+                samples.append(s)
+
+    def one(s) -> None:
+        todo = {m: s.paths[m] for m, k in kinds.items() if k in MADE and (force or not s.paths[m].exists())}
+        if not todo:
+            result.skipped += 1
+            return
+        video = videos / prep.video.format_map(s.fields)
+        if not video.is_file():
+            result.missing.append(s.id)
+            return
+        try:
+            start = float(s.fields[prep.start]) if prep.start else None
+            end = float(s.fields[prep.end]) if prep.end else None
+            for m, target in todo.items():
+                mod = manifest.modalities[m].modality
+                if kinds[m] == "frames":
+                    name = _frame_name(mod.prep.pattern, prep.frame_format)
+                    extract_frames(video, target, name, prep.fps, start, end, prep.short_side)
+                else:
+                    extract_audio(video, target, mod.prep.sample_rate, start, end)
+        except KeyError as e:
+            raise PdmpError(f"[prepare] names row field {e} that the {manifest.name} lists do not have", 2) from None
+        except Exception as e:  # a corrupt or odd video: note it, go on with the others
+            result.failed.append((s.id, f"{video.name}: {e}"))
+            return
+        result.done.append(s.id)
+
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from pdmp_cli.cli._app import err_console
+
+        cols = (TextColumn("preparing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*cols, console=err_console) as bar:
+            task = bar.add_task(manifest.name, total=len(samples))
+            for s in samples:
+                one(s)
+                bar.advance(task)
+    else:
+        for s in samples:
+            one(s)
+    return result

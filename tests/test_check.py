@@ -1,0 +1,145 @@
+"""Bad data: each broken case is reported with its file and counted; training refuses by
+default; skip_bad leaves the bad samples out and says how many."""
+
+from __future__ import annotations
+
+import pytest
+
+from data import miniature as M
+from pdmp_cli.data import load_dataset
+from pdmp_cli.data.check import check_dataset, load_checked
+from pdmp_cli.errors import PdmpError
+
+MANIFEST = """
+loader = "files"
+classes = ["cat", "dog"]
+[splits.train]
+list = "train.csv"
+[splits.test]
+list = "test.csv"
+[modalities.audio]
+kind = "audio"
+path = "audio/{id}.wav"
+preprocessing = { sample_rate = 8000, clip_seconds = 0.25, n_fft = 128, hop_length = 64 }
+[modalities.visual]
+kind = "image"
+path = "visual/{id}.png"
+preprocessing = { size = 16 }
+"""
+
+
+@pytest.fixture
+def ds(tmp_path):
+    root = M.make_custom(tmp_path / "mine")
+    (root / "m.toml").write_text(MANIFEST)
+    return root
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_clean_dataset_is_ok(ds):
+    r = check_dataset(ds / "m.toml")
+    assert r.ok and r.samples == {"train": 4, "test": 2}
+    assert r.summary() == "m: 6 samples (train 4, test 2), no problems"
+
+
+@pytest.mark.parametrize("breakage, kind, file", [
+    (lambda d: (d / "audio" / "clip02.wav").unlink(), "missing file", "audio/clip02.wav"),
+    (lambda d: (d / "audio" / "clip02.wav").write_bytes(b"not audio at all" * 20), "unreadable file", "audio/clip02.wav"),
+    (lambda d: _truncate(d / "audio" / "clip02.wav"), "truncated file", "audio/clip02.wav"),
+    (lambda d: _truncate(d / "visual" / "clip02.png"), "truncated file", "visual/clip02.png"),
+    (lambda d: (d / "visual" / "clip02.png").write_text("hello"), "unreadable file", "visual/clip02.png"),
+])
+def test_each_bad_file_is_named_and_counted(ds, breakage, kind, file):
+    breakage(ds)
+    r = check_dataset(ds / "m.toml")
+    assert not r.ok
+    assert r.counts == {kind: 1}
+    [p] = r.problems
+    assert (p.kind, p.split, p.sample, p.path) == (kind, "train", "clip02", ds / file)
+    assert r.bad_samples == {("train", "clip02")}
+    assert r.summary() == f"m: 1 problem (1 {kind}) in 6 samples (train 4, test 2); 1 samples affected"
+
+
+def test_truncated_jpeg_frame_in_a_frame_folder(tmp_path):
+    root = M.make_cremad(tmp_path / "c")
+    _truncate(root / "Image-01-FPS" / "1004_DFA_HAP_XX" / "00002.jpg")
+    (root / "AudioWAV" / "1001_DFA_HAP_XX.wav").unlink()
+    r = check_dataset("cremad", root)
+    assert r.counts == {"missing file": 1, "truncated file": 1}
+    assert {(p.split, p.sample) for p in r.problems} == {("train", "1001_DFA_HAP_XX"), ("test", "1004_DFA_HAP_XX")}
+    assert any(p.path == root / "Image-01-FPS" / "1004_DFA_HAP_XX" / "00002.jpg" for p in r.problems)
+
+
+def test_label_outside_class_list(ds):
+    (ds / "train.csv").write_text("id,label\nclip01,cat\nclip02,cow\nclip03,cat\nclip04,dog\nclip05,7\n")
+    r = check_dataset(ds / "m.toml")
+    assert r.counts == {"unknown label": 2}
+    assert [(p.sample, p.line, p.detail) for p in r.problems] == [
+        ("clip02", 3, "label 'cow' is not one of the 2 classes"),
+        ("clip05", 6, "label '7' is not one of the 2 classes"),
+    ]
+    with pytest.raises(PdmpError, match="2 list rows are unusable, first: unknown label .* --skip-bad"):
+        load_dataset(ds / "m.toml")
+
+
+def test_empty_split_and_missing_list(ds):
+    (ds / "test.csv").write_text("id,label\n")
+    (ds / "train.csv").unlink()
+    r = check_dataset(ds / "m.toml")
+    assert r.counts == {"missing list": 1, "empty split": 1}
+    assert [p.path for p in r.problems] == [ds / "train.csv", ds / "test.csv"]
+    # skipping samples cannot fix this
+    with pytest.raises(PdmpError, match=r"dataset m cannot be used: missing list \[train\]"):
+        load_checked(ds / "m.toml", skip_bad=True)
+
+
+def test_training_refuses_by_default_and_skip_bad_skips(ds):
+    (ds / "audio" / "clip02.wav").unlink()
+    _truncate(ds / "visual" / "clip05.png")
+    with pytest.raises(PdmpError) as e:
+        load_checked(ds / "m.toml")
+    msg = str(e.value)
+    assert msg.startswith("dataset m has 1 missing file, 1 truncated file (2 samples): missing file [train] ")
+    assert "clip02.wav" in msg and "--skip-bad" in msg and "\n" not in msg
+    bundle, report = load_checked(ds / "m.toml", skip_bad=True)
+    assert report.skipped == 2
+    assert [s.id for s in bundle.train.samples] == ["clip01", "clip03", "clip04"]
+    assert [s.id for s in bundle.test.samples] == ["clip06"]
+    assert bundle.train_labels == [0, 0, 1]
+    for x, _ in bundle.train:  # nothing left that fails to load
+        assert set(x) == {"audio", "visual"}
+    # leaving samples out is a different dataset for profiles and caches
+    M.write_audio(ds / "audio" / "clip02.wav", 0.25)
+    M.write_image(ds / "visual" / "clip05.png", seed=5)
+    full, clean = load_checked(ds / "m.toml")
+    assert clean.ok and clean.skipped == 0 and full.identity != bundle.identity
+
+
+def test_skip_bad_when_a_whole_split_is_bad(ds):
+    for i in ("clip05", "clip06"):
+        (ds / "visual" / f"{i}.png").unlink()
+    with pytest.raises(PdmpError, match="the test split is empty after leaving out bad samples"):
+        load_checked(ds / "m.toml", skip_bad=True)
+
+
+def test_loading_an_unchecked_bad_file_names_it(ds):
+    (ds / "audio" / "clip03.wav").write_bytes(b"junk" * 50)
+    bundle = load_dataset(ds / "m.toml")  # lists are fine, so this builds
+    with pytest.raises(PdmpError, match=r"clip03.wav: unreadable .*pdmp datasets check m"):
+        bundle.train[2]
+
+
+def test_quick_check_only_looks_for_files(ds):
+    _truncate(ds / "audio" / "clip01.wav")
+    (ds / "visual" / "clip04.png").unlink()
+    r = check_dataset(ds / "m.toml", deep=False)
+    assert r.counts == {"missing file": 1}
+
+
+def test_synthetic_data_passes(tiny_manifest):
+    bundle, report = load_checked(tiny_manifest)
+    assert report.ok and report.samples == {"train": 60, "test": 30} and len(bundle.train) == 60

@@ -32,7 +32,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", help="Show full trace
 
 
 def fail(message: str, code: int = 1):
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may hold "[...]" (file names, TOML tables)
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -27,6 +27,7 @@ def datasets_cli(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from pdmp_cli.data.check import list_datasets
@@ -35,9 +36,9 @@ def datasets_cli(
     for col in ("name", "classes", "modalities", "data root", "status"):
         table.add_column(col, overflow="fold")
     for d in list_datasets(data_root):
-        status = f"[{_STYLE.get(d.status, 'white')}]{d.status}[/]" + (f" ({d.detail})" if d.detail else "")
-        root = d.root + (f"\n[dim]from {d.source}[/]" if d.source else "")
-        table.add_row(d.name, d.classes, d.modalities, root, status)
+        status = f"[{_STYLE.get(d.status, 'white')}]{d.status}[/]" + (f" ({escape(d.detail)})" if d.detail else "")
+        root = escape(d.root) + (f"\n[dim]from {escape(d.source)}[/]" if d.source else "")
+        table.add_row(escape(d.name), escape(d.classes), escape(d.modalities), root, status)
     console.print(table)
 
 
@@ -54,21 +55,23 @@ def check_cli(
     Decodes every file through the features cache, so a clean check also warms the cache for
     training. Exits 1 if anything is wrong.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from pdmp_cli.data.check import check_dataset
 
     report = check_dataset(name, data_root, deep=not quick, progress=True)
     if report.ok:
-        console.print(f"[green]ok[/] {report.summary()} (root {report.root})", highlight=False)
+        console.print(f"[green]ok[/] {escape(report.summary())} (root {escape(str(report.root))})", highlight=False)
         return
-    console.print(f"[red]problems[/] {report.summary()} (root {report.root})", highlight=False, soft_wrap=True)
+    console.print(f"[red]problems[/] {escape(report.summary())} (root {escape(str(report.root))})",
+                  highlight=False, soft_wrap=True)
     counts = Table("problem", "count")
     for kind, n in report.counts.items():
         counts.add_row(kind, str(n))
     console.print(counts)
     for p in report.problems[:show]:
-        console.print(f"  {p.describe()}", highlight=False, soft_wrap=True)
+        console.print(f"  {p.describe()}", markup=False, highlight=False, soft_wrap=True)
     if len(report.problems) > show:
         console.print(f"  ... and {len(report.problems) - show} more (--show N lists more)")
     console.print("fix these files, or train with --skip-bad to leave the affected samples out")

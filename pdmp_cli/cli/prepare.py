@@ -24,11 +24,12 @@ def prepare_cli(
     from pdmp_cli.data.prepare import prepare_dataset
 
     result = prepare_dataset(name, videos, data_root, force=force, progress=True)
-    console.print(result.summary(), highlight=False, soft_wrap=True)
+    console.print(result.summary(), markup=False, highlight=False, soft_wrap=True)
     for sid, why in result.failed[:10]:
-        err_console.print(f"  failed {sid}: {why}", highlight=False, soft_wrap=True)
+        err_console.print(f"  failed {sid}: {why}", markup=False, highlight=False, soft_wrap=True)
     if result.missing:
         head = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
-        err_console.print(f"  no video for {len(result.missing)} samples: {head}", highlight=False, soft_wrap=True)
+        err_console.print(f"  no video for {len(result.missing)} samples: {head}", markup=False, highlight=False,
+                          soft_wrap=True)
     if result.failed:
         raise typer.Exit(1)

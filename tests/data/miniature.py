@@ -173,3 +173,37 @@ def make_custom(root: Path, visual: str = "image", int_labels: bool = False, aud
         else:
             write_frames(root / "visual" / i, 3)
     return root
+
+
+def make_video(path: Path, seconds: float = 3.0, fps: int = 10, size=(48, 32), sr: int = 16000,
+               audio: bool = True, freq: float = 440.0) -> Path:
+    """A real mp4/avi (mpeg4 video, aac audio) written with PyAV. Frame i is flat at value 5·i,
+    so a frame's value tells the time it was taken from (t = value / 50 s at 10 fps)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        astream = None
+        if audio:
+            astream = c.add_stream("aac", rate=sr)
+            astream.layout = "mono"
+        for i in range(int(seconds * fps)):
+            img = np.full((size[1], size[0], 3), (5 * i) % 256, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if astream is not None:
+            t = np.arange(int(seconds * sr)) / sr
+            wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+            step = astream.codec_context.frame_size or 1024
+            for s in range(0, len(wave), step):
+                fr = av.AudioFrame.from_ndarray(wave[None, s:s + step], format="fltp", layout="mono")
+                fr.sample_rate, fr.pts = sr, s
+                for p in astream.encode(fr):
+                    c.mux(p)
+            for p in astream.encode():
+                c.mux(p)
+    return path

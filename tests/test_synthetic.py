@@ -16,7 +16,7 @@ def test_presets_load_with_documented_shapes(name):
     assert b.modalities == ["audio", "visual"] and b.num_classes == 6
     assert len(b.train) == 1200 and len(b.test) == 480
     x, y = b.train[0]
-    assert x["audio"].shape == (1, 65, 32)  # 0.5 s at 4 kHz, n_fft 128, hop 64
+    assert x["audio"].shape == (1, 33, 32)  # 0.5 s at 4 kHz, n_fft 64, hop 64
     assert x["visual"].shape == (3, 32, 32)
     assert 0 <= y < 6
     assert np.bincount(b.train_labels).tolist() == [200] * 6  # balanced classes

@@ -55,7 +55,7 @@ class SyntheticManifest(ManifestBase):
     audio: AudioCue
     visual: VisualCue
     audio_preprocessing: AudioPreprocessing = AudioPreprocessing(
-        sample_rate=4000, clip_seconds=0.5, n_fft=128, hop_length=64, clip_amplitude=None
+        sample_rate=4000, clip_seconds=0.5, n_fft=64, hop_length=64, clip_amplitude=None
     )
 
 

@@ -451,18 +451,21 @@ class _Progress:
                 console=console,
             )
 
+        self.started = False
+
     def __enter__(self):
-        if self.bar:
-            self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
+        if self.started:
+            self.bar.stop()
 
     def task(self, description: str, total: int):
         if not self.bar:
             return None
+        if not self.started:  # shown only once something trains (a cache hit prints no bars)
+            self.bar.start()
+            self.started = True
         tid = self.bar.add_task(description, total=total, acc="-")
         return lambda acc: self.bar.update(tid, advance=1, acc=f"{acc:.3f}")
 

@@ -143,3 +143,52 @@ def test_quick_check_only_looks_for_files(ds):
 def test_synthetic_data_passes(tiny_manifest):
     bundle, report = load_checked(tiny_manifest)
     assert report.ok and report.samples == {"train": 60, "test": 30} and len(bundle.train) == 60
+
+
+def _visit_noting_pid(*args):
+    """check._visit, writing down which process ran it (module level: workers unpickle it by name)."""
+    import os
+
+    from pdmp_cli.data import check
+
+    with open(os.environ["PIDS_FILE"], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return check._visit.__wrapped__(*args)
+
+
+def test_parallel_check_finds_the_same_and_warms_the_cache(tmp_path, monkeypatch):
+    import os
+
+    import pdmp_cli.data.check as check
+    from pdmp_cli.data.features import FeatureCache
+
+    monkeypatch.setattr(check, "PARALLEL_FROM", 8)  # workers from 8 samples on (64 for real use)
+    monkeypatch.setattr(check, "CHUNK", 3)  # 4 chunks: one in this process, three in the workers
+    _visit_noting_pid.__wrapped__ = check._visit
+    monkeypatch.setattr(check, "_visit", _visit_noting_pid)
+    monkeypatch.setenv("PIDS_FILE", str(tmp_path / "pids"))
+    root = tmp_path / "many"
+    n = 12
+    rows = [(f"c{i:03d}", "ab"[i % 2]) for i in range(n)]
+    (root / "audio").mkdir(parents=True)
+    (root / "train.csv").write_text("id,label\n" + "".join(f"{i},{l}\n" for i, l in rows[:-4]))
+    (root / "test.csv").write_text("id,label\n" + "".join(f"{i},{l}\n" for i, l in rows[-4:]))
+    for k, (i, _) in enumerate(rows):
+        M.write_audio(root / "audio" / f"{i}.wav", 0.05, 8000, 200 + 10 * k)
+    (root / "audio" / "c007.wav").unlink()
+    _truncate(root / "audio" / "c010.wav")
+    (root / "m.toml").write_text(
+        'loader = "files"\n[splits.train]\nlist = "train.csv"\n[splits.test]\nlist = "test.csv"\n'
+        '[modalities.audio]\nkind = "audio"\npath = "audio/{id}.wav"\n'
+        'preprocessing = { sample_rate = 8000, clip_seconds = 0.05, n_fft = 64, hop_length = 32 }\n')
+    par = check_dataset(root / "m.toml", workers=2)
+    assert [(p.kind, p.split, p.sample) for p in par.problems] == [
+        ("missing file", "train", "c007"), ("truncated file", "test", "c010")]
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 4 and pids[0] == str(os.getpid()) and set(pids[1:]) - {str(os.getpid())}
+    # the workers' decodes are in the shared cache: reading every good file now is all hits
+    bundle, _ = load_checked(root / "m.toml", skip_bad=True, workers=0)
+    fc = FeatureCache()
+    for s in bundle.train.samples + bundle.test.samples:
+        fc.load(bundle.train.modalities["audio"], s.paths["audio"])
+    assert (fc.hits, fc.misses) == (n - 2, 0)

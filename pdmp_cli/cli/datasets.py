@@ -49,6 +49,7 @@ def check_cli(
     data_root: Path = typer.Option(None, "--data-root", help="Where the dataset's files are (overrides the manifest)."),
     quick: bool = typer.Option(False, "--quick", help="Only check that files exist; do not decode them."),
     show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Decoding processes (default: the manifest's num_workers)."),
 ):
     """Validate a dataset on disk: missing, unreadable or truncated files, empty splits, unknown labels.
 
@@ -60,7 +61,7 @@ def check_cli(
 
     from pdmp_cli.data.check import check_dataset
 
-    report = check_dataset(name, data_root, deep=not quick, progress=True)
+    report = check_dataset(name, data_root, deep=not quick, progress=True, workers=workers)
     if report.ok:
         console.print(f"[green]ok[/] {escape(report.summary())} (root {escape(str(report.root))})", highlight=False)
         return

@@ -111,11 +111,42 @@ def _is_files(manifest) -> bool:
     return manifest.loader == "files"
 
 
-def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool = False, features=None) -> Report:
+def _visit(mods: dict, jobs: list, deep: bool, features) -> list[Problem]:
+    """Open (``deep``: decode, through the features cache) every file of ``jobs`` = [(split, Sample)]."""
+    from pdmp_cli.data.modalities import BadFile
+
+    problems = []
+    for split, s in jobs:
+        for m, mod in mods.items():
+            try:
+                if deep:
+                    features.load(mod, s.paths[m])
+                else:
+                    mod.sources(s.paths[m])
+            except BadFile as e:
+                problems.append(Problem(f"{e.problem} file", split, e.path, s.id, e.detail))
+    return problems
+
+
+def _worker_init() -> None:
+    # as DataLoader workers do: one intra-op thread per process (a forked OpenMP pool can hang)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+PARALLEL_FROM = 64  # fewer samples than this: worker processes cost more than they save
+CHUNK = 32
+
+
+def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool = False, features=None,
+                  workers: int | None = None) -> Report:
     """Validate a dataset on disk -> :class:`Report`.
 
     ``dataset``: a manifest name, a path to a manifest, or a loaded manifest. ``deep``: decode
     every file (through the features cache); otherwise only check that files exist.
+    ``workers``: processes that decode in parallel (default: the manifest's ``num_workers``
+    default, else 0); used from :data:`PARALLEL_FROM` samples on.
     """
     from pdmp_cli.data.manifest import load_manifest
 
@@ -132,45 +163,58 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
 
     from pdmp_cli.data.features import FeatureCache
     from pdmp_cli.data.loaders.files import index_dataset
-    from pdmp_cli.data.modalities import BadFile
 
     idx = index_dataset(manifest, data_root)
     report = Report(manifest.name, idx.root, {s: len(v) for s, v in idx.splits.items()}, list(idx.problems))
     features = features or FeatureCache()
-    mods = idx.modalities
     jobs = [(split, s) for split, samples in idx.splits.items() for s in samples]
+    chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    if workers is None:
+        workers = manifest.defaults.num_workers or 0
+    if not deep or len(jobs) < PARALLEL_FROM:
+        workers = 0
 
-    def visit(split, s):
-        for m, mod in mods.items():
-            path = s.paths[m]
-            try:
-                if deep:
-                    features.load(mod, path)
-                else:
-                    mod.sources(path)
-            except BadFile as e:
-                report.problems.append(Problem(f"{e.problem} file", split, e.path, s.id, e.detail, None))
-
+    bar, task = None, None
     if progress and jobs:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from pdmp_cli.cli._app import err_console
 
         cols = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*cols, console=err_console, transient=True) as bar:
-            task = bar.add_task(manifest.name, total=len(jobs))
-            for split, s in jobs:
-                visit(split, s)
-                bar.advance(task)
-    else:
-        for split, s in jobs:
-            visit(split, s)
+        bar = Progress(*cols, console=err_console, transient=True)
+        task = bar.add_task(manifest.name, total=len(jobs))
+        bar.start()
+    try:
+        if workers > 0:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # the first chunk here: forked workers then inherit the decoders already imported
+            report.problems.extend(_visit(idx.modalities, chunks[0], deep, features))
+            if bar:
+                bar.advance(task, len(chunks[0]))
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = {pool.submit(_visit, idx.modalities, c, deep, features): len(c) for c in chunks[1:]}
+                for fut in as_completed(futures):
+                    report.problems.extend(fut.result())
+                    if bar:
+                        bar.advance(task, futures[fut])
+        else:
+            for c in chunks:
+                report.problems.extend(_visit(idx.modalities, c, deep, features))
+                if bar:
+                    bar.advance(task, len(c))
+    finally:
+        if bar:
+            bar.stop()
     order = {k: i for i, k in enumerate(KINDS)}
-    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.split or "", str(p.path or "")))
+    report.problems.sort(key=lambda p: (order.get(p.kind, 99), p.split or "", str(p.path or ""), p.line or 0))
     return report
 
 
-def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool = True, progress: bool = False):
+def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool = True, progress: bool = False,
+                 workers: int | None = None):
     """Check, then build. -> ``(DatasetBundle, Report)``.
 
     A broken dataset raises :class:`PdmpError` naming the counts and the first problems, unless
@@ -181,7 +225,7 @@ def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool 
     from pdmp_cli.data.manifest import load_manifest
 
     manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
-    report = check_dataset(manifest, data_root, deep=deep, progress=progress)
+    report = check_dataset(manifest, data_root, deep=deep, progress=progress, workers=workers)
     name = manifest.name
     if report.fatal:
         raise PdmpError(f"dataset {name} cannot be used: {report.first()}; fix the lists "

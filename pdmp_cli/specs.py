@@ -13,7 +13,9 @@ _OPS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less
 
 
 def _one(err) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "spec"
+    loc = ".".join(str(p) for p in err["loc"])
+    if not loc:  # a check across fields: its message names them
+        return err["msg"].removeprefix("Value error, ")
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind in _OPS:
         bound = next(iter(ctx.values()))
@@ -29,7 +31,7 @@ def _one(err) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if "got " in msg or kind == "value_error" and not err["loc"]:
+    if "got " in msg:
         return f"{loc}: {msg}"
     return f"{loc}: {msg}, got {value!r}"
 

@@ -101,7 +101,7 @@ def test_list_mode_prints_the_subset_table_and_warns_when_uncertain(monkeypatch)
         (["--dataset", "synthetic", "--subset", "0"], "error: subset: each subset must be in (0, 1], got 0.0"),
         (["--dataset", "synthetic", "--subset", "1.5"], "error: subset: each subset must be in (0, 1], got 1.5"),
         (["--dataset", "synthetic", "--subset", "0.2,abc"], "error: subset: must be a fraction or a comma-separated"),
-        (["--dataset", "synthetic", "--early-epochs", "30"], "error: spec: early_epochs (30) must be <= epochs (20)"),
+        (["--dataset", "synthetic", "--early-epochs", "30"], "error: early_epochs (30) must be <= epochs (20)"),
         (["--dataset", "synthetic", "--device", "tpu"], "error: device must be one of 'auto', 'cpu' or 'cuda'"),
         (["--dataset", "synthetic", "--encoder", "vgg"], "error: encoder: unknown encoder; choose one of"),
         (["--dataset", "synthetic", "--spec", "missing.toml"], "error: spec file missing.toml does not exist"),

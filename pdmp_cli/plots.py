@@ -1,0 +1,215 @@
+"""PNG plots of runs, profiles and sweeps (matplotlib, Agg; imported only when plotting).
+
+- :func:`plot_run`: one run's test accuracy (fused and each branch) and w (Eq. 5) over epochs,
+  the paper's Fig. 4; with more than two modalities, each modality's share of the logits instead of w.
+- :func:`plot_comparison`: several configurations on one figure (mean over seeds): accuracy and w.
+- :func:`plot_profile`: a profile's unimodal accuracy curves, the paper's Fig. 3 (b).
+- :func:`plot_sweep`: final accuracy against γp with ± std bars, the paper's Table V as a figure.
+- :func:`write_plots`: all that apply to a :class:`~pdmp_cli.report.Report`, into one folder.
+
+Every figure has a fixed pixel size (``*_SIZE``: width, height at ``DPI``) and is written to a
+temporary file and renamed, so a crash never leaves half a PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+from pdmp_cli.report import USES_GAMMA_P, Report, Row, RunRecord
+
+DPI = 100
+RUN_SIZE = (1100, 420)  # pixels: accuracy | w
+PROFILE_SIZE = (700, 450)
+SWEEP_SIZE = (700, 450)
+
+
+def _figure(size: tuple[int, int], ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "plot"
+
+
+def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: list[str]):
+    """w over epochs on a log scale (w = 1: both modalities' logits equally large)."""
+    drawn = False
+    for label, xs, ws in series:
+        pts = [(x, w) for x, w in zip(xs, ws) if w is not None and w > 0]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+            drawn = True
+    if drawn:
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="w = 1 (balanced)")
+    a, b = (modalities + ["s_0", "s_1"])[:2]
+    ax.set_title(f"optimization dependency w = Σ|s_{a}| / Σ|s_{b}| (Eq. 5)", fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("w (log scale)")
+    ax.legend(fontsize=8)
+
+
+def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
+    """Accuracy curves (fused and per branch, %) and w over epochs for one run (paper Fig. 4)."""
+    fig, (acc, right) = _figure(RUN_SIZE, 2)
+    ms = rec.metrics
+    xs = [m.epoch for m in ms]
+    acc.plot(xs, [100 * m.eval_accuracy for m in ms], marker="o", linewidth=2, label="fused (test)")
+    mods = list(ms[0].branch_accuracy) if ms else []
+    for mod in mods:
+        acc.plot(xs, [100 * m.branch_accuracy.get(mod, float("nan")) for m in ms], marker=".", label=f"{mod} branch")
+    acc.set_xlabel("epoch")
+    acc.set_ylabel("test accuracy %")
+    g = f" γp {rec.gamma_p:g}" if rec.method in USES_GAMMA_P else ""
+    status = "" if rec.complete else f" [{rec.status}]"
+    acc.set_title(f"{rec.dataset} · {rec.method}{g} · {rec.fusion} · seed {rec.seed}{status}", fontsize=10)
+    acc.legend(fontsize=8)
+    if len(mods) == 2:
+        _w_axis(right, [("w", xs, [m.w for m in ms])], mods)
+    else:
+        for mod in mods:
+            right.plot(xs, [m.shares.get(mod, float("nan")) for m in ms], marker=".", label=mod)
+        right.set_title("share of Σ|s_m| per modality", fontsize=10)
+        right.set_xlabel("epoch")
+        right.set_ylabel("share")
+        right.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _mean_curve(runs: list[RunRecord], get) -> tuple[list[int], list[float | None]]:
+    n = min(len(r.metrics) for r in runs)
+    xs = [runs[0].metrics[i].epoch for i in range(n)]
+    ys = []
+    for i in range(n):
+        vals = [get(r.metrics[i]) for r in runs]
+        vals = [v for v in vals if v is not None]
+        ys.append(statistics.fmean(vals) if vals else None)
+    return xs, ys
+
+
+def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "") -> Path:
+    """Test accuracy and w over epochs, one line per configuration (mean over its seeds)."""
+    fig, (acc, right) = _figure(RUN_SIZE, 2)
+    series, mods = [], []
+    for w in rows:
+        runs = [r for r in w.runs if r.metrics]
+        if not runs:
+            continue
+        mods = mods or list(runs[0].metrics[0].branch_accuracy)
+        label = w.label + (f" n={len(runs)}" if len(runs) > 1 else "")
+        xs, ys = _mean_curve(runs, lambda m: m.eval_accuracy)
+        acc.plot(xs, [100 * y for y in ys], marker=".", label=label)
+        series.append((label, *_mean_curve(runs, lambda m: m.w)))
+    acc.set_xlabel("epoch")
+    acc.set_ylabel("test accuracy %")
+    acc.set_title(title or "test accuracy (mean over seeds)", fontsize=10)
+    acc.legend(fontsize=8)
+    _w_axis(right, series, mods)
+    return _save(fig, path)
+
+
+def plot_profile(row, path: str | os.PathLike) -> Path:
+    """A measured profile's unimodal test-accuracy curves (paper Fig. 3 b), early epoch marked."""
+    p = row.profile
+    fig, (ax,) = _figure(PROFILE_SIZE)
+    for m in p.modalities:
+        r = p.results.get(m)
+        if r is None:
+            continue
+        xs = list(range(1, len(r.curve) + 1))
+        ax.plot(xs, [100 * a for a in r.curve], marker=".", label=f"{m}-only")
+    early = p.settings.get("early_epochs")
+    if early:
+        ax.axvline(early, color="grey", linestyle=":", linewidth=1, label=f"early epoch ({early})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy %")
+    subset = f", subset {p.subset:g}" if p.subset is not None else ""
+    ax.set_title(
+        f"{p.dataset}{subset}: performance-dominant {p.performance_dominant}, "
+        f"optimization-dominant {p.optimization_dominant or 'unknown'}",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "accuracy", title: str = "") -> Path:
+    """``col`` (%) against γp, one line per (method, fusion) with ± std bars; methods without γp
+    (vanilla, ogm-ge) as horizontal dashed lines (paper Table V)."""
+    from pdmp_cli.report import sweep_grid
+
+    fig, (ax,) = _figure(SWEEP_SIZE)
+    gps, lines = sweep_grid(rows, col)
+    for i, (w0, cells) in enumerate(lines):
+        color = f"C{i % 10}"
+        label = f"{w0.method} ({w0.fusion})" + (
+            " " + ", ".join(f"{k}={v}" for k, v in w0.variant.items()) if w0.variant else ""
+        )
+        if None in cells:
+            s = cells[None].stats.get(col)
+            if s and s.mean is not None:
+                ax.axhline(100 * s.mean, linestyle="--", linewidth=1, label=label, color=color)
+            continue
+        pts = sorted((g, w.stats[col]) for g, w in cells.items() if col in w.stats and w.stats[col].mean is not None)
+        if pts:
+            ax.errorbar(
+                [g for g, _ in pts], [100 * s.mean for _, s in pts], yerr=[100 * (s.std or 0.0) for _, s in pts],
+                marker="o", capsize=3, label=label, color=color,
+            )  # fmt: skip
+    ax.set_xlabel("γp")
+    ax.set_xticks(gps)
+    ax.set_ylabel({"accuracy": "final test accuracy %", "best_accuracy": "best test accuracy %"}.get(col, col))
+    ax.set_title(title or "accuracy against γp (mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_plots(rep: Report, out_dir: str | os.PathLike) -> list[Path]:
+    """Every plot that applies: one per run with epochs, one comparison per (dataset, fusion)
+    with two or more configurations, one sweep per dataset with two or more γp values, one per
+    measured profile. Returns the paths written."""
+    out = Path(out_dir)
+    written: list[Path] = []
+    for rec in rep.records:
+        if rec.metrics:
+            written.append(plot_run(rec, out / f"run-{safe_name(rec.path.name)}.png"))
+    complete = [w for w in rep.rows if w.status == "complete"]
+    for ds, fu in sorted({(w.dataset, w.fusion) for w in complete}):
+        group = [w for w in complete if (w.dataset, w.fusion) == (ds, fu) and any(r.metrics for r in w.runs)]
+        if len(group) >= 2:
+            written.append(
+                plot_comparison(group, out / f"compare-{safe_name(ds)}-{safe_name(fu)}.png", f"{ds} · {fu} fusion")
+            )
+    for ds in sorted({w.dataset for w in complete}):
+        group = [w for w in complete if w.dataset == ds]
+        if len({w.gamma_p for w in group if w.gamma_p is not None}) >= 2:
+            written.append(plot_sweep(group, out / f"sweep-{safe_name(ds)}.png", title=f"{ds}: accuracy against γp"))
+    for pr in rep.profiles:
+        if pr.profile.results:
+            written.append(plot_profile(pr, out / f"profile-{safe_name(pr.path.stem)}.png"))
+    return written

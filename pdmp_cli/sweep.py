@@ -1,0 +1,274 @@
+"""``pdmp sweep``: a grid of training runs (γp × seeds × fusion × method), resumable by design.
+
+    from pdmp_cli.sweep import base_spec, run
+    base = base_spec("profiles/synthetic.json")
+    result = run(base, gamma_p=[1, 5, 10, 15], seeds=[0, 1, 2], methods=["pdmp", "vanilla"])
+    result.trained, result.skipped, result.report.rows    # the sweep's runs, aggregated
+
+Each grid point is an ordinary :func:`pdmp_cli.train.run` in ``runs_root``. A point is
+skipped when a run directory below ``runs_root`` already holds it: the same resolved spec
+(paths and worker count aside, see :func:`run_key`) and a profile naming the same dominant
+modalities, finished (``complete``, or ``diverged``: the same settings diverge again). An
+``interrupted`` one is resumed from its checkpoint. So a sweep stopped with Ctrl-C continues
+where it stopped when the same command is given again. Methods that ignore γp (vanilla,
+ogm-ge) run once per (fusion, seed), whatever the γp list.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pdmp_cli import rundir
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.report import USES_GAMMA_P, Report, _dataset_name, find_run_dirs, settings_key
+from pdmp_cli.specs import TrainSpec, dataset_defaults, resolve_spec
+
+DONE = ("complete", "diverged")
+
+
+def base_spec(profile: str, dataset: str | None = None, file_layer: dict | None = None, flags: dict | None = None) -> TrainSpec:
+    """The TrainSpec ``pdmp train`` would resolve: the paper's settings < the dataset manifest's
+    ``[defaults]`` < a spec file < flags; the dataset defaults to the profile's."""
+    from pdmp_cli.profile import Profile
+
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    name = dataset or (file_layer or {}).get("dataset")
+    if name:
+        defaults = dataset_defaults(name, TrainSpec)
+    else:
+        name = Profile.load(profile).dataset
+        try:
+            defaults = dataset_defaults(name, TrainSpec)
+        except PdmpError:
+            raise PdmpError(
+                f"the profile's dataset {name!r} is not a built-in dataset name; pass --dataset with the path to its manifest .toml",
+                exit_code=2,
+            ) from None
+    return resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name, "profile": profile}, flags)
+
+
+def parse_list(text: str | None, kind: type, flag: str) -> list | None:
+    """``"1,5,10"`` -> ``[1.0, 5.0, 10.0]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        items = [kind(x.strip()) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        what = "numbers" if kind is float else "integers" if kind is int else "values"
+        raise PdmpError(f"{flag} must be comma-separated {what}, got {text!r}", 2) from None
+    if not items:
+        raise PdmpError(f"{flag} is empty; give at least one value, e.g. {flag} {'10' if kind is not str else 'concat'}", 2)
+    return list(dict.fromkeys(items))
+
+
+def grid(
+    base: TrainSpec,
+    *,
+    gamma_p: list[float] | None = None,
+    seeds: list[int] | None = None,
+    fusions: list[str] | None = None,
+    methods: list[str] | None = None,
+) -> list[TrainSpec]:
+    """Every point of the grid as a validated TrainSpec (a bad value fails before anything trains)."""
+    specs, keys = [], set()
+    for method, fusion, g, seed in itertools.product(
+        methods or [base.method], fusions or [base.fusion], gamma_p or [base.gamma_p], seeds or [base.seed]
+    ):
+        if method not in USES_GAMMA_P:
+            g = base.gamma_p  # one run per (fusion, seed): γp does not change it
+        spec = resolve_spec(
+            TrainSpec, base.model_dump(exclude={"run_dir"}), {"method": method, "fusion": fusion, "gamma_p": g, "seed": seed}
+        )
+        k = (method, fusion, g, seed)
+        if k not in keys:
+            keys.add(k)
+            specs.append(spec)
+    return specs
+
+
+def profile_identity(p) -> dict:
+    """What of a profile a run depends on: its data, modalities and dominant modalities."""
+    return {
+        "dataset": p.dataset,
+        "dataset_identity": p.dataset_identity,
+        "modalities": sorted(p.modalities),
+        "performance_dominant": p.performance_dominant,
+        "optimization_dominant": p.optimization_dominant,
+    }
+
+
+def run_key(spec: dict, profile_ident: dict) -> str:
+    """The identity of a run: every spec field that changes its result, and the profile's dominants."""
+    from pdmp_cli.cache import stable_hash
+
+    return stable_hash(
+        {
+            "settings": settings_key(spec),
+            "method": spec.get("method"),
+            "fusion": spec.get("fusion"),
+            "seed": spec.get("seed"),
+            "dataset": _dataset_name(str(spec.get("dataset") or profile_ident["dataset"])),
+            "profile": profile_ident,
+        }
+    )
+
+
+def existing_runs(runs_root: str | os.PathLike) -> dict[str, list[tuple[Path, str]]]:
+    """run_key -> [(run directory, status)] for every readable run below ``runs_root``."""
+    from pydantic import ValidationError
+
+    from pdmp_cli.profile import Profile
+
+    root = Path(runs_root)
+    found: dict[str, list[tuple[Path, str]]] = {}
+    if not root.is_dir():
+        return found
+    for d in find_run_dirs(root):
+        try:
+            spec = json.loads((d / rundir.SPEC).read_text())
+            status = json.loads((d / rundir.SUMMARY).read_text())["status"]
+            prof = Profile.model_validate(json.loads((d / rundir.PROFILE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError, ValidationError):
+            continue  # not finished writing, or broken: not a run the sweep can rely on
+        found.setdefault(run_key(spec, profile_identity(prof)), []).append((d, status))
+    return found
+
+
+@dataclass
+class Outcome:
+    spec: TrainSpec
+    action: str  # trained | resumed | skipped
+    run_dir: Path
+    status: str  # the run's status afterwards
+
+
+@dataclass
+class SweepResult:
+    outcomes: list[Outcome]
+    report: Report | None
+    stopped: str | None = None  # why the sweep stopped early (Ctrl-C), else None
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        return sum(o.action == action for o in self.outcomes)
+
+    @property
+    def trained(self) -> int:
+        return self.count("trained")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def resumed(self) -> int:
+        return self.count("resumed")
+
+
+def describe(spec: TrainSpec) -> str:
+    g = f" γp {spec.gamma_p:g}" if spec.method in USES_GAMMA_P else ""
+    return f"{spec.method}{g} · {spec.fusion} · seed {spec.seed}"
+
+
+def run(
+    base: TrainSpec,
+    *,
+    gamma_p: list[float] | None = None,
+    seeds: list[int] | None = None,
+    fusions: list[str] | None = None,
+    methods: list[str] | None = None,
+    console=None,
+    quiet: bool = False,
+    command: str = "",
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> SweepResult:
+    """Run the grid in ``base.runs_root``, skipping what is already there; report its runs.
+
+    Stops at the first interrupted run (Ctrl-C): its checkpoint is kept, and calling again
+    resumes it. A diverged run is a result (γp too large) and the sweep goes on.
+
+    Raises PdmpError: a grid value that is not valid (before anything trains), or whatever
+    :func:`pdmp_cli.train.run` refuses (a profile that does not fit the dataset, ...).
+    """
+    from pdmp_cli import report as report_mod
+    from pdmp_cli import train
+    from pdmp_cli.profile import Profile
+    from pdmp_cli.train.loop import resume_spec
+
+    if console is None or quiet:
+        from rich.console import Console
+
+        console = Console(quiet=quiet)
+    specs = grid(base, gamma_p=gamma_p, seeds=seeds, fusions=fusions, methods=methods)
+    ident = profile_identity(Profile.load(base.profile))
+    have = existing_runs(base.runs_root)
+    command = command or shlex.join(["pdmp", *sys.argv[1:]])
+    outcomes: list[Outcome] = []
+    stopped = None
+    for i, spec in enumerate(specs, 1):
+        what = f"[{i}/{len(specs)}] {describe(spec)}"
+        spec = spec.model_copy(update={"dataset": spec.dataset or ident["dataset"]})
+        matches = have.get(run_key(spec.model_dump(mode="json"), ident), [])
+        done = next(((d, s) for d, s in matches if s in DONE), None)
+        if done is not None:
+            o = Outcome(spec, "skipped", done[0], done[1])
+            console.print(f"{what}: already in {done[0]} ({done[1]}); skipped", highlight=False, soft_wrap=True)
+        else:
+            paused = next((d for d, s in matches if s == "interrupted"), None)
+            with _EpochBar(console, what, spec.epochs) as bar:
+                if paused is not None:
+                    res = train.run(resume_spec(paused), command, resume=True, quiet=True, on_step=bar.step)
+                    action = "resumed"
+                else:
+                    res = train.run(spec, command, quiet=True, on_step=bar.step)
+                    action = "trained"
+            o = Outcome(spec, action, res.run_dir, res.summary.status)
+            s = res.summary
+            acc = f"final accuracy {s.final_accuracy:.4f}, best {s.best_accuracy:.4f}" if s.final_accuracy is not None else "no epoch finished"
+            console.print(f"{what}: {action}, {s.status}; {acc}; {res.run_dir}", highlight=False, soft_wrap=True)
+            if s.status == "interrupted":
+                stopped = f"{s.message}; give the same command again to continue the sweep"
+        outcomes.append(o)
+        if on_outcome is not None:
+            on_outcome(o)
+        if stopped:
+            break
+    dirs = [o.run_dir for o in outcomes]
+    rep = report_mod.build(dirs) if dirs else None
+    return SweepResult(outcomes, rep, stopped)
+
+
+class _EpochBar:
+    """One rich progress bar per run, advanced by the loop's per-step callback (epochs done)."""
+
+    def __init__(self, console, description: str, epochs: int):
+        self.console, self.description, self.epochs = console, description, epochs
+        self.progress = None
+
+    def __enter__(self):
+        if not self.console.quiet and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                TimeElapsedColumn(), console=self.console, transient=True,
+            )  # fmt: skip
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=self.epochs)
+        return self
+
+    def step(self, info) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=info.epoch)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False

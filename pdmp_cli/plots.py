@@ -56,6 +56,13 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "plot"
 
 
+def _epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: list[str]):
     """w over epochs on a log scale (w = 1: both modalities' logits equally large)."""
     drawn = False
@@ -65,11 +72,16 @@ def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: li
             ax.plot(*zip(*pts), marker=".", label=label)
             drawn = True
     if drawn:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="w = 1 (balanced)")
     a, b = (modalities + ["s_0", "s_1"])[:2]
     ax.set_title(f"optimization dependency w = Σ|s_{a}| / Σ|s_{b}| (Eq. 5)", fontsize=10)
-    ax.set_xlabel("epoch")
+    _epochs(ax)
     ax.set_ylabel("w (log scale)")
     ax.legend(fontsize=8)
 
@@ -83,7 +95,7 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
     mods = list(ms[0].branch_accuracy) if ms else []
     for mod in mods:
         acc.plot(xs, [100 * m.branch_accuracy.get(mod, float("nan")) for m in ms], marker=".", label=f"{mod} branch")
-    acc.set_xlabel("epoch")
+    _epochs(acc)
     acc.set_ylabel("test accuracy %")
     g = f" γp {rec.gamma_p:g}" if rec.method in USES_GAMMA_P else ""
     status = "" if rec.complete else f" [{rec.status}]"
@@ -95,7 +107,7 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
         for mod in mods:
             right.plot(xs, [m.shares.get(mod, float("nan")) for m in ms], marker=".", label=mod)
         right.set_title("share of Σ|s_m| per modality", fontsize=10)
-        right.set_xlabel("epoch")
+        _epochs(right)
         right.set_ylabel("share")
         right.legend(fontsize=8)
     return _save(fig, path)
@@ -125,7 +137,7 @@ def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "") -
         xs, ys = _mean_curve(runs, lambda m: m.eval_accuracy)
         acc.plot(xs, [100 * y for y in ys], marker=".", label=label)
         series.append((label, *_mean_curve(runs, lambda m: m.w)))
-    acc.set_xlabel("epoch")
+    _epochs(acc)
     acc.set_ylabel("test accuracy %")
     acc.set_title(title or "test accuracy (mean over seeds)", fontsize=10)
     acc.legend(fontsize=8)
@@ -146,7 +158,7 @@ def plot_profile(row, path: str | os.PathLike) -> Path:
     early = p.settings.get("early_epochs")
     if early:
         ax.axvline(early, color="grey", linestyle=":", linewidth=1, label=f"early epoch ({early})")
-    ax.set_xlabel("epoch")
+    _epochs(ax)
     ax.set_ylabel("test accuracy %")
     subset = f", subset {p.subset:g}" if p.subset is not None else ""
     ax.set_title(

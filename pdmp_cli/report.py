@@ -542,9 +542,27 @@ def fmt_gamma(g: dict[str, float]) -> str:
     return ", ".join(f"{m} {v:.3g}" for m, v in g.items()) if g else "-"
 
 
-def fmt_status(w: Row) -> str:
-    if w.status == "complete":
-        return "complete"
+def gamma_pattern(w: Row) -> str | None:
+    """pdmp's γ per modality in terms of γp (``visual ×γp, audio ×1/γp``); None if not so."""
+    if not w.gamma or w.gamma_p is None:
+        return None
+    parts = []
+    for m, v in w.gamma.items():
+        if math.isclose(v, w.gamma_p):
+            parts.append(f"{m} ×γp")
+        elif math.isclose(v, 1 / w.gamma_p):
+            parts.append(f"{m} ×1/γp")
+        else:
+            return None
+    return ", ".join(parts)
+
+
+def fmt_status(w: Row, short: bool = False) -> str:
+    """``complete``; ``interrupted (3/10 epochs)`` (``short``: ``interrupted``, the epochs column says the rest)."""
+    if w.status == "complete" or (short and w.status != "unknown"):
+        return w.status
+    if short:
+        return "no summary"
     planned = f"/{w.epochs_planned}" if w.epochs_planned else ""
     name = "no summary" if w.status == "unknown" else w.status
     return f"{name} ({w.epochs_done}{planned} epochs)"
@@ -576,21 +594,26 @@ def table_cells(rows: list[Row], compact: bool = False) -> tuple[list[str], list
     if _show_settings(rows):
         fields.append(("settings", lambda w: ", ".join(f"{k}={v}" for k, v in w.variant.items()) or "-"))
     fields.append(("n", lambda w: str(w.n)))
-    tail = [("epochs", epochs), ("status", fmt_status)]
+    if compact:  # the status of an unfinished run goes beside its epochs: one column fewer
+        tail = [("epochs", lambda w: epochs(w) + ("" if w.status == "complete" else f" {fmt_status(w, short=True)}"))]
+    else:
+        tail = [("epochs", epochs), ("status", fmt_status)]
     context = []
     if compact:
-        words = {"dataset": "dataset {}", "fusion": "{} fusion", "n": "n = {} run(s) per row", "epochs": "{} epochs",
-                 "status": "all runs {}"}  # fmt: skip
+        words = {"dataset": "dataset {}", "fusion": "{} fusion", "n": "n = {} run(s) per row", "epochs": "{} epochs"}
         kept = []
+        patterns = {gamma_pattern(w) for w in rows if w.gamma and w.gamma_p != 1}
         for name, get in [*fields, *tail]:
             vals = {get(w) for w in rows}
             if name in words and len(vals) == 1 and len(rows) > 1:
                 context.append(words[name].format(vals.pop()))
             elif name in ("γp", "γ") and vals == {"-"}:
                 continue
+            elif name == "γ" and len(patterns) == 1 and None not in patterns:
+                context.append(f"pdmp's γ: {patterns.pop()}")
             else:
                 kept.append((name, get))
-        fields, tail = [f for f in kept if f[0] not in ("epochs", "status")], [f for f in kept if f[0] in ("epochs", "status")]
+        fields, tail = [f for f in kept if f[0] != "epochs"], [f for f in kept if f[0] == "epochs"]
     header = [name for name, _ in fields] + [column_title(c, compact) for c in cols] + [name for name, _ in tail]
     body = [
         [(get(w), False) for _, get in fields]
@@ -683,32 +706,56 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
     if rep.rows:
         header, body, context = table_cells(rep.rows, compact=True)
         caption = (
-            "acc: final test accuracy, best: best epoch's, F1: final macro-F1, then each branch's final "
-            "accuracy (all %); w: final Eq. 5; bold green: best mean per column within a dataset"
+            "% of the test split: final accuracy (acc), best epoch's (best), final macro-F1 (F1), each "
+            "branch's final accuracy; w: final Eq. 5; bold green: best mean of a column in a dataset"
         )
         full_title = title + (f"\n{' · '.join(context)}" if context else "")
-        t = Table(title=full_title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
-        for h in header:
-            right = h in ("γp", "n", "epochs") or h in {column_title(c, True) for c in metric_columns(rep.rows)}
-            t.add_column(h, justify="right" if right else "left", overflow="fold", min_width=_word(h))
-        for w, cells in zip(rep.rows, body):
-            style = None if w.status == "complete" else "yellow"
-            t.add_row(*(f"[bold green]{escape(c)}[/]" if best else escape(c) for c, best in cells), style=style)
-        parts.append(t)
+        numeric = {"γp", "n", "epochs"} | {column_title(c, True) for c in metric_columns(rep.rows)}
+
+        def make(narrow: bool):
+            t = Table(title=full_title, caption=caption, box=None, padding=(0, 1), pad_edge=False,
+                      header_style="bold underline")  # fmt: skip
+            for i, h in enumerate(header):
+                t.add_column(h, justify="right" if h in numeric else "left", min_width=_word(h, *(r[i][0] for r in body)))
+            for w, cells in zip(rep.rows, body):
+                texts = [c.replace(" ± ", "\n± ") if narrow else c for c, _ in cells]
+                t.add_row(
+                    *(f"[bold green]{escape(c)}[/]" if best else escape(c) for c, (_, best) in zip(texts, cells)),
+                    style=None if w.status == "complete" else "yellow",
+                )
+            return t
+
+        parts.append(_FitToWidth(lambda: make(False), lambda: make(True)))
     if rep.profiles and profiles:
         header, body, context = profile_cells(rep.profiles, compact=True)
         t = Table(
             title="Dominance profiles (unimodal accuracy on the evaluation split)"
             + (f"\n{' · '.join(context)}" if context else ""),
-            box=box.SIMPLE_HEAD, pad_edge=False,
+            box=None, padding=(0, 1), pad_edge=False, header_style="bold underline",
         )  # fmt: skip
-        for h in header:
-            t.add_column(h, justify="right" if "%" in h else "left", overflow="fold", min_width=_word(h))
+        for i, h in enumerate(header):
+            t.add_column(h, justify="right" if "%" in h else "left", min_width=_word(h, *(row[i] for row in body)))
         for cells in body:
             t.add_row(*(escape(c) for c in cells))
         parts.append(t)
     parts.extend(f"[yellow]note:[/] {escape(n)}" for n in rep.notes)
     return Group(*parts)
+
+
+class _FitToWidth:
+    """Renders the first layout whose natural width fits the console (the last one otherwise):
+    a narrow terminal gets ``mean`` and ``± std`` on two lines instead of a cropped table."""
+
+    def __init__(self, *layouts):
+        self.layouts = layouts
+
+    def __rich_console__(self, console, options):
+        for make in self.layouts[:-1]:
+            t = make()
+            if t.__rich_measure__(console, options).maximum <= options.max_width:
+                yield t
+                return
+        yield self.layouts[-1]()
 
 
 def _short(p: Path) -> str:
@@ -720,9 +767,9 @@ def _short(p: Path) -> str:
     return str(p) if rel.startswith("..") else rel
 
 
-def _word(header: str) -> int:
-    """The longest word of a header: a column narrower than that would break the word."""
-    return max(len(w) for w in header.split())
+def _word(*texts: str) -> int:
+    """The longest word in a column: narrower, the column would break a word (or a number)."""
+    return max((len(w) for t in texts for w in t.split()), default=1)
 
 
 def _md_escape(s: str) -> str:

@@ -272,3 +272,15 @@ def test_identity_follows_content(tmp_path):
     assert load_dataset("cremad", data_root=root).identity == a
     M.write_audio(root / "AudioWAV" / "1001_DFA_ANG_XX.wav", seconds=0.6)  # same name, new content
     assert load_dataset("cremad", data_root=root).identity != a
+
+
+def test_manifest_defaults_are_the_papers_and_reach_the_specs():
+    from pdmp_cli.specs import AnalyzeSpec, TrainSpec, dataset_defaults
+
+    paper = {"encoder": "resnet18", "epochs": 100, "batch_size": 64, "lr": 0.001}
+    gammas = {"cremad": 15.0, "ave": 15.0, "ks": 10.0, "vggsound": 15.0, "cefa": 15.0}  # Table V, Sec. V
+    for name in MINIATURES:
+        d = dataset_defaults(name, TrainSpec)
+        assert {k: d[k] for k in paper} == paper and d["num_workers"] >= 4
+        assert d.get("gamma_p") == gammas.get(name)
+        assert "gamma_p" not in dataset_defaults(name, AnalyzeSpec)

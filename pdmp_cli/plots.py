@@ -13,6 +13,7 @@ temporary file and renamed, so a crash never leaves half a PNG.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -63,6 +64,14 @@ def _epochs(ax) -> None:
     ax.set_xlabel("epoch")
 
 
+def _minor_label(v: float, _pos=None) -> str:
+    """Label 2, 3 and 5 times a power of ten on a log axis; leave the other minor ticks bare."""
+    if v <= 0:
+        return ""
+    lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return f"{v:g}" if round(lead) in (2, 3, 5) and abs(lead - round(lead)) < 1e-6 else ""
+
+
 def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: list[str]):
     """w over epochs on a log scale (w = 1: both modalities' logits equally large)."""
     drawn = False
@@ -75,9 +84,8 @@ def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: li
         from matplotlib.ticker import FuncFormatter
 
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="w = 1 (balanced)")
     a, b = (modalities + ["s_0", "s_1"])[:2]
     ax.set_title(f"optimization dependency w = Σ|s_{a}| / Σ|s_{b}| (Eq. 5)", fontsize=10)

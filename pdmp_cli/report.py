@@ -709,12 +709,10 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
             "% of the test split: final accuracy (acc), best epoch's (best), final macro-F1 (F1), each "
             "branch's final accuracy; w: final Eq. 5; bold green: best mean of a column in a dataset"
         )
-        full_title = title + (f"\n{' · '.join(context)}" if context else "")
         numeric = {"γp", "n", "epochs"} | {column_title(c, True) for c in metric_columns(rep.rows)}
 
         def make(narrow: bool):
-            t = Table(title=full_title, caption=caption, box=None, padding=(0, 1), pad_edge=False,
-                      header_style="bold underline")  # fmt: skip
+            t = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
             for i, h in enumerate(header):
                 t.add_column(h, justify="right" if h in numeric else "left", min_width=_word(h, *(r[i][0] for r in body)))
             for w, cells in zip(rep.rows, body):
@@ -725,14 +723,17 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
                 )
             return t
 
+        parts.append(f"[bold]{escape(title)}[/]")
+        if context:
+            parts.append(escape(" · ".join(context)))
         parts.append(_FitToWidth(lambda: make(False), lambda: make(True)))
+        parts.append(f"[dim]{escape(caption)}[/]")
     if rep.profiles and profiles:
         header, body, context = profile_cells(rep.profiles, compact=True)
-        t = Table(
-            title="Dominance profiles (unimodal accuracy on the evaluation split)"
-            + (f"\n{' · '.join(context)}" if context else ""),
-            box=None, padding=(0, 1), pad_edge=False, header_style="bold underline",
-        )  # fmt: skip
+        parts.append("[bold]Dominance profiles (unimodal accuracy on the evaluation split)[/]")
+        if context:
+            parts.append(escape(" · ".join(context)))
+        t = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
         for i, h in enumerate(header):
             t.add_column(h, justify="right" if "%" in h else "left", min_width=_word(h, *(row[i] for row in body)))
         for cells in body:

@@ -161,11 +161,13 @@ def test_sweep_cli_errors(tmp_path, tiny_manifest):
 def test_demo_cli_passes_its_flags(monkeypatch):
     calls = []
     monkeypatch.setattr(pdmp_cli.demo, "run", lambda out, **kw: calls.append((out, kw)))
-    r = runner.invoke(app, ["demo", "--out", "somewhere", "--epochs", "2", "--seed", "3"])
+    r = runner.invoke(app, ["demo", "--out", "somewhere", "--epochs", "2", "--seed", "3", "--gamma-p", "5"])
     assert r.exit_code == 0, r.output
     ((out, kw),) = calls
-    assert out == "somewhere" and kw["epochs"] == 2 and kw["seed"] == 3
+    assert (out, kw["epochs"], kw["seed"], kw["gamma_p"]) == ("somewhere", 2, 3, 5.0)
     r = runner.invoke(app, ["demo"])
-    assert calls[1][0] == "demo-output" and calls[1][1]["epochs"] is None and calls[1][1]["seed"] == 0
+    assert calls[1][0] == "demo-output" and (calls[1][1]["epochs"], calls[1][1]["seed"], calls[1][1]["gamma_p"]) == (None, 0, 10.0)
     line = _one_error_line(runner.invoke(app, ["demo", "--epochs", "0"]), 2)
     assert "--epochs must be >= 1, got 0" in line
+    line = _one_error_line(runner.invoke(app, ["demo", "--gamma-p", "-1"]), 2)
+    assert "--gamma-p must be > 0, got -1" in line

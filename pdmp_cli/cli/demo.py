@@ -15,6 +15,7 @@ def demo_cli(
     out: str = typer.Option("demo-output", "--out", "-o", help="Folder for the profile, runs, plots and table."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of the analysis and of each run (preset: 20)."),
     seed: int = typer.Option(0, "--seed", help="Training seed of the three runs."),
+    gamma_p: float = typer.Option(10.0, "--gamma-p", help="γp of the PDMP run (Eq. 10)."),
 ):
     """Run the whole method on the built-in `synthetic` preset in about two minutes on a CPU.
 
@@ -27,4 +28,6 @@ def demo_cli(
 
     if epochs is not None and epochs < 1:
         raise PdmpError(f"--epochs must be >= 1, got {epochs}", 2)
-    run(out, epochs=epochs, seed=seed, console=console)
+    if gamma_p <= 0:
+        raise PdmpError(f"--gamma-p must be > 0, got {gamma_p:g}", 2)
+    run(out, epochs=epochs, seed=seed, gamma_p=gamma_p, console=console)

@@ -17,6 +17,11 @@ the criterion of Alg. 1, line 2; when it runs, it decides m_o.
 The measurements (accuracy curves) are cached with diskcache, keyed by everything that changes
 them; the profile is re-derived from them on every run, so ``early_epochs`` only re-reads the
 cached curves. A per-key file lock keeps two identical concurrent runs from both training.
+
+With ``parallel=True`` the unimodal models train at the same time, one spawned process per
+modality (:func:`train_unimodal_parallel`; one GPU each where there are several, the CPU cores
+split between them otherwise). Each is seeded as in the sequential order, so the curves are the
+same measurement and share its cache entry.
 """
 
 from __future__ import annotations
@@ -388,6 +393,94 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     return curve
 
 
+def _unimodal_worker(queue, spec: AnalyzeSpec, modality: str, indices: list[int], device: str, threads: int) -> None:
+    """One modality's :func:`train_unimodal` in a spawned process; reports through ``queue``:
+    ``("epoch", m, acc)`` after each epoch, then ``("done", m, (curve, steps))`` or ``("error", m, msg)``."""
+    try:
+        import torch
+
+        from pdmp_cli.data import load_dataset
+
+        torch.set_num_threads(threads)
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        bundle = load_dataset(spec.dataset, data_root=spec.data_root)  # from the cache: the parent's data
+        before = training_steps.value
+        curve = train_unimodal(bundle, modality, indices, spec, dev, lambda acc: queue.put(("epoch", modality, acc)))
+        queue.put(("done", modality, (curve, training_steps.value - before)))
+    except PdmpError as e:
+        queue.put(("error", modality, str(e)))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent as one line
+        queue.put(("error", modality, f"{type(e).__name__}: {e}"))
+
+
+def worker_devices(modalities: list[str], device) -> list[str]:
+    """Where each modality's process trains: GPUs round-robin (modality i on GPU i mod count), else ``device``."""
+    import torch
+
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        return [f"cuda:{i % n}" for i in range(len(modalities))]
+    return [str(device)] * len(modalities)
+
+
+def train_unimodal_parallel(bundle, indices: list[int], spec: AnalyzeSpec, device, task=None) -> dict[str, list[float]]:
+    """:func:`train_unimodal` for every modality at once, one spawned process per modality.
+
+    ``task(m)`` (optional) returns modality m's progress callback. Every process loads the dataset
+    itself (served from the cache) and trains with the same seed as the sequential order; on CPU
+    the threads are split between the processes. A failure in any process raises PdmpError
+    naming the modality.
+    """
+    import multiprocessing as mp
+    import queue as queue_module
+
+    import torch
+
+    mods = list(bundle.modalities)
+    ctx = mp.get_context("spawn")  # fork after torch has threads can deadlock
+    q = ctx.Queue()
+    threads = max(1, torch.get_num_threads() // len(mods)) if device.type == "cpu" else torch.get_num_threads()
+    procs = {
+        m: ctx.Process(target=_unimodal_worker, args=(q, spec, m, indices, d, threads), name=f"pdmp-analyze-{m}")
+        for m, d in zip(mods, worker_devices(mods, device))
+    }
+    advance = {m: task(m) if task else None for m in mods}
+    curves: dict[str, list[float]] = {}
+    errors: dict[str, str] = {}
+    for p in procs.values():
+        p.start()
+    finished = False
+    try:
+        while len(curves) + len(errors) < len(mods):
+            try:
+                kind, m, value = q.get(timeout=1.0)
+            except queue_module.Empty:  # a process killed without a word (out of memory, a signal)
+                for m, p in procs.items():
+                    if m not in curves and m not in errors and p.exitcode not in (None, 0):
+                        errors[m] = f"its process ended with exit code {p.exitcode}"
+                continue
+            if kind == "epoch":
+                if advance[m]:
+                    advance[m](value)
+            elif kind == "done":
+                curves[m], steps = value
+                training_steps.add(steps)
+            else:
+                errors[m] = value
+        finished = not errors
+    finally:  # on a failure or Ctrl-C the other processes stop too
+        for p in procs.values():
+            if not finished and p.is_alive():
+                p.terminate()
+            p.join()
+    if errors:
+        m, msg = next(iter(errors.items()))
+        raise PdmpError(f"training the {m} model in parallel failed: {msg}; run without --parallel to see it in full", 1)
+    return {m: curves[m] for m in mods}
+
+
 def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> dict:
     """A short vanilla multimodal run (``probe_fusion``): fused and per-branch accuracy per epoch."""
     import torch
@@ -499,12 +592,17 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
             def measure_unimodal():
                 t0 = time.perf_counter()
-                curves = {
-                    m: train_unimodal(
-                        bundle, m, indices, spec, device, bars.task(f"subset {subset:g} · {m}", spec.epochs)
+                if spec.parallel and len(bundle.modalities) > 1:  # one process per modality
+                    curves = train_unimodal_parallel(
+                        bundle, indices, spec, device, lambda m: bars.task(f"subset {subset:g} · {m}", spec.epochs)
                     )
-                    for m in bundle.modalities
-                }
+                else:
+                    curves = {
+                        m: train_unimodal(
+                            bundle, m, indices, spec, device, bars.task(f"subset {subset:g} · {m}", spec.epochs)
+                        )
+                        for m in bundle.modalities
+                    }
                 return {"curves": curves, "measured": now_iso(), "seconds": time.perf_counter() - t0}
 
             key = cache_key("unimodal", bundle.identity, bundle.modalities, subset, spec, device.type)
@@ -524,7 +622,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
             if cached:
                 notes.append(f"unimodal curves served from the analysis cache (measured {record['measured']})")
             settings = {
-                **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device"}),
+                **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device", "parallel"}),
                 "device": device.type,
                 "train_samples": len(indices),
             }

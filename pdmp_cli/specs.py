@@ -97,6 +97,9 @@ class AnalyzeSpec(OptimSpec):
     cache: bool = True
     probe_epochs: int = Field(0, ge=0, description="epochs of a vanilla multimodal probe (0: off)")
     probe_fusion: str = "concat"
+    parallel: bool = Field(
+        False, description="train the unimodal models at once, one process per modality (one GPU each where there are several)"
+    )
 
     @field_validator("subset", mode="before")
     @classmethod
@@ -138,6 +141,10 @@ class TrainSpec(OptimSpec):
     run_dir: str | None = Field(None, description="default runs/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>")
     runs_root: str = "runs"
     skip_bad: bool = Field(False, description="skip unreadable samples instead of refusing to train")
+    devices: int = Field(1, ge=1, description="processes (GPUs) on this node: pdmp train launches torchrun when > 1")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or mixed precision: bf16 autocast (CUDA, CPU) or fp16 autocast + GradScaler (CUDA)"
+    )
 
     @field_validator("fusion")
     @classmethod

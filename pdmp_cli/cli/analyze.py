@@ -34,6 +34,9 @@ def analyze_cli(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if the analysis is cached."),
+    parallel: bool = typer.Option(
+        None, "--parallel/--sequential", help="Train the unimodal models at once, one process per modality (one GPU each)."
+    ),
 ):
     """Rank the modalities: train one unimodal model per modality on a class-stratified subset.
 
@@ -51,7 +54,7 @@ def analyze_cli(
     flags = overrides(
         dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
         batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
-        cache=False if no_cache else None,
+        cache=False if no_cache else None, parallel=parallel,
     )  # fmt: skip
     resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
 import typer
 
-from pdmp_cli.cli._app import app, command, console, fail, overrides
+from pdmp_cli.cli._app import app, command, console, err_console, fail, overrides
 
 # flags a resumed run may change; every other flag is refused with --resume
-_RESUME_FLAGS = {"epochs", "device", "num_workers", "data_root"}
+_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root"}
 
 
 @app.command("train")
@@ -35,6 +36,8 @@ def train_cli(
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
     device: str = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     skip_bad: bool = typer.Option(None, "--skip-bad", help="Leave out unreadable samples instead of refusing to train."),
+    devices: int = typer.Option(None, "--devices", help="Processes (GPUs) on this node; > 1 launches torchrun (DDP); --batch-size stays the global batch."),
+    precision: str = typer.Option(None, "--precision", help="fp32 (default), bf16 (autocast; CUDA or CPU) or fp16 (autocast + loss scaling; CUDA)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
     """Train a multimodal model with PDMP gradient modulation (Eq. 10-12) or a baseline.
@@ -45,6 +48,8 @@ def train_cli(
     summary.json, checkpoints/last.pt and best.pt. Ctrl-C saves a resumable checkpoint.
 
     Example: pdmp train --profile profiles/synthetic.json --gamma-p 10
+
+    Several GPUs: pdmp train --devices 4 ... (or torchrun --nproc-per-node 4 -m pdmp_cli train ...).
     """
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.profile import Profile
@@ -55,7 +60,13 @@ def train_cli(
         profile=profile, dataset=dataset, method=method, fusion=fusion, gamma_p=gamma_p, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, ogm_alpha=ogm_alpha, grad_clip=grad_clip,
         num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
+        devices=devices, precision=precision,
     )
+    from pdmp_cli.train import distributed
+
+    if distributed.launched() and os.environ.get("RANK", "0") != "0":
+        # one of torchrun's processes: rank 0 prints (every rank meets the same refusals alike)
+        console.quiet = err_console.quiet = True
     if resume:
         from pdmp_cli.train.loop import resume_spec
 
@@ -87,6 +98,13 @@ def train_cli(
                 ) from None
         train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
 
+    if train_spec.devices > 1 and not distributed.launched():
+        # torchrun starts `devices` copies of this same command line; each trains its shard
+        distributed.per_rank_batch(train_spec.batch_size, train_spec.devices)  # refuse before starting any
+        code = distributed.launch(train_spec.devices, sys.argv[1:], device=train_spec.device)
+        if code:
+            raise typer.Exit(code)
+        return
     result = run(train_spec, command=shlex.join(["pdmp", *sys.argv[1:]]), resume=bool(resume), console=console, quiet=quiet)
     s = result.summary
     if s.status == "diverged":

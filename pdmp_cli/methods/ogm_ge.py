@@ -15,6 +15,10 @@ encoder u (parameters with more than two dims, as in the reference code) gets
 where std(g) is taken before scaling, and the noise is added to both encoders, as the
 reference code does. At an exact tie (rho = 1) the second modality is damped.
 Defined for two modalities; with more, this method refuses (use pdmp or vanilla).
+
+Under DDP (several processes) the scores are summed over ranks before the ratio, so k_u is the
+global batch's and every rank scales alike; the noise comes from a generator every rank seeds
+alike, so the gradients stay identical across ranks.
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ from pdmp_cli.methods import Method, register_method
 
 
 def ogm_coefficients(
-    branch_logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float
+    branch_logits: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float, reduce=None
 ) -> dict[str, torch.Tensor]:
-    """k_u for the two modalities (0-dim tensors; no device sync)."""
+    """k_u for the two modalities (0-dim tensors; no device sync).
+
+    ``reduce``: an in-place sum over processes of the (2,) score tensor (DDP), or None.
+    """
     a, v = list(branch_logits)
-    score = {
-        m: torch.softmax(s.detach().float(), dim=1).gather(1, labels[:, None]).sum()
-        for m, s in branch_logits.items()
-    }
+    scores = torch.stack(
+        [torch.softmax(s.detach().float(), dim=1).gather(1, labels[:, None]).sum() for s in branch_logits.values()]
+    )
+    if reduce is not None:
+        reduce(scores)
+    score = dict(zip(branch_logits, scores))
     ratio_a = score[a] / score[v]
     ratio_v = 1.0 / ratio_a
     one = torch.ones_like(ratio_a)
@@ -48,8 +57,11 @@ def conv_kernels(encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 @torch.no_grad()
-def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = True) -> None:
-    """g <- k_u * g (+ N(0, std(g) + 1e-8)) on each encoder's convolution kernels, in place."""
+def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = True, generator=None) -> None:
+    """g <- k_u * g (+ N(0, std(g) + 1e-8)) on each encoder's convolution kernels, in place.
+
+    The noise is drawn from ``generator`` when given, else from the global RNG.
+    """
     for m, enc in encoders.items():
         for p in conv_kernels(enc):
             if p.grad is None:
@@ -57,7 +69,11 @@ def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = Tru
             std = p.grad.std() + 1e-8  # of the unmodulated gradient (reference code)
             p.grad.mul_(coeffs[m])
             if noise:
-                p.grad.add_(torch.randn_like(p.grad) * std)
+                if generator is None:
+                    p.grad.add_(torch.randn_like(p.grad) * std)
+                else:
+                    z = torch.randn(p.grad.shape, generator=generator, device=p.grad.device, dtype=p.grad.dtype)
+                    p.grad.add_(z * std)
 
 
 @register_method("ogm-ge")
@@ -90,6 +106,8 @@ class OGMGE(Method):
         start, end = self.window
         if not (start <= epoch < end):
             return self.gamma
-        coeffs = ogm_coefficients(out.branch_logits, labels, self.alpha)
-        modulate_(self.encoders, coeffs, noise=True)
+        from pdmp_cli.train import distributed  # no-ops with one process
+
+        coeffs = ogm_coefficients(out.branch_logits, labels, self.alpha, reduce=distributed.all_reduce_)
+        modulate_(self.encoders, coeffs, noise=True, generator=distributed.shared_generator(labels.device))
         return coeffs

@@ -12,6 +12,11 @@ The pieces above the loop (``build_model``, ``build_optimizer``, ``epoch_loader`
 mixed-precision variant can swap one without touching the others. The run-directory format is
 defined in :mod:`pdmp_cli.rundir`.
 
+Several processes (torchrun, ``pdmp train --devices N``): the model trains in DDP, each rank on
+its shard of every global batch; the helpers of :mod:`pdmp_cli.train.distributed` (no-ops with
+one process) agree on metrics and stops, and only rank 0 writes or prints. Mixed precision
+(``spec.precision``) is :mod:`pdmp_cli.train.amp`: the modulation always sees unscaled gradients.
+
 Reproducibility: the model is seeded by ``spec.seed``, the data order comes from its own
 generator, and ``last.pt`` holds every RNG state, so ``resume`` continues exactly where the
 run stopped (mid-epoch after Ctrl-C, or at an epoch end); on CPU with ``num_workers`` 0 the
@@ -44,12 +49,12 @@ from pdmp_cli.profile import Profile, write_json_atomic
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 from pdmp_cli.runtime import resolve_device, seed_everything, to_device
 from pdmp_cli.specs import TrainSpec
-from pdmp_cli.train import checkpoint
+from pdmp_cli.train import amp, checkpoint, distributed
 
 CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for the device once
 
 # spec fields a resumed run may change; any other difference from the checkpoint is refused
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "data_root", "run_dir", "runs_root"}
+RESUMABLE_CHANGES = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "run_dir", "runs_root"}
 
 
 @dataclass
@@ -150,12 +155,14 @@ def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step:
 
     The order is one ``randperm`` of ``data_gen``; the loader draws its worker seed from the same
     generator, so the global RNGs (model noise, augmentation) are never touched by data order.
+    Under DDP every rank draws the same order and keeps its shard of it: ``spec.batch_size`` is
+    the global batch, and the ranks' batches of a step together are a single process's batch.
     """
     order = torch.randperm(len(bundle.train), generator=data_gen)
     return DataLoader(
         bundle.train,
-        batch_size=spec.batch_size,
-        sampler=order[start_step * spec.batch_size :].tolist(),
+        batch_size=distributed.per_rank_batch(spec.batch_size),
+        sampler=distributed.shard(order[start_step * spec.batch_size :].tolist()),
         num_workers=spec.num_workers,
         generator=data_gen,
         pin_memory=device.type == "cuda",
@@ -167,6 +174,7 @@ def eval_loader(bundle, spec: TrainSpec, device) -> DataLoader:
         bundle.test,
         batch_size=spec.batch_size,
         shuffle=False,
+        sampler=distributed.eval_shard(len(bundle.test)),  # DDP: each rank a share; None: all, in order
         num_workers=spec.num_workers,
         generator=torch.Generator().manual_seed(0),  # keeps evaluation off the global RNG
         pin_memory=device.type == "cuda",
@@ -185,7 +193,8 @@ class EpochStats:
     """Running sums over one epoch's steps, kept as tensors so a step never waits on the device.
 
     Read once per epoch by :meth:`means`. Saved in a mid-epoch checkpoint, so a resumed epoch
-    reports the same numbers as an uninterrupted one.
+    reports the same numbers as an uninterrupted one. Steps with a non-finite gradient norm (an
+    fp16 step the GradScaler skips) are left out of the gradient-norm means.
     """
 
     def __init__(self, modalities: list[str], device: torch.device):
@@ -195,6 +204,7 @@ class EpochStats:
         self.steps = 0
         self.seconds = 0.0
         self.loss = zero()
+        self.norm_steps = zero()  # steps whose gradient norms are all finite
         self.norm_before = {m: zero() for m in modalities}
         self.norm_after = {m: zero() for m in modalities}
         self.gamma = {m: zero() for m in modalities}
@@ -204,29 +214,31 @@ class EpochStats:
         loss = loss.detach()
         self.steps += 1
         self.loss += loss
+        finite = torch.stack([torch.isfinite(torch.as_tensor(d[m])) for d in (before, after) for m in self.gamma]).all()
+        self.norm_steps += finite
         for m in self.gamma:
-            self.norm_before[m] += before[m]
-            self.norm_after[m] += after[m]
+            self.norm_before[m] += torch.where(finite, before[m], 0.0)
+            self.norm_after[m] += torch.where(finite, after[m], 0.0)
             self.gamma[m] += gamma[m]
         newly_bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
         self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
 
     def bad_step(self) -> int | None:
-        """0-based step of the first non-finite loss this epoch (waits for the device)."""
-        s = int(self.first_bad_step.item())
-        return None if s < 0 else s
+        """0-based step of the first non-finite loss this epoch on any rank (waits for the device;
+        under DDP a collective: every rank calls it at the same point)."""
+        return distributed.first_step(self.first_bad_step)
 
     def means(self) -> dict:
-        n = max(self.steps, 1)
+        n, n_norm = max(self.steps, 1), max(float(self.norm_steps.item()), 1.0)
 
-        def per_mod(d):
+        def per_mod(d, n):
             return {m: float(v.item()) / n for m, v in d.items()}
 
         return {
             "train_loss": float(self.loss.item()) / n,
-            "grad_norm_before": per_mod(self.norm_before),
-            "grad_norm_after": per_mod(self.norm_after),
-            "gamma": per_mod(self.gamma),
+            "grad_norm_before": per_mod(self.norm_before, n_norm),
+            "grad_norm_after": per_mod(self.norm_after, n_norm),
+            "gamma": per_mod(self.gamma, n),
         }
 
     def state_dict(self) -> dict:
@@ -234,6 +246,7 @@ class EpochStats:
             "steps": self.steps,
             "seconds": self.seconds,
             "loss": self.loss.cpu(),
+            "norm_steps": self.norm_steps.cpu(),
             "norm_before": {m: v.cpu() for m, v in self.norm_before.items()},
             "norm_after": {m: v.cpu() for m, v in self.norm_after.items()},
             "gamma": {m: v.cpu() for m, v in self.gamma.items()},
@@ -244,6 +257,7 @@ class EpochStats:
         dev = self.loss.device
         self.steps, self.seconds = s["steps"], s["seconds"]
         self.loss = s["loss"].to(dev)
+        self.norm_steps = s.get("norm_steps", torch.tensor(float(s["steps"]))).to(dev)
         self.norm_before = {m: v.to(dev) for m, v in s["norm_before"].items()}
         self.norm_after = {m: v.to(dev) for m, v in s["norm_after"].items()}
         self.gamma = {m: v.to(dev) for m, v in s["gamma"].items()}
@@ -291,30 +305,42 @@ def train_one_epoch(
     stop: GracefulInterrupt,
     on_step: Callable[[StepInfo], None] | None = None,
     advance: Callable[[], None] | None = None,
+    precision: amp.Precision | None = None,
+    ddp_model: torch.nn.Module | None = None,
 ) -> str | None:
-    """One pass over ``loader``. Returns None when done, else ``"diverged"`` or ``"interrupted"``."""
-    model.train()
+    """One pass over ``loader``. Returns None when done, else ``"diverged"`` or ``"interrupted"``.
+
+    ``ddp_model``: ``model`` wrapped in DDP (several processes); it runs the forward pass, so
+    backward averages the gradients over ranks. ``precision``: autocast and fp16 loss scaling.
+    """
+    forward = ddp_model if ddp_model is not None else model
+    precision = precision or amp.Precision("fp32", device)
+    forward.train()
     for step, (inputs, labels) in enumerate(loader, start=start_step):
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
-        out = model(inputs, with_branches=method.needs_branch_logits)  # logits (B, K); s_m (B, K) each
-        loss = F.cross_entropy(out.logits, labels)
+        with precision.autocast():
+            out = forward(inputs, with_branches=method.needs_branch_logits)  # logits (B, K); s_m (B, K) each
+            loss = F.cross_entropy(out.logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss)  # DDP: every rank now holds the same gradients, averaged over ranks
+        precision.unscale_(optimizer)  # fp16: true gradients before the norms and the modulation
         before = encoder_grad_norms(model)
         gamma = method.after_backward(out, labels, epoch)  # PDMP: Eq. 10-12, encoders' grads only
         after = encoder_grad_norms(model)
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        precision.step(optimizer)
         stats.add(step, loss, before, after, gamma)
         if on_step is not None:
             on_step(StepInfo(epoch, step, loss.detach(), model, optimizer))
         if advance is not None:
             advance()
-        # a non-finite loss is noticed within CHECK_EVERY steps; those steps' weights are never saved
-        if (step + 1) % CHECK_EVERY == 0 and stats.bad_step() is not None:
+        # a non-finite loss is noticed within CHECK_EVERY steps; those steps' weights are never saved.
+        # Under DDP, a Ctrl-C too (every rank must stop at the same step: one collective per check)
+        at_check = (step + 1) % CHECK_EVERY == 0
+        if at_check and stats.bad_step() is not None:
             return "diverged"
-        if stop.requested:
+        if distributed.any_rank(stop.requested, now=at_check):
             return "diverged" if stats.bad_step() is not None else "interrupted"
     return "diverged" if stats.bad_step() is not None else None
 
@@ -335,19 +361,22 @@ def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, n
         for m, v in logit_mass(out.branch_logits).items():
             mass[m] += v
     model.train()
-    preds, labels = torch.cat(preds), torch.cat(labels_all)
+    # DDP: each rank evaluated its shard; every rank gets all predictions (identity with one process)
+    preds, labels = distributed.gather_cat(torch.cat(preds)), distributed.gather_cat(torch.cat(labels_all))
+    branch = {m: distributed.gather_cat(torch.cat(p)) for m, p in branch_preds.items()}
+    mass = distributed.sum_floats(mass)
     dep = dependency(mass)
     w = dep.get("w")
     return {
         "accuracy": (preds == labels).float().mean().item(),
         "macro_f1": macro_f1(preds, labels, num_classes),
-        "branch_accuracy": {m: (torch.cat(p) == labels).float().mean().item() for m, p in branch_preds.items()},
+        "branch_accuracy": {m: (p == labels).float().mean().item() for m, p in branch.items()},
         "w": w if w is not None and w == w and abs(w) != float("inf") else None,
         "shares": {m: dep[f"share/{m}"] for m in model.modalities},
     }
 
 
-def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha):
+def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha, amp_state=None):
     """checkpoints/last.pt: everything needed to continue at (epoch, step), both 0-based."""
     checkpoint.save(
         run_dir / rundir.CHECKPOINTS / "last.pt",
@@ -363,6 +392,7 @@ def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, s
             "spec": spec_json,
             "wall_seconds": wall,
             "profile_sha256": sha,
+            "amp": amp_state,  # fp16: the GradScaler's scale; None otherwise
         },
     )
 
@@ -381,6 +411,13 @@ def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
         final_branch_accuracy=dict(last.branch_accuracy) if last else {},
         **fields,
     )
+
+
+def _scale_note(spec: TrainSpec, device: torch.device) -> str:
+    """How the run is spread and in what precision, for the start line ('' for one process in fp32)."""
+    w = distributed.world_size()
+    ddp = f" x {w} processes (DDP; global batch {spec.batch_size} = {w} x {spec.batch_size // w})" if w > 1 else ""
+    return ddp + (f"; precision {spec.precision}" if spec.precision != "fp32" else "")
 
 
 def _epoch_line(m: EpochMetrics, epochs: int) -> str:
@@ -437,10 +474,25 @@ def run(
     (non-finite loss: ``summary.message`` names epoch and step, last.pt keeps the last good
     state) or ``"interrupted"`` (Ctrl-C: last.pt is resumable).
 
+    Started by torchrun (several processes), every process calls this: it joins the process
+    group, trains its shard in DDP, and rank 0 alone writes the run directory and prints.
+
     Raises:
         PdmpError: a profile that does not fit the dataset, a method that cannot run with this
-            profile or dataset, an occupied run directory, a resume that does not fit its run.
+            profile or dataset, an occupied run directory, a resume that does not fit its run,
+            a precision the device cannot run, a global batch that does not split over the ranks.
     """
+    device, started = distributed.setup(resolve_device(spec.device))  # torchrun: join its group
+    try:
+        return _run(
+            spec, device, command, resume=resume, console=console,
+            quiet=quiet or not distributed.is_main(), on_step=on_step,
+        )
+    finally:
+        distributed.teardown(started)
+
+
+def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console, quiet, on_step) -> RunResult:
     t0 = time.monotonic()
     if console is None or quiet:
         from rich.console import Console
@@ -460,11 +512,12 @@ def run(
     # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out)
     bundle, data_report = load_checked(dataset, spec.data_root, skip_bad=spec.skip_bad)
     check_profile(profile, profile_path, dataset, bundle)
-    spec = spec.model_copy(update={"dataset": dataset})
+    spec = spec.model_copy(update={"dataset": dataset, "devices": distributed.world_size()})
 
     # -- model, method, optimizer (everything that can refuse happens before any file is written)
-    device = resolve_device(spec.device)
-    data_gen = seed_everything(spec.seed)
+    precision = amp.resolve(spec.precision, device)
+    distributed.per_rank_batch(spec.batch_size)  # the global batch must split evenly over the ranks
+    data_gen = seed_everything(spec.seed)  # every rank alike: same init, same data order
     model = build_model(spec, bundle, device)
     method = build_method(spec.method, model, spec, profile)
     optimizer = build_optimizer(model, spec, method)
@@ -500,18 +553,27 @@ def run(
         if ckpt["stats"] is not None:
             stats = EpochStats(model.modalities, device)
             stats.load_state_dict(ckpt["stats"])
+        precision.load_state_dict(ckpt.get("amp"))
         # metrics.jsonl is rewritten from the checkpoint: a hard kill may have cut it short or long
-        lines = "".join(m.model_dump_json() + "\n" for m in history)
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.METRICS}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(lines)
-        os.replace(tmp, run_dir / rundir.METRICS)
+        if distributed.is_main():
+            lines = "".join(m.model_dump_json() + "\n" for m in history)
+            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.METRICS}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(lines)
+            os.replace(tmp, run_dir / rundir.METRICS)
     else:
-        run_dir = make_run_dir(spec, bundle.name)
-        sha = copy_profile(profile_path, run_dir)
+        # rank 0 makes the directory (its name holds the time) and tells the others, or every rank
+        # raises its refusal (an occupied --run-dir)
+        def new_run_dir():
+            d = make_run_dir(spec, bundle.name)
+            return d, copy_profile(profile_path, d)
+
+        run_dir, sha = distributed.on_main(new_run_dir)
+    ddp_model = distributed.wrap(model, device) if distributed.active() else None  # rank 0's weights to all
     spec = spec.model_copy(update={"run_dir": str(run_dir)})
     spec_json = spec.model_dump(mode="json")
-    write_json_atomic(run_dir / rundir.SPEC, spec_json)
+    if distributed.is_main():
+        write_json_atomic(run_dir / rundir.SPEC, spec_json)
 
     def write_summary(status: str, message: str | None = None) -> RunSummary:
         s = summarize(
@@ -531,7 +593,8 @@ def run(
             command=command,
             pdmp_version=__version__,
         )
-        write_json_atomic(run_dir / rundir.SUMMARY, s.model_dump(mode="json"))
+        if distributed.is_main():
+            write_json_atomic(run_dir / rundir.SUMMARY, s.model_dump(mode="json"))
         return s
 
     where = f" (resuming at epoch {start_epoch + 1}" + (f", after step {start_step})" if start_step else ")")
@@ -539,7 +602,7 @@ def run(
     console.print(
         f"data: {bundle.name}, {len(bundle.train)} train / {len(bundle.test)} test, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
-        f"{spec.fusion} fusion; device {device}",
+        f"{spec.fusion} fusion; device {device}{_scale_note(spec, device)}",
         soft_wrap=True,
     )
     if data_report.skipped:
@@ -576,6 +639,7 @@ def run(
                     model, method, optimizer, loader, stats,
                     epoch=epoch, start_step=step0, grad_clip=spec.grad_clip, device=device, stop=stop,
                     on_step=on_step, advance=(lambda: progress.advance(task)) if task is not None else None,
+                    precision=precision, ddp_model=ddp_model,
                 )
                 stats.seconds += time.monotonic() - t_epoch
                 if task is not None:
@@ -597,13 +661,17 @@ def run(
                     summary = write_summary("diverged", msg)
                     return RunResult(run_dir, summary, history)
 
+                distributed.average_stats_(stats)  # DDP: the global batch's loss; all ranks alike
+                distributed.sync_buffers(model)  # DDP: rank 0's BatchNorm statistics everywhere
+
                 if outcome == "interrupted":
                     wall = wall_before + time.monotonic() - t0
-                    save_last(
-                        run_dir, model=model, optimizer=optimizer, epoch=epoch, step=stats.steps,
-                        data_gen_state=epoch_gen_state, stats=stats, history=history, spec_json=spec_json,
-                        wall=wall, sha=sha,
-                    )
+                    if distributed.is_main():
+                        save_last(
+                            run_dir, model=model, optimizer=optimizer, epoch=epoch, step=stats.steps,
+                            data_gen_state=epoch_gen_state, stats=stats, history=history, spec_json=spec_json,
+                            wall=wall, sha=sha, amp_state=precision.state_dict(),
+                        )
                     msg = (
                         f"interrupted at epoch {epoch + 1}, step {stats.steps}; "
                         f"continue with `pdmp train --resume {run_dir}`"
@@ -630,20 +698,22 @@ def run(
                 history.append(m)
                 if best_acc is None or m.eval_accuracy > best_acc:
                     best_acc = m.eval_accuracy
-                    checkpoint.save(
-                        run_dir / rundir.CHECKPOINTS / "best.pt",
-                        {"model": model.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy, "spec": spec_json},
+                    if distributed.is_main():
+                        checkpoint.save(
+                            run_dir / rundir.CHECKPOINTS / "best.pt",
+                            {"model": model.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy, "spec": spec_json},
+                        )
+                if distributed.is_main():
+                    save_last(
+                        run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=0,
+                        data_gen_state=data_gen.get_state(), stats=None, history=history, spec_json=spec_json,
+                        wall=wall_before + time.monotonic() - t0, sha=sha, amp_state=precision.state_dict(),
                     )
-                save_last(
-                    run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=0,
-                    data_gen_state=data_gen.get_state(), stats=None, history=history, spec_json=spec_json,
-                    wall=wall_before + time.monotonic() - t0, sha=sha,
-                )
-                rundir.append_metrics(run_dir, m)
+                    rundir.append_metrics(run_dir, m)
                 summary = write_summary("running")
                 console.print(_epoch_line(m, spec.epochs), highlight=False, soft_wrap=True)
                 stats = None
-                if stop.requested and epoch + 1 < spec.epochs:
+                if distributed.any_rank(stop.requested) and epoch + 1 < spec.epochs:
                     msg = f"interrupted after epoch {epoch + 1}; continue with `pdmp train --resume {run_dir}`"
                     summary = write_summary("interrupted", msg)
                     return RunResult(run_dir, summary, history)

@@ -93,6 +93,23 @@ def settings_key(spec: dict) -> dict:
     return s
 
 
+def spec_with_defaults(spec: dict) -> dict:
+    """A saved spec.json as this version of pdmp reads it: a field added since the run was
+    written takes its default (the behaviour the run had), a field no longer known is dropped.
+    So runs from before e.g. ``precision`` existed still match new runs with the default."""
+    from pydantic_core import PydanticUndefined
+
+    from pdmp_cli.specs import TrainSpec
+
+    out = {}
+    for name, f in TrainSpec.model_fields.items():
+        if name in spec:
+            out[name] = spec[name]
+        elif f.default is not PydanticUndefined:
+            out[name] = f.default
+    return out
+
+
 def is_run_dir(path: Path) -> bool:
     return any((path / n).is_file() for n in (rundir.SPEC, rundir.SUMMARY, rundir.METRICS))
 
@@ -180,7 +197,9 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         notes.append(f"{p}: neither a readable summary.json nor spec.json; not shown")
         return None
     if spec is not None:
-        rec.settings = {k: v for k, v in settings_key(spec).items() if k not in ("method", "fusion", "gamma_p")}
+        rec.settings = {
+            k: v for k, v in settings_key(spec_with_defaults(spec)).items() if k not in ("method", "fusion", "gamma_p")
+        }
     else:
         rec.settings = {"encoder": rec.encoder, "epochs": rec.epochs_planned}
     return rec
@@ -486,7 +505,15 @@ def build(
     for r in records:
         if not r.complete:
             notes.append(_status_note(r))
-    return Report(sources=sources, records=records, rows=aggregate(records), profiles=prows, notes=notes)
+    rows = aggregate(records)
+    for w in rows:
+        repeated = sorted({s for s in w.seeds if w.seeds.count(s) > 1})
+        if repeated:
+            notes.append(
+                f"{w.label} on {w.dataset} averages {w.n} runs, several with the same seed "
+                f"({', '.join(map(str, repeated))}): the same run repeated? n counts runs, not seeds"
+            )
+    return Report(sources=sources, records=records, rows=rows, profiles=prows, notes=notes)
 
 
 def _status_note(r: RunRecord) -> str:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from pdmp_cli import rundir
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.report import USES_GAMMA_P, Report, _dataset_name, find_run_dirs, settings_key
+from pdmp_cli.report import USES_GAMMA_P, Report, _dataset_name, find_run_dirs, settings_key, spec_with_defaults
 from pdmp_cli.specs import TrainSpec, dataset_defaults, resolve_spec
 
 DONE = ("complete", "diverged")
@@ -132,7 +132,7 @@ def existing_runs(runs_root: str | os.PathLike) -> dict[str, list[tuple[Path, st
         return found
     for d in find_run_dirs(root):
         try:
-            spec = json.loads((d / rundir.SPEC).read_text())
+            spec = spec_with_defaults(json.loads((d / rundir.SPEC).read_text()))
             status = json.loads((d / rundir.SUMMARY).read_text())["status"]
             prof = Profile.model_validate(json.loads((d / rundir.PROFILE).read_text()))
         except (OSError, ValueError, KeyError, TypeError, ValidationError):

@@ -241,6 +241,24 @@ def test_settings_that_differ_split_rows_and_are_named(runs):
     assert sorted(row[header.index("settings")][0] for row in body) == ["lr=0.001", "lr=0.01"]
 
 
+def test_a_field_added_since_a_run_was_written_takes_its_default(tmp_path):
+    old = make_run(tmp_path, "old", accs=[0.5])
+    spec = json.loads((old / rundir.SPEC).read_text())
+    del spec["skip_bad"]  # as if written before the field existed (its default: False)
+    write_json_atomic(old / rundir.SPEC, spec)
+    make_run(tmp_path, "new", accs=[0.7], seed=1)
+    (row,) = report.build([tmp_path]).rows
+    assert row.n == 2 and row.variant == {}
+
+
+def test_the_same_seed_twice_is_noted(tmp_path):
+    make_run(tmp_path, "a", accs=[0.5])
+    make_run(tmp_path, "b", accs=[0.5])
+    rep = report.build([tmp_path])
+    assert rep.rows[0].seeds == [0, 0]
+    assert any("averages 2 runs, several with the same seed (0)" in n for n in rep.notes)
+
+
 def test_vanilla_runs_with_different_gamma_p_are_one_configuration(tmp_path):
     for seed, g in enumerate([1.0, 5.0]):
         make_run(tmp_path, f"v{seed}", method="vanilla", accs=[0.5], seed=seed, gamma_p=g)

@@ -151,6 +151,16 @@ def test_a_changed_setting_or_profile_is_not_skipped(base, fake, tmp_path):
     assert len(fake.calls) == 3
 
 
+def test_a_run_written_before_a_spec_field_existed_is_still_found(base, fake):
+    import json
+
+    (o,) = sweep.run(base, quiet=True).outcomes
+    spec = json.loads((o.run_dir / rundir.SPEC).read_text())
+    del spec["skip_bad"]  # an older pdmp did not write it; its default is what that run did
+    write_json_atomic(o.run_dir / rundir.SPEC, spec)
+    assert sweep.run(base, quiet=True).skipped == 1 and len(fake.calls) == 1
+
+
 def test_interrupted_runs_are_resumed_and_stop_the_sweep(base, fake):
     fake.status = "interrupted"
     first = sweep.run(base, seeds=[0, 1], quiet=True)

@@ -38,6 +38,9 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso, write_json_atomic
 from pdmp_cli.specs import AnalyzeSpec
 
+# how --parallel starts its processes: spawn is safe with CUDA and with OpenMP thread pools
+# (fork is not); each process then imports torch itself
+START_METHOD = "spawn"
 ANALYSIS_VERSION = 1  # bump when the training or evaluation below changes its numbers
 NOISE_Z = 2.0  # a ranking is uncertain when its top two are < NOISE_Z binomial SEs apart
 
@@ -439,7 +442,7 @@ def train_unimodal_parallel(bundle, indices: list[int], spec: AnalyzeSpec, devic
     import torch
 
     mods = list(bundle.modalities)
-    ctx = mp.get_context("spawn")  # fork after torch has threads can deadlock
+    ctx = mp.get_context(START_METHOD)
     q = ctx.Queue()
     threads = max(1, torch.get_num_threads() // len(mods)) if device.type == "cpu" else torch.get_num_threads()
     procs = {

@@ -198,7 +198,8 @@ def env(tmp_path_factory):
         runs = root / "runs"
         single_1ep = run(_spec(root, epochs=1, run_dir=str(runs / "single-1ep")), quiet=True)  # D resumes it
         assert single_1ep.status == "complete"
-        mp.spawn(_worker, args=(_free_port(), root), nprocs=2, join=True)
+        # fork: the ranks start without importing torch again (no CUDA here, one CPU thread, no process group yet)
+        mp.start_processes(_worker, args=(_free_port(), root), nprocs=2, join=True, start_method="fork")
         e = SimpleNamespace(root=root, runs=runs, ranks=[torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)])
         # the single-process counterparts
         e.single_flat = _result(run(_spec(root, run_dir=str(runs / "single-flat")), quiet=True))

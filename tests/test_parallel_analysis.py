@@ -1,0 +1,79 @@
+"""``pdmp analyze --parallel``: one spawned process per modality, the same curves as in sequence."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pdmp_cli import analysis
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, resolve_spec
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the sequential run and each worker: one thread, the same arithmetic
+    yield
+    torch.set_num_threads(n)
+
+
+def _spec(manifest, tmp_path, **kw) -> AnalyzeSpec:
+    base = {"dataset": str(manifest), "device": "cpu", "out": str(tmp_path / "p.json"), "cache": False}
+    return resolve_spec(AnalyzeSpec, dataset_defaults(str(manifest), AnalyzeSpec), base, kw)
+
+
+def test_parallel_curves_equal_the_sequential_ones(tiny_manifest, tmp_path, monkeypatch):
+    # fork spares the workers re-importing torch (seconds on this shared 2-core machine); one CPU
+    # thread and no CUDA make it safe here. The failure test below runs the default, spawn.
+    monkeypatch.setattr(analysis, "START_METHOD", "fork")
+    steps0 = analysis.training_steps.value
+    [seq] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1), progress=False)
+    steps_seq = analysis.training_steps.value - steps0
+    [par] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1, parallel=True), progress=False)
+    steps_par = analysis.training_steps.value - steps0 - steps_seq
+    for m in ("audio", "visual"):
+        assert par.profile.results[m].curve == seq.profile.results[m].curve
+        assert len(par.profile.results[m].curve) == 2
+    assert (par.profile.performance_dominant, par.profile.optimization_dominant) == (
+        seq.profile.performance_dominant, seq.profile.optimization_dominant,
+    )  # fmt: skip
+    assert steps_par == steps_seq == 2 * 2 * 4  # the workers' steps are counted: 2 models x 2 epochs x 60/16
+    assert par.cache_key == seq.cache_key  # one measurement, one cache entry
+    assert par.profile.settings == seq.profile.settings and "parallel" not in par.profile.settings
+
+
+def test_a_failing_worker_names_its_modality(tiny_manifest, tmp_path):
+    from pdmp_cli.data import load_dataset
+
+    assert analysis.START_METHOD == "spawn"  # the library's default: a fresh interpreter per worker
+    spec = _spec(tiny_manifest, tmp_path)
+    bundle = load_dataset(str(tiny_manifest))
+    tiny_manifest.unlink()  # the workers load the dataset themselves: now they cannot
+    only_visual = SimpleNamespace(modalities=["visual"], train=bundle.train)  # one worker process suffices
+    with pytest.raises(PdmpError) as e:
+        analysis.train_unimodal_parallel(only_visual, list(range(len(bundle.train))), spec, torch.device("cpu"))
+    msg = str(e.value)
+    assert msg.startswith("training the visual model in parallel failed: ")
+    assert str(tiny_manifest) in msg and msg.endswith("; run without --parallel to see it in full")
+
+
+def test_one_gpu_per_modality_where_there_are_several(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert analysis.worker_devices(["rgb", "depth", "ir"], cuda) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert analysis.worker_devices(["audio", "visual"], cpu) == ["cpu", "cpu"]
+
+
+def test_cli_parallel_flag_reaches_the_spec(monkeypatch):
+    from pdmp_cli.cli.app import app
+
+    seen = []
+    monkeypatch.setattr(analysis, "run", lambda spec, **kw: seen.append(spec) or [])
+    assert CliRunner().invoke(app, ["analyze", "--dataset", "synthetic", "--parallel"]).exit_code == 0
+    assert CliRunner().invoke(app, ["analyze", "--dataset", "synthetic"]).exit_code == 0
+    assert [s.parallel for s in seen] == [True, False]

@@ -272,6 +272,7 @@ def launch(nproc: int, argv: list[str], device: str = "auto") -> int:
     """
     import logging
 
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
@@ -296,6 +297,8 @@ def launch(nproc: int, argv: list[str], device: str = "auto") -> int:
     except ChildFailedError as e:
         first = min(e.failures.values(), key=lambda f: f.timestamp)
         return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as e:  # Ctrl-C (or SIGTERM): torchrun passed it on to every rank, which
+        return 128 + int(e.sigval)  # saved a resumable checkpoint within CHECK_EVERY steps
     finally:
         quiet.setLevel(level)
     return 0

@@ -574,11 +574,12 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
     Raises PdmpError for an unknown dataset, an unwritable output, or an unusable device.
     """
-    from pdmp_cli.data import load_dataset
+    from pdmp_cli.data.check import load_checked
     from pdmp_cli.runtime import resolve_device, stratified_subset
 
     device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset, data_root=spec.data_root)
+    # a broken dataset (missing or corrupt files, unknown labels) stops here with one line
+    bundle, _ = load_checked(spec.dataset, spec.data_root)
     many = len(spec.subset) > 1
     paths = [profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
     for p in paths:

@@ -192,3 +192,17 @@ def test_parallel_check_finds_the_same_and_warms_the_cache(tmp_path, monkeypatch
     for s in bundle.train.samples + bundle.test.samples:
         fc.load(bundle.train.modalities["audio"], s.paths["audio"])
     assert (fc.hits, fc.misses) == (n - 2, 0)
+
+
+def test_analysis_refuses_a_broken_dataset_and_writes_nothing(ds, tmp_path):
+    from pdmp_cli.analysis import run, training_steps
+    from pdmp_cli.specs import AnalyzeSpec, resolve_spec
+
+    (ds / "audio" / "clip02.wav").unlink()
+    out = tmp_path / "p.json"
+    spec = resolve_spec(AnalyzeSpec, {"dataset": str(ds / "m.toml"), "encoder": "small", "epochs": 1,
+                                      "early_epochs": 1, "subset": 1.0, "out": str(out), "device": "cpu"})
+    before = training_steps.value
+    with pytest.raises(PdmpError, match="1 missing file"):
+        run(spec, progress=False)
+    assert training_steps.value == before and not out.exists()

@@ -39,3 +39,12 @@ def tiny_manifest(tmp_path) -> Path:
     p = tmp_path / "tiny.toml"
     p.write_text(TINY_SYNTHETIC)
     return p
+
+
+def pytest_configure(config):
+    # Every test trains tiny models: one intra-op thread is as fast as two on this project's
+    # 2-core machines and never oversubscribes when other processes (DDP ranks, a busy CI
+    # host) compete for the cores. Set once here instead of in each test module.
+    import torch
+
+    torch.set_num_threads(1)

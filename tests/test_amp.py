@@ -21,15 +21,6 @@ from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, run
 from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, resume_spec, train_one_epoch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _profile(tmp_path: Path) -> Path:
     return Profile(
         dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",

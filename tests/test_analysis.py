@@ -5,23 +5,12 @@ import math
 import threading
 
 import pytest
-import torch
 
 from pdmp_cli import analysis
 from pdmp_cli.analysis import build_profile, rank, ranking_uncertain, noise_threshold
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.profile import Profile
 from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, resolve_spec
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine has 2 shared cores: one intra-op thread avoids oversubscription
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(autouse=True)
 def _cwd(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pdmp_cli import analysis
@@ -16,12 +15,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def _cwd_and_one_thread(tmp_path, monkeypatch):
+def _in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription
-    yield
-    torch.set_num_threads(n)
 
 
 def _outcome(subset, curves, cached=False):

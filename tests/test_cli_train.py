@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import pdmp_cli.train
@@ -15,15 +14,6 @@ from pdmp_cli.rundir import RunSummary
 from pdmp_cli.train import RunResult
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _profile(path, **kw):
     base = dict(

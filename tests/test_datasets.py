@@ -13,15 +13,6 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.models.multimodal import build_multimodal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny batches on a 2-core machine: a second intra-op thread only adds contention
-    (measured: the six manifest steps took 30 s with 2 threads, 14 s with 1, under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # manifest -> (generator, documented per-sample shapes, expected train labels, number of classes)
 MINIATURES = {
     "cremad": (M.make_cremad, {"audio": (1, 257, 188), "visual": (3, 224, 224)}, [5, 1, 0, 5], 6),

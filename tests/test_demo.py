@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
 from rich.console import Console
 from test_plots import png_size
 
 from pdmp_cli import analysis, demo, plots, rundir
 from pdmp_cli.profile import Profile
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_demo_writes_every_artifact_and_a_second_demo_trains_nothing(tmp_path, tiny_manifest):
     out = tmp_path / "demo"

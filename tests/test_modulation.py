@@ -8,15 +8,6 @@ from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.modulation import PDMPModulator, resolve_gammas
 from pdmp_cli.profile import Profile, Provenance
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: one thread is fastest, and immune to a busy machine
-    yield
-    torch.set_num_threads(n)
-
-
 def _model_and_batch(channels: dict[str, int], fusion="concat", seed=0):
     torch.manual_seed(seed)
     model = build_multimodal("small", fusion, channels, num_classes=3)

@@ -14,12 +14,8 @@ from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, resolve_spec
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the sequential run and each worker: one thread, the same arithmetic
-    yield
-    torch.set_num_threads(n)
+def _in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # one torch thread (conftest): the sequential run and each worker alike
 
 
 def _spec(manifest, tmp_path, **kw) -> AnalyzeSpec:

@@ -6,7 +6,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -16,15 +15,6 @@ from pdmp_cli.data import load_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny batches on a 2-core machine: a second intra-op thread only adds contention
-    (measured: the six manifest steps took 30 s with 2 threads, 14 s with 1, under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _section() -> str:

@@ -368,17 +368,17 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     import torch.nn.functional as F
 
     from pdmp_cli.models.multimodal import build_unimodal
-    from pdmp_cli.runtime import seed_everything
+    from pdmp_cli.runtime import place_input, place_model, seed_everything
 
     seed_everything(spec.seed)  # each modality starts from the same seed, whatever ran before
-    model = build_unimodal(spec.encoder, bundle.in_channels[modality], bundle.num_classes).to(device)
+    model = place_model(build_unimodal(spec.encoder, bundle.in_channels[modality], bundle.num_classes), device)
     opt = _optimizer(model, spec)
     train_loader, test_loader = _loaders(bundle, indices, spec)
     curve = []
     for _ in range(spec.epochs):
         model.train()
         for inputs, y in train_loader:
-            x, y = inputs[modality].to(device), y.to(device)
+            x, y = place_input(inputs[modality], device), y.to(device)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -388,7 +388,7 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
         correct = 0
         with torch.no_grad():
             for inputs, y in test_loader:
-                pred = model(inputs[modality].to(device)).argmax(dim=1)
+                pred = model(place_input(inputs[modality], device)).argmax(dim=1)
                 correct += (pred == y.to(device)).sum().item()
         curve.append(correct / len(bundle.test))
         if advance:
@@ -490,10 +490,10 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
     import torch.nn.functional as F
 
     from pdmp_cli.models.multimodal import build_multimodal
-    from pdmp_cli.runtime import seed_everything, to_device
+    from pdmp_cli.runtime import place_model, seed_everything, to_device
 
     seed_everything(spec.seed)
-    model = build_multimodal(spec.encoder, spec.probe_fusion, bundle.in_channels, bundle.num_classes).to(device)
+    model = place_model(build_multimodal(spec.encoder, spec.probe_fusion, bundle.in_channels, bundle.num_classes), device)
     opt = _optimizer(model, spec)
     train_loader, test_loader = _loaders(bundle, indices, spec)
     fused, branches = [], {m: [] for m in bundle.modalities}

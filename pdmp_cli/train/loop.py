@@ -47,7 +47,7 @@ from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile, write_json_atomic
 from pdmp_cli.rundir import EpochMetrics, RunSummary
-from pdmp_cli.runtime import resolve_device, seed_everything, to_device
+from pdmp_cli.runtime import place_model, resolve_device, seed_everything, to_device
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, distributed
 
@@ -140,7 +140,7 @@ def copy_profile(src: str, run_dir: Path) -> str:
 
 
 def build_model(spec: TrainSpec, bundle, device: torch.device) -> MultimodalModel:
-    return build_multimodal(spec.encoder, spec.fusion, bundle.in_channels, bundle.num_classes).to(device)
+    return place_model(build_multimodal(spec.encoder, spec.fusion, bundle.in_channels, bundle.num_classes), device)
 
 
 def build_optimizer(model: MultimodalModel, spec: TrainSpec, method: Method) -> torch.optim.Optimizer:

@@ -1,7 +1,6 @@
 """torchvision's ResNet-18, trained from scratch as in the paper, conv1 adapted to the input."""
 
 from torch import nn
-from torchvision.models import resnet18
 
 from pdmp_cli.models.encoders import register_encoder
 from pdmp_cli.models.encoders._frames import FrameFolding
@@ -9,6 +8,10 @@ from pdmp_cli.models.encoders._frames import FrameFolding
 
 @register_encoder("resnet18")
 def build_resnet18(in_channels: int) -> nn.Module:
+    # imported here, not at the top: torchvision.models pulls in torch._dynamo (~2.5 s of CPU),
+    # and the registry is imported by every spec validation (a cached `pdmp analyze` builds no model)
+    from torchvision.models import resnet18
+
     net = resnet18(weights=None)
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

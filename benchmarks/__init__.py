@@ -1,0 +1,1 @@
+"""pdmp benchmarks: `make bench` runs benchmarks/run.py (see its docstring)."""

@@ -1,0 +1,82 @@
+"""The benchmark's one table (rich), built from its JSON result."""
+
+from __future__ import annotations
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return ""
+    return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+def rows(result: dict) -> list[tuple[str, str, str, str, str]]:
+    """(figure, measured, target, verdict, details) per line of the table."""
+    f = result["figures"]
+    out = []
+    for label, s in (f.get("step_time") or {}).items():
+        if not isinstance(s, dict) or "ratio" not in s:
+            continue
+        c = s["config"]
+        out.append((
+            f"step time PDMP ÷ vanilla ({c['encoder']}, batch {c['batch_size']}, {c['dataset']})",
+            f"{s['ratio']:.3f}", f"≤ {s['target']:g}", _verdict(s["ratio"] <= s["target"]),
+            f"{s['pdmp_step_ms']:.0f} vs {s['vanilla_step_ms']:.0f} ms/step, median of {c['rounds']} rounds",
+        ))
+    fc = f.get("features_cache")
+    if fc:
+        c = fc["config"]
+        for key, what in (("data_epoch", "data only"), ("train_epoch", f"training, {c['train_epoch_encoder']} encoder")):
+            e = fc[key]
+            out.append((
+                f"epoch with features cache ÷ decoding every epoch ({what})",
+                f"{e['ratio']:.3f}", f"≤ {fc['target']:g}", _verdict(e["ratio"] <= fc["target"]),
+                f"{e['cached_s']:.2f} vs {e['recompute_s']:.2f} s; {c['train_clips']} CREMA-D-layout clips, batch {c['batch_size']}",
+            ))
+    ac = f.get("analyze_cache")
+    if ac:
+        out.append((
+            "second identical `pdmp analyze` (wall)", f"{ac['second_s']:.2f} s", f"< {ac['target_s']:g} s",
+            _verdict(ac["second_s"] < ac["target_s"] and ac["second_cache_hit"]),
+            f"{ac['ratio']:.3f} of the first ({ac['first_s']:.1f} s); cache hit: {'yes' if ac['second_cache_hit'] else 'NO'}",
+        ))
+    d = f.get("demo")
+    if d:
+        out.append((
+            "`pdmp demo` wall time, empty cache", f"{d['seconds']:.0f} s", f"< {d['target_s']:g} s",
+            _verdict(d["seconds"] < d["target_s"] and d["report_written"]),
+            f"{d['complete_runs']} runs complete, report {'written' if d['report_written'] else 'MISSING'}",
+        ))
+    pm = f.get("peak_memory")
+    if pm:
+        for key, what in (("synthetic", "synthetic preset"), ("cremad_layout", "CREMA-D layout")):
+            m = pm[key]
+            c = m["config"]
+            out.append((
+                f"peak RSS of `pdmp train` ({what})", f"{m['peak_rss_mb']:.0f} MiB", "", "",
+                f"{c['encoder']} encoders, batch {c['batch_size']}, 1 epoch, {m['seconds']:.0f} s",
+            ))
+    hp = f.get("hot_path")
+    if hp:
+        for k in hp.get("knobs", []):
+            out.append((f"hot path: {k['name']}", f"{k['ratio']:.3f}", "", "", k["detail"]))
+    return out
+
+
+def render(result: dict):
+    from rich.table import Table
+
+    m = result["machine"]
+    la = result.get("load_average_start", []), result.get("load_average_end", [])
+    table = Table(
+        title=f"pdmp benchmark ({result['mode']})",
+        caption=(f"{m['cpu_count']} CPU cores, {'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}, Python {m['python']}, "
+                 f"torch {m['torch']}, {m['torch_threads']} intra-op thread(s); load average {la[0]} -> {la[1]}; "
+                 f"{result['seconds']:.0f} s"),
+    )
+    for col, just in (("figure", "left"), ("measured", "right"), ("target", "right"), ("", "left"), ("details", "left")):
+        table.add_column(col, justify=just)
+    for r in rows(result):
+        table.add_row(*r)
+    for name, err in (result.get("errors") or {}).items():
+        table.add_row(name, "[red]error[/]", "", "", err)
+    return table

@@ -1,0 +1,210 @@
+"""The benchmark (``make bench``) at its tiny size: every figure runs end to end and lands in
+well-formed JSON. Nothing here asserts a time: timings belong to the benchmark, not the suite."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import run as bench  # noqa: E402
+from benchmarks.common import finite_positive, interleaved  # noqa: E402
+from benchmarks.table import rows  # noqa: E402
+
+
+def _numbers(obj, path=""):
+    """(path, value) of every number in a JSON tree (booleans are not numbers here)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}" if path else k)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    import torch
+
+    threads = torch.get_num_threads()
+    code = bench.main(["--tiny", "--out", str(out)])
+    return code, out, threads
+
+
+def test_tiny_benchmark_writes_every_figure(tiny):
+    code, out, _ = tiny
+    data = json.loads(out.read_text())
+    assert code == 0, data.get("errors")
+    assert "errors" not in data
+    assert data["schema"] == bench.SCHEMA and data["mode"] == "tiny"
+    assert set(data["figures"]) == {"step_time", "features_cache", "analyze_cache", "peak_memory"}  # no demo in --tiny
+    m = data["machine"]
+    assert m["torch_threads"] == 1 and m["cpu_count"] >= 1 and m["python"].count(".") == 2
+    assert len(data["load_average_start"]) == 3 and len(data["load_average_end"]) == 3
+
+    f = data["figures"]
+    s = f["step_time"]["small"]
+    assert set(s) >= {"ratio", "target", "vanilla_step_ms", "pdmp_step_ms", "config"}
+    assert s["ratio"] == pytest.approx(s["pdmp_step_ms"] / s["vanilla_step_ms"])
+    assert s["target"] == 1.02 and s["config"]["batch_size"] == 16 and s["config"]["encoder"] == "small"
+
+    fc = f["features_cache"]
+    for key in ("data_epoch", "train_epoch"):
+        e = fc[key]
+        assert e["ratio"] == pytest.approx(e["cached_s"] / e["recompute_s"])
+    assert fc["target"] == 0.5
+    assert fc["config"]["train_clips"] == 8 and fc["config"]["test_clips"] == 4
+    assert fc["config"]["input_shapes"] == {"audio": [1, 33, 63], "visual": [3, 32, 32]}
+
+    a = f["analyze_cache"]
+    assert a["first_cache_hit"] is False and a["second_cache_hit"] is True  # the second run trained nothing
+    assert a["ratio"] == pytest.approx(a["second_s"] / a["first_s"]) and a["target_s"] == 3.0
+
+    pm = f["peak_memory"]
+    for key, batch in (("synthetic", 16), ("cremad_layout", 8)):
+        assert pm[key]["epochs_done"] == 1
+        assert pm[key]["config"]["batch_size"] == batch and pm[key]["config"]["encoder"] == "small"
+        assert pm[key]["peak_rss_mb"] > 50  # a Python process with torch loaded, in MiB (not KiB or bytes)
+
+
+def test_every_number_is_finite_and_positive(tiny):
+    _, out, _ = tiny
+    data = json.loads(out.read_text())
+    numbers = list(_numbers(data["figures"]))
+    assert len(numbers) > 30
+    # measurements must be > 0; settings (config), spreads (equal timings) and load averages
+    # (an idle machine) may be 0
+    may_be_zero = ("config.", "_spread", "load_average")
+    bad = [(p, v) for p, v in numbers
+           if not (math.isfinite(v) and (v >= 0 if any(k in p for k in may_be_zero) else v > 0))]
+    assert bad == []
+
+
+def test_table_has_one_row_per_measured_line(tiny):
+    _, out, _ = tiny
+    data = json.loads(out.read_text())
+    lines = rows(data)
+    # step time, two epoch ratios, analyze, two memory lines
+    assert [r[0].split(" (")[0] for r in lines] == [
+        "step time PDMP ÷ vanilla",
+        "epoch with features cache ÷ decoding every epoch",
+        "epoch with features cache ÷ decoding every epoch",
+        "second identical `pdmp analyze`",
+        "peak RSS of `pdmp train`",
+        "peak RSS of `pdmp train`",
+    ]
+    assert all(r[3] in ("[green]met[/]", "[red]missed[/]") for r in lines[:4])
+
+
+def test_main_leaves_the_process_as_it_was(tiny):
+    import os
+
+    import torch
+
+    _, _, threads = tiny
+    assert torch.get_num_threads() == threads
+    assert "pdmp-bench-" not in os.environ.get("PDMP_CACHE_DIR", "")
+
+
+def test_interleaved_alternates_the_order():
+    calls = []
+    interleaved({"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0}, 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_finite_positive():
+    assert finite_positive(0.5) and finite_positive(3)
+    assert not finite_positive(0.0) and not finite_positive(-1)
+    assert not finite_positive(float("nan")) and not finite_positive(float("inf")) and not finite_positive(True)
+
+
+def test_a_failing_figure_is_reported_not_hidden(tmp_path, monkeypatch):
+    from benchmarks import step_time
+
+    def broken(*a, **k):
+        raise RuntimeError("no such dataset")
+
+    monkeypatch.setattr(step_time, "measure", broken)
+    out = tmp_path / "b.json"
+    assert bench.main(["--tiny", "--only", "step_time", "--out", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert data["errors"] == {"step_time": "RuntimeError: no such dataset"}
+    assert data["figures"] == {}
+
+
+# ---------------------------------------------------------------------- the hot-path fixes
+
+
+def test_channels_last_on_cpu_and_the_switch_to_turn_it_off(monkeypatch):
+    import torch
+
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.runtime import channels_last, place_input, place_model, to_device
+
+    cpu = torch.device("cpu")
+    model = place_model(build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 4), cpu)
+    conv = model.encoders["visual"].backbone[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = to_device({"visual": torch.randn(2, 3, 8, 8), "clip": torch.randn(2, 3, 2, 8, 8)}, cpu)
+    assert x["visual"].is_contiguous(memory_format=torch.channels_last) and not x["visual"].is_contiguous()
+    assert x["clip"].is_contiguous()  # 5-D frame stacks keep their layout (the encoder folds them)
+    assert not channels_last("meta") and channels_last(cpu)
+
+    monkeypatch.setenv("PDMP_CHANNELS_LAST", "0")
+    assert not channels_last(cpu)
+    assert place_model(build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 4), cpu).encoders[
+        "visual"].backbone[0][0].weight.is_contiguous()
+    assert place_input(torch.randn(2, 3, 8, 8), cpu).is_contiguous()
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding(monkeypatch):
+    """Same initial weights and batch: the loss, the gradients and the updated weights agree."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.runtime import place_model, to_device
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"audio": torch.randn(8, 1, 20, 16, generator=g), "visual": torch.randn(8, 3, 16, 16, generator=g)}
+    y = torch.randint(0, 4, (8,), generator=g)
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("PDMP_CHANNELS_LAST", flag)
+        torch.manual_seed(0)
+        model = place_model(build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 4), torch.device("cpu"))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            loss = F.cross_entropy(model(to_device(batch, torch.device("cpu"))).logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results[flag] = (loss.item(), {k: v.detach().contiguous() for k, v in model.state_dict().items()})
+    (l0, w0), (l1, w1) = results["0"], results["1"]
+    assert l1 == pytest.approx(l0, rel=1e-4)
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], rtol=1e-3, atol=1e-4)
+
+
+def test_the_encoder_registry_does_not_import_torchvision():
+    """Spec validation imports the registry; torchvision (and torch._dynamo with it) costs ~2.5 s
+    of start-up, which a cached `pdmp analyze` or a `small`-encoder run never needs."""
+    import subprocess
+
+    code = ("import sys; import pdmp_cli.models.encoders as e; assert 'resnet18' in e.ENCODERS.names(); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+    from pdmp_cli.models.encoders import build_encoder
+
+    assert type(build_encoder("resnet18", 1).backbone).__name__ == "ResNet"  # still builds on demand

@@ -6,7 +6,7 @@
   CREMA-D-layout data, ``num_workers`` 0 so the data work is in the profile): the operators
   with the most self CPU time, and the share of the epoch spent fetching batches.
 * ``knobs``: each a ratio "with ÷ without", both measured in alternating rounds: intra-op
-  threads (2 ÷ 1), DataLoader workers (2 ÷ 0, data epoch, with and without the cache),
+  threads (2 ÷ 1), ``PDMP_CHANNELS_LAST=1`` in the real loop, DataLoader workers (2 ÷ 0, data epoch, with and without the cache),
   persistent workers (kept ÷ started every epoch), channels_last, torch.compile (steady state;
   the compile time is reported apart), bf16 autocast on the CPU, and PDMP's gradient scaling
   as one ``torch._foreach_mul_`` per encoder ÷ one ``mul_`` per parameter (ResNet-18 sized).
@@ -106,8 +106,8 @@ def profile_epoch(bundle, spec, top: int = 12) -> dict:
 
 
 def loop_channels_last(dataset: str, rounds: int, batch_size: int = 64, steps: int = 3) -> dict:
-    """``train_one_epoch`` (PDMP) on the synthetic preset with the model and inputs channels-last
-    (``PDMP_CHANNELS_LAST=1``, the default on the CPU) and without (``=0``)."""
+    """``train_one_epoch`` (PDMP) with the model and inputs channels-last (``PDMP_CHANNELS_LAST=1``)
+    and in the default NCHW layout (``=0``)."""
     import os
 
     import torch
@@ -150,7 +150,7 @@ def loop_channels_last(dataset: str, rounds: int, batch_size: int = 64, steps: i
         else:
             os.environ["PDMP_CHANNELS_LAST"] = saved
     shapes = {m: list(v.shape) for m, v in bundle.train[0][0].items()}
-    return _knob("channels_last in pdmp train's loop (fix: on ÷ off)", t, "1", "0",
+    return _knob("PDMP_CHANNELS_LAST=1 ÷ 0 in pdmp train's loop", t, "1", "0",
                  f"PDMP step, small encoder, batch {batch_size}, {bundle.name} {shapes}")
 
 
@@ -196,7 +196,7 @@ def measure(root: Path, *, manifest: str = "cremad", synthetic: str = "synthetic
     t = interleaved({"2": with_threads(2), "1": with_threads(1)}, rounds)
     knobs.append(_knob("2 intra-op threads ÷ 1", t, "2", "1", f"small encoder step, batch {batch}"))
 
-    # -- the channels_last fix in pdmp train's own loop: PDMP_CHANNELS_LAST=1 (default) ÷ 0 -------
+    # -- channels_last through pdmp train's own loop: PDMP_CHANNELS_LAST=1 ÷ 0 ----------------------
     knobs.append(loop_channels_last(synthetic, rounds, batch_size=16 if tiny else 64))
 
     # -- channels_last, bf16 autocast, torch.compile on the same step ------------------------------

@@ -44,15 +44,16 @@ def stratified_subset(labels: list[int], fraction: float, seed: int) -> list[int
 def channels_last(device: torch.device | str) -> bool:
     """Whether models and 4-D inputs use the channels-last (NHWC) layout on ``device``.
 
-    On the CPU it pays: oneDNN's NHWC kernels make a training step of the conv encoders
-    faster (``benchmarks/hot_path.py``: 0.6x the step time of the ``small`` encoder on the
-    synthetic preset, 0.94x for ResNet-18 at CREMA-D's sizes); the arithmetic is the same up
-    to float rounding. Not measured on CUDA, so left off there. ``PDMP_CHANNELS_LAST=0`` turns
-    it off (NCHW everywhere, as before; e.g. to reproduce earlier runs bit for bit).
+    ``PDMP_CHANNELS_LAST=1`` turns it on for the CPU, where it pays: oneDNN's NHWC kernels make
+    a training step of the conv encoders faster (``benchmarks/hot_path.py``: 0.6x the step time
+    of the ``small`` encoder on the synthetic preset, 0.94x for ResNet-18 at CREMA-D's sizes).
+    The arithmetic is the same up to float rounding, but rounding differences grow over a run,
+    so a run's accuracies differ from those of the default NCHW layout (as on another CPU);
+    hence off by default. Never on CUDA (not measured there).
     """
     if torch.device(device).type != "cpu":
         return False
-    return os.environ.get("PDMP_CHANNELS_LAST", "1").lower() not in ("0", "off", "false", "no")
+    return os.environ.get("PDMP_CHANNELS_LAST", "0").lower() in ("1", "on", "true", "yes")
 
 
 def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -145,13 +145,17 @@ def test_a_failing_figure_is_reported_not_hidden(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- the hot-path fixes
 
 
-def test_channels_last_on_cpu_and_the_switch_to_turn_it_off(monkeypatch):
+def test_channels_last_on_cpu_only_when_asked_for(monkeypatch):
     import torch
 
     from pdmp_cli.models.multimodal import build_multimodal
     from pdmp_cli.runtime import channels_last, place_input, place_model, to_device
 
     cpu = torch.device("cpu")
+    monkeypatch.delenv("PDMP_CHANNELS_LAST", raising=False)
+    assert not channels_last(cpu)  # off by default: the numbers of runs stay those of NCHW
+    assert place_input(torch.randn(2, 3, 8, 8), cpu).is_contiguous()
+    monkeypatch.setenv("PDMP_CHANNELS_LAST", "1")
     model = place_model(build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 4), cpu)
     conv = model.encoders["visual"].backbone[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
@@ -208,3 +212,34 @@ def test_the_encoder_registry_does_not_import_torchvision():
     from pdmp_cli.models.encoders import build_encoder
 
     assert type(build_encoder("resnet18", 1).backbone).__name__ == "ResNet"  # still builds on demand
+
+
+def test_workers_and_their_persistent_evaluation_loader_change_no_number(tiny_manifest, tmp_path):
+    """The evaluation loader keeps its workers for the whole run (persistent_workers): a run with
+    a DataLoader worker gives exactly the metrics of a run without, and the workers are the same
+    processes at every epoch's evaluation."""
+    import torch
+
+    from pdmp_cli.analysis import manual_profile
+    from pdmp_cli.data import load_dataset
+    from pdmp_cli.specs import TrainSpec
+    from pdmp_cli.train import run
+    from pdmp_cli.train.loop import eval_loader
+
+    profile = manual_profile(str(tiny_manifest), "visual", "audio", modalities=["audio", "visual"]).save(tmp_path / "p.json")
+
+    def spec(**kw):
+        return TrainSpec(profile=str(profile), dataset=str(tiny_manifest), encoder="small", epochs=2, batch_size=16,
+                         lr=0.01, device="cpu", **kw)
+
+    runs = {w: run(spec(num_workers=w, run_dir=str(tmp_path / f"w{w}")), quiet=True) for w in (0, 1)}
+    assert [m.model_dump(exclude={"epoch_seconds"}) for m in runs[1].metrics] == \
+        [m.model_dump(exclude={"epoch_seconds"}) for m in runs[0].metrics]
+    assert runs[1].status == "complete" and len(runs[1].metrics) == 2
+
+    loader = eval_loader(load_dataset(str(tiny_manifest)), spec(num_workers=1), torch.device("cpu"))
+    first = [y for _, y in loader]
+    pids = [w.pid for w in loader._iterator._workers]
+    second = [y for _, y in loader]
+    assert [w.pid for w in loader._iterator._workers] == pids
+    assert all(torch.equal(a, b) for a, b in zip(first, second)) and len(first) == 2

@@ -7,8 +7,9 @@
 
 Figures, one module each: ``step_time`` (PDMP ÷ vanilla), ``features_cache`` (epoch with the
 features cache ÷ decoding every epoch), ``analyze_cache`` (a second identical ``pdmp
-analyze``), ``demo_time`` (``pdmp demo``), ``peak_memory`` (``pdmp train``); ``hot_path`` is
-the profiling study behind the performance fixes. Timings that are compared are taken in
+analyze``), ``demo_time`` (``pdmp demo``), ``peak_memory`` (``pdmp train``), ``throughput``
+(GPU samples/s, PDMP vs vanilla, with and without autocast; skipped without CUDA); ``hot_path``
+is the profiling study behind the performance fixes. Timings that are compared are taken in
 alternating rounds in this one run and reported as ratios of medians, so load from other
 processes lands on both sides. Everything runs on the CPU with ``--threads`` intra-op threads
 (default 1: on a shared 2-core machine torch's pool of 2 waits for a time slice on every
@@ -41,13 +42,14 @@ SCHEMA = 1
 SIZES = {
     "full": {
         "step": [  # (label, dataset, encoder, batch, steps per round, rounds)
-            ("small", "synthetic", "small", 64, 5, 7),
-            ("resnet18", "synthetic", "resnet18", 64, 1, 5),
+            ("small", "synthetic", "small", 64, 5, 21),
+            ("resnet18", "synthetic", "resnet18", 64, 1, 7),
         ],
         "cremad": {"train": 96, "test": 32, "seconds": 2.5, "frame_size": (480, 360)},
         "features": {"batch_size": 64, "repeats": 3, "train_repeats": 2, "encoder": "small"},
         "analyze": "synthetic",
         "memory": {"synthetic": "synthetic", "cremad_encoder": "resnet18", "cremad_batch": 64},
+        "throughput": {"encoder": "resnet18", "batch_size": 64, "steps": 10, "rounds": 5, "device": "cuda"},
     },
     "tiny": {
         "step": [("small", "@tiny", "small", 16, 2, 2)],
@@ -55,6 +57,8 @@ SIZES = {
         "features": {"batch_size": 4, "repeats": 2, "train_repeats": 2, "encoder": "small"},
         "analyze": "@tiny",
         "memory": {"synthetic": "@tiny", "cremad_encoder": "small", "cremad_batch": 8},
+        "throughput": {"encoder": "small", "batch_size": 4, "steps": 2, "rounds": 2, "device": "cpu",
+                       "shapes": {"audio": (1, 16, 16), "visual": (3, 16, 16)}},  # the GPU figure's code, on the CPU
     },
 }
 
@@ -66,7 +70,8 @@ def parse(argv):
     p.add_argument("--skip-demo", action="store_true", help="leave out the `pdmp demo` figure (always left out with --tiny)")
     p.add_argument("--hot-path", action="store_true", help="also run the hot-path study (profiler table, knobs)")
     p.add_argument("--only", default=None,
-                   help="comma-separated figures to run: step_time,features_cache,analyze_cache,demo,peak_memory,hot_path")
+                   help="comma-separated figures to run: step_time,features_cache,analyze_cache,demo,peak_memory,"
+                        "throughput,hot_path")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads here and in child processes (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (caches, data, runs)")
     return p.parse_args(argv)
@@ -94,13 +99,15 @@ def main(argv=None) -> int:
 
 
 def _main(args, work: Path) -> int:
+    import torch
     from rich.console import Console
 
     mode = "tiny" if args.tiny else "full"
     size = SIZES[mode]
 
     console = Console(stderr=True)
-    wanted = set(args.only.split(",")) if args.only else {"step_time", "features_cache", "analyze_cache", "demo", "peak_memory"}
+    wanted = set(args.only.split(",")) if args.only else {
+        "step_time", "features_cache", "analyze_cache", "demo", "peak_memory", "throughput"}
     if args.hot_path:
         wanted.add("hot_path")
     if args.tiny or args.skip_demo:
@@ -156,7 +163,7 @@ def _main(args, work: Path) -> int:
         out["wall_s"] = time.monotonic() - t0
         figures[name] = out
 
-    from benchmarks import analyze_cache, demo_time, features_cache, peak_memory, step_time
+    from benchmarks import analyze_cache, demo_time, features_cache, peak_memory, step_time, throughput
 
     figure("step_time", lambda: {
         label: step_time.measure(ds(d), enc, b, steps, rounds) for label, d, enc, b, steps, rounds in size["step"]
@@ -169,6 +176,12 @@ def _main(args, work: Path) -> int:
         _fresh(work, "memory"), cremad(), args.threads, cremad_manifest=cremad_manifest, synthetic=ds(mem["synthetic"]),
         cremad_encoder=mem["cremad_encoder"], cremad_batch=mem["cremad_batch"],
     ))
+    tp = size["throughput"]
+    if tp["device"] == "cuda" and not torch.cuda.is_available():
+        if "throughput" in wanted:
+            figures["throughput"] = {"skipped": "no CUDA device on this machine"}
+    else:
+        figure("throughput", lambda: throughput.measure(**tp))
     if "hot_path" in wanted:
         from benchmarks import hot_path
 

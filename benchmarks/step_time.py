@@ -63,6 +63,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
 
     times = interleaved(runners, repeats)
     v, p = median(times["vanilla"]), median(times["pdmp"])
+    hook_ms = _hook_ms(model, method, batches[0])  # the last built: PDMP's
     params = sum(t.numel() for t in model.encoders.parameters())
     return {
         "ratio": p / v,
@@ -71,6 +72,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
         "pdmp_step_ms": p * 1e3,
         "vanilla_spread": spread(times["vanilla"]),
         "pdmp_spread": spread(times["pdmp"]),
+        "pdmp_hook_ms": hook_ms,  # Eq. 10-12 alone (method.after_backward), timed on its own
         "config": {
             "dataset": bundle.name,
             "encoder": encoder,
@@ -83,3 +85,27 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
             "device": "cpu",
         },
     }
+
+
+def _hook_ms(model, method, batch, calls: int = 20) -> float:
+    """Median time of one ``method.after_backward`` (PDMP: scale every encoder gradient) on the
+    gradients of one real backward pass, restored before each call."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdmp_cli.runtime import to_device
+
+    inputs, labels = batch
+    model.zero_grad(set_to_none=True)
+    out = model(to_device(inputs, torch.device("cpu")))
+    F.cross_entropy(out.logits, labels).backward()
+    saved = [(p, p.grad.clone()) for p in model.parameters() if p.grad is not None]
+    times = []
+    for _ in range(calls):
+        for p, g in saved:
+            p.grad.copy_(g)
+        t0 = time.perf_counter()
+        method.after_backward(out, labels, 0)
+        times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    return median(times) * 1e3

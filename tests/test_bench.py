@@ -47,14 +47,15 @@ def test_tiny_benchmark_writes_every_figure(tiny):
     assert code == 0, data.get("errors")
     assert "errors" not in data
     assert data["schema"] == bench.SCHEMA and data["mode"] == "tiny"
-    assert set(data["figures"]) == {"step_time", "features_cache", "analyze_cache", "peak_memory"}  # no demo in --tiny
+    # no demo in --tiny; the GPU throughput figure runs its code on the CPU
+    assert set(data["figures"]) == {"step_time", "features_cache", "analyze_cache", "peak_memory", "throughput"}
     m = data["machine"]
     assert m["torch_threads"] == 1 and m["cpu_count"] >= 1 and m["python"].count(".") == 2
     assert len(data["load_average_start"]) == 3 and len(data["load_average_end"]) == 3
 
     f = data["figures"]
     s = f["step_time"]["small"]
-    assert set(s) >= {"ratio", "target", "vanilla_step_ms", "pdmp_step_ms", "config"}
+    assert set(s) >= {"ratio", "target", "vanilla_step_ms", "pdmp_step_ms", "pdmp_hook_ms", "config"}
     assert s["ratio"] == pytest.approx(s["pdmp_step_ms"] / s["vanilla_step_ms"])
     assert s["target"] == 1.02 and s["config"]["batch_size"] == 16 and s["config"]["encoder"] == "small"
 
@@ -69,6 +70,13 @@ def test_tiny_benchmark_writes_every_figure(tiny):
     a = f["analyze_cache"]
     assert a["first_cache_hit"] is False and a["second_cache_hit"] is True  # the second run trained nothing
     assert a["ratio"] == pytest.approx(a["second_s"] / a["first_s"]) and a["target_s"] == 3.0
+
+    tp = f["throughput"]
+    assert set(tp["samples_per_s"]) == {"vanilla/fp32", "vanilla/bf16", "pdmp/fp32", "pdmp/bf16"}
+    assert tp["config"]["device"] == "cpu" and tp["config"]["autocast"] == "bf16"
+    sps = tp["samples_per_s"]
+    assert tp["pdmp_over_vanilla"]["bf16"] == pytest.approx(sps["pdmp/bf16"] / sps["vanilla/bf16"])
+    assert tp["autocast_speedup"]["pdmp"] == pytest.approx(sps["pdmp/bf16"] / sps["pdmp/fp32"])
 
     pm = f["peak_memory"]
     for key, batch in (("synthetic", 16), ("cremad_layout", 8)):
@@ -94,7 +102,6 @@ def test_table_has_one_row_per_measured_line(tiny):
     _, out, _ = tiny
     data = json.loads(out.read_text())
     lines = rows(data)
-    # step time, two epoch ratios, analyze, two memory lines
     assert [r[0].split(" (")[0] for r in lines] == [
         "step time PDMP ÷ vanilla",
         "epoch with features cache ÷ decoding every epoch",
@@ -102,8 +109,27 @@ def test_table_has_one_row_per_measured_line(tiny):
         "second identical `pdmp analyze`",
         "peak RSS of `pdmp train`",
         "peak RSS of `pdmp train`",
+        "samples/s PDMP ÷ vanilla",
+        "samples/s PDMP ÷ vanilla",
+        "samples/s bf16 autocast ÷ fp32",
+        "samples/s bf16 autocast ÷ fp32",
     ]
-    assert all(r[3] in ("[green]met[/]", "[red]missed[/]") for r in lines[:4])
+    verdicts = [r[3] for r in lines]
+    targeted = verdicts[:2] + verdicts[3:4] + verdicts[6:8]
+    assert all(v in ("[green]met[/]", "[red]missed[/]") for v in targeted)
+    # CPU training epoch, memory and autocast speed-up: figures without a target
+    assert verdicts[2] == "" and verdicts[4:6] == ["", ""] and verdicts[8:] == ["", ""]
+
+
+def test_without_cuda_the_gpu_figure_says_it_was_skipped(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "b.json"
+    assert bench.main(["--only", "throughput", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["figures"] == {"throughput": {"skipped": "no CUDA device on this machine"}}
+    assert [r[1] for r in rows(data)] == ["skipped"]
 
 
 def test_main_leaves_the_process_as_it_was(tiny):

@@ -212,7 +212,13 @@ def measure(root: Path, *, manifest: str = "cremad", synthetic: str = "synthetic
     knobs.append(_knob("bf16 autocast ÷ fp32 (CPU)", t, "bf16", "fp32", f"small encoder step, batch {batch}"))
 
     if not tiny:
+        import os
+        import tempfile
+
         m_c, x_c, y_c = _model_and_batch("small", shapes, batch)
+        # a cache of its own, empty: the compile time is a first compile's, not a cache read's
+        saved_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pdmp-bench-inductor-")
         try:
             compiled = torch.compile(m_c)
             c_step = _stepper(compiled, x_c, y_c)
@@ -226,6 +232,14 @@ def measure(root: Path, *, manifest: str = "cremad", synthetic: str = "synthetic
                                compile_s=compile_s))
         except Exception as e:  # no compiler toolchain, unsupported op...
             out["compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        finally:
+            import shutil
+
+            shutil.rmtree(os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
+            if saved_cache is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved_cache
 
     # -- DataLoader workers: a data epoch with 2 workers and with none ---------------------------
     gen = torch.Generator().manual_seed(0)

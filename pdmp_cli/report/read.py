@@ -1,0 +1,255 @@
+"""Reading run directories and profiles for ``pdmp report`` (no torch).
+
+A run directory (:mod:`pdmp_cli.rundir`) is read whatever state it is in: a run that did not
+finish (running, interrupted, diverged, or without a summary.json) still gives a
+:class:`RunRecord`, marked with its status. Unreadable lines of metrics.jsonl (a killed run's
+cut-off tail) are skipped and said so in ``notes``. Nothing here raises on a broken run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pdmp_cli import rundir
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.rundir import EpochMetrics, RunSummary
+
+USES_GAMMA_P = {"pdmp", "lr-scale"}  # vanilla and ogm-ge ignore gamma_p
+USES_OGM = {"ogm-ge"}
+# spec fields that never change what a run computes (paths, worker processes), or identify it
+NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed"}
+
+
+@dataclass
+class RunRecord:
+    """One run directory as read from disk (whatever state it is in)."""
+
+    path: Path
+    dataset: str
+    method: str
+    fusion: str
+    encoder: str
+    gamma_p: float
+    gamma: dict[str, float]
+    seed: int
+    status: str  # complete | running | interrupted | diverged | unknown (no readable summary.json)
+    epochs_done: int
+    epochs_planned: int | None
+    values: dict[str, float | None]  # accuracy, best_accuracy, macro_f1, w, wall_seconds, branch/<m>
+    best_epoch: int | None
+    metrics: list[EpochMetrics]
+    settings: dict  # spec fields that change results, minus the ones shown as columns
+    message: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def modalities(self) -> list[str]:
+        return [k.split("/", 1)[1] for k in self.values if k.startswith("branch/")]
+
+
+def settings_key(spec: dict) -> dict:
+    """The spec fields that change what a run computes, with those its method ignores removed.
+
+    ``gamma_p`` is dropped for methods that do not use it (vanilla, ogm-ge) and the OGM-GE fields
+    for every other method, so e.g. a vanilla run matches whatever gamma_p it was started with.
+    """
+    s = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
+    method = s.get("method")
+    if method not in USES_GAMMA_P:
+        s.pop("gamma_p", None)
+    if method not in USES_OGM:
+        for k in ("ogm_alpha", "ogm_start", "ogm_end"):
+            s.pop(k, None)
+    return s
+
+
+def spec_with_defaults(spec: dict) -> dict:
+    """A saved spec.json as this version of pdmp reads it: a field added since the run was
+    written takes its default (the behaviour the run had), a field no longer known is dropped.
+    So runs from before e.g. ``precision`` existed still match new runs with the default."""
+    from pydantic_core import PydanticUndefined
+
+    from pdmp_cli.specs import TrainSpec
+
+    out = {}
+    for name, f in TrainSpec.model_fields.items():
+        if name in spec:
+            out[name] = spec[name]
+        elif f.default is not PydanticUndefined:
+            out[name] = f.default
+    return out
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / n).is_file() for n in (rundir.SPEC, rundir.SUMMARY, rundir.METRICS))
+
+
+def _read_json(path: Path, notes: list[str]) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        notes.append(f"{path}: unreadable ({e.__class__.__name__}); ignored")
+        return None
+    if not isinstance(obj, dict):
+        notes.append(f"{path}: not a JSON object; ignored")
+        return None
+    return obj
+
+
+def _dataset_name(name: str) -> str:
+    return Path(name).stem if name.endswith(".toml") else name
+
+
+def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunRecord | None:
+    """Read one run directory; problems go to ``notes``. None when too little is left to show."""
+    notes = notes if notes is not None else []
+    p = Path(path)
+    metrics, bad = rundir.read_metrics(p)
+    if bad:
+        notes.append(
+            f"{p}: {bad} line{'s' if bad > 1 else ''} of {rundir.METRICS} could not be read "
+            f"(cut off by a killed run?); shown from the {len(metrics)} readable epoch{'s' if len(metrics) != 1 else ''}"
+        )
+    spec = _read_json(p / rundir.SPEC, notes)
+    raw = _read_json(p / rundir.SUMMARY, notes)
+    summary = None
+    if raw is not None:
+        try:
+            summary = RunSummary.model_validate(raw)
+        except ValidationError as e:
+            notes.append(f"{p / rundir.SUMMARY}: not a run summary ({e.error_count()} problems); read from spec.json and metrics")
+
+    if summary is not None:
+        values = {
+            "accuracy": summary.final_accuracy,
+            "best_accuracy": summary.best_accuracy,
+            "macro_f1": summary.final_macro_f1,
+            "w": summary.final_w,
+            "wall_seconds": summary.wall_seconds,
+        }
+        values.update({f"branch/{m}": a for m, a in summary.final_branch_accuracy.items()})
+        if not summary.final_branch_accuracy and metrics:
+            values.update({f"branch/{m}": a for m, a in metrics[-1].branch_accuracy.items()})
+        if summary.epochs_done != len(metrics) and (p / rundir.METRICS).is_file():
+            notes.append(
+                f"{p}: summary.json says {summary.epochs_done} epochs, {rundir.METRICS} has {len(metrics)} readable; "
+                "the table uses summary.json, the curves metrics.jsonl"
+            )
+        rec = RunRecord(
+            path=p, dataset=summary.dataset, method=summary.method, fusion=summary.fusion, encoder=summary.encoder,
+            gamma_p=summary.gamma_p, gamma=dict(summary.gamma), seed=summary.seed, status=summary.status,
+            epochs_done=summary.epochs_done, epochs_planned=summary.epochs_planned, values=values,
+            best_epoch=summary.best_epoch, metrics=metrics, settings={}, message=summary.message,
+        )  # fmt: skip
+    elif spec is not None and all(k in spec for k in ("method", "fusion", "gamma_p", "seed")):
+        notes.append(f"{p}: no readable summary.json; shown from spec.json and {len(metrics)} epochs of metrics")
+        best = max(metrics, key=lambda m: m.eval_accuracy) if metrics else None
+        last = metrics[-1] if metrics else None
+        values = {
+            "accuracy": last.eval_accuracy if last else None,
+            "best_accuracy": best.eval_accuracy if best else None,
+            "macro_f1": last.eval_macro_f1 if last else None,
+            "w": last.w if last else None,
+            "wall_seconds": sum(m.epoch_seconds for m in metrics) if metrics else None,
+        }
+        if last:
+            values.update({f"branch/{m}": a for m, a in last.branch_accuracy.items()})
+        rec = RunRecord(
+            path=p, dataset=_dataset_name(str(spec.get("dataset") or "?")), method=spec["method"],
+            fusion=spec["fusion"], encoder=str(spec.get("encoder", "?")), gamma_p=float(spec["gamma_p"]),
+            gamma=dict(last.gamma) if last and spec["method"] == "pdmp" else {}, seed=int(spec["seed"]),
+            status="unknown", epochs_done=len(metrics), epochs_planned=spec.get("epochs"), values=values,
+            best_epoch=best.epoch if best else None, metrics=metrics, settings={},
+        )  # fmt: skip
+    else:
+        notes.append(f"{p}: neither a readable summary.json nor spec.json; not shown")
+        return None
+    if spec is not None:
+        rec.settings = {
+            k: v for k, v in settings_key(spec_with_defaults(spec)).items() if k not in ("method", "fusion", "gamma_p")
+        }
+    else:
+        rec.settings = {"encoder": rec.encoder, "epochs": rec.epochs_planned}
+    return rec
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """``root`` if it is a run directory, else every run directory below it (sorted)."""
+    if is_run_dir(root):
+        return [root]
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        d = Path(dirpath)
+        if d != root and is_run_dir(d):
+            found.append(d)
+            dirnames[:] = []  # nothing to find inside a run (checkpoints/)
+            continue
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+    return sorted(found)
+
+
+
+@dataclass
+class ProfileRow:
+    path: Path
+    profile: object  # pdmp_cli.profile.Profile
+
+    def as_dict(self) -> dict:
+        p = self.profile
+        return {
+            "path": str(self.path),
+            "dataset": p.dataset,
+            "source": p.provenance.source,
+            "subset": p.subset,
+            "seed": p.seed,
+            "modalities": list(p.modalities),
+            "early_epochs": p.settings.get("early_epochs"),
+            "early_accuracy": {m: r.early_accuracy for m, r in p.results.items()},
+            "late_accuracy": {m: r.late_accuracy for m, r in p.results.items()},
+            "eval_size": next((r.eval_size for r in p.results.values()), None),
+            "early_ranking": list(p.early_ranking),
+            "late_ranking": list(p.late_ranking),
+            "performance_dominant": p.performance_dominant,
+            "optimization_dominant": p.optimization_dominant,
+            "optimization_criterion": p.optimization_criterion,
+            "uncertain": dict(p.uncertain),
+        }
+
+
+def read_profiles(paths: list[str | os.PathLike], notes: list[str]) -> list[ProfileRow]:
+    """Profiles named, or every profile JSON in a named directory (``*.spec.json`` skipped).
+
+    A file named explicitly must be a valid profile (PdmpError otherwise); in a directory,
+    JSON files that are not profiles are passed over and broken profiles noted.
+    """
+    from pdmp_cli.profile import Profile
+
+    out = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            for f in sorted(p.glob("*.json")):
+                if f.name.endswith(".spec.json"):
+                    continue
+                raw = _read_json(f, notes)
+                if raw is None or "performance_dominant" not in raw:
+                    continue
+                try:
+                    out.append(ProfileRow(f, Profile.load(f)))
+                except PdmpError as e:
+                    notes.append(f"{e}; not shown")
+        elif p.is_file():
+            out.append(ProfileRow(p, Profile.load(p)))
+        else:
+            raise PdmpError(f"profile {p} does not exist; give a profile JSON or a folder of them (e.g. profiles/)", 2)
+    return out

@@ -34,6 +34,14 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Modality -> the parameters that belong to it alone (its encoder); the fusion head is shared.
+
+        The one notion of "modality-owned" that PDMP and the baselines scale (see MODEL_API in the
+        README, "Add PDMP to your own model"): disjoint lists, in the model's modality order.
+        """
+        return {m: list(enc.parameters()) for m, enc in self.encoders.items()}
+
     def forward(self, inputs: dict[str, torch.Tensor], with_branches: bool = True) -> ModelOutput:
         feats = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
         logits = self.fusion(feats)

@@ -275,3 +275,22 @@ def test_manifest_defaults_are_the_papers_and_reach_the_specs():
         assert {k: d[k] for k in paper} == paper and d["num_workers"] >= 4
         assert d.get("gamma_p") == gammas.get(name)
         assert "gamma_p" not in dataset_defaults(name, AnalyzeSpec)
+
+
+def test_manifest_val_split_loads_unaugmented_and_enters_the_identity(tmp_path):
+    root = M.make_custom(tmp_path / "mine")
+    (root / "val.csv").write_text("id,label\nclip07,dog\nclip08,cat\n")
+    for k, i in enumerate(("clip07", "clip08")):
+        M.write_image(root / "visual" / f"{i}.png", seed=10 + k)
+    head = 'loader = "files"\n[splits.train]\nlist = "train.csv"\n[splits.test]\nlist = "test.csv"\n'
+    mods = '[modalities.visual]\nkind = "image"\npath = "visual/{id}.png"\npreprocessing = { size = 24 }\n'
+    (root / "noval.toml").write_text(head + mods)
+    (root / "m.toml").write_text(head + '[splits.val]\nlist = "val.csv"\n' + mods)
+    without = load_dataset(root / "noval.toml")
+    assert without.val is None and without.val_labels is None
+    bundle = load_dataset(root / "m.toml")
+    assert len(bundle.val) == 2 and bundle.val_labels == [1, 0] and not bundle.val.train
+    assert torch.equal(bundle.val[0][0]["visual"], bundle.val[0][0]["visual"])  # evaluated like test
+    assert bundle.identity != without.identity
+    (root / "val.csv").write_text("id,label\nclip07,dog\n")
+    assert load_dataset(root / "m.toml").identity != bundle.identity

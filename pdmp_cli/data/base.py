@@ -14,10 +14,16 @@ register_loader = LOADERS.register
 
 @dataclass
 class DatasetBundle:
-    """A dataset ready for training: two splits of ``({modality: tensor}, label)`` samples.
+    """A dataset ready for training: splits of ``({modality: tensor}, label)`` samples.
 
-    ``identity`` is a content hash (manifest, generator or file list): it keys caches and is
-    written into profiles, so a profile from other data is recognised.
+    ``train`` and ``test`` always; ``val`` is the dataset's *own* validation split (a
+    manifest's ``[splits.val]``: AVE's ``valSet.txt``, CeFA's dev list, ...) or ``None`` when
+    the dataset ships none (then :mod:`pdmp_cli.data.split` carves one from ``train``).
+    ``val`` is evaluated like ``test`` (no augmentation). ``val_labels`` mirrors
+    ``train_labels`` (``None`` without ``val``). No sample id is in two splits.
+
+    ``identity`` is a content hash (manifest, generator or file list, ``val`` included): it keys
+    caches and is written into profiles, so a profile from other data is recognised.
     """
 
     name: str
@@ -29,6 +35,8 @@ class DatasetBundle:
     test: Any
     train_labels: list[int]
     defaults: dict[str, Any] = field(default_factory=dict)  # per-dataset training defaults
+    val: Any = None  # torch.utils.data.Dataset | None: the dataset's own validation split
+    val_labels: list[int] | None = None
 
     @property
     def num_classes(self) -> int:

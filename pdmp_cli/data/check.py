@@ -155,8 +155,10 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
         from pdmp_cli.data.base import LOADERS
 
         bundle = LOADERS.get(manifest.loader).build(manifest, data_root=data_root)
-        report = Report(manifest.name, None, {"train": len(bundle.train), "test": len(bundle.test)})
-        for split in ("train", "test"):
+        sizes = {"train": len(bundle.train), "val": len(bundle.val) if bundle.val is not None else None,
+                 "test": len(bundle.test)}
+        report = Report(manifest.name, None, {s: n for s, n in sizes.items() if n is not None})
+        for split in report.samples:
             if report.samples[split] == 0:
                 report.problems.append(Problem("empty split", split))
         return report
@@ -281,7 +283,7 @@ def list_datasets(data_root=None) -> list[DatasetStatus]:
         if not root.is_dir():
             status, detail = "missing", ""
         else:
-            lists = {m.splits.train.list, m.splits.test.list} | ({m.classes_file} if m.classes_file else set())
+            lists = {getattr(m.splits, s).list for s in m.splits.names()} | ({m.classes_file} if m.classes_file else set())
             absent = sorted(f for f in lists if not (root / f).is_file())
             status, detail = ("incomplete", "missing " + ", ".join(absent)) if absent else ("present", "")
         out.append(DatasetStatus(name, m.loader, m.description, classes, mods, str(root), source, status, detail))

@@ -152,7 +152,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
     result.not_made = [f"{m} ({k})" for m, k in kinds.items() if k not in MADE]
 
     seen, samples = set(), []
-    for split in ("train", "test"):
+    for split in idx.splits:
         for s in idx.splits[split]:
             if s.id not in seen:
                 seen.add(s.id)

@@ -1,11 +1,11 @@
 """``loader = "files"``: a dataset of files on disk, described by a manifest.
 
-A manifest names the classes, the two splits (a list file each, in one of the list formats
+A manifest names the classes, the splits (train and test, optionally val: a list file each, in one of the list formats
 below), and per modality a ``kind`` (see :mod:`pdmp_cli.data.modalities`), a ``path`` pattern
 and its ``preprocessing``. Patterns are filled with each list row's fields: ``{id}`` always,
 plus what the format gives (``{label}``; AVE ``{start}``/``{end}``; CEFA ``{rgb}``...).
 
-List formats (``[splits.<train|test>] format``):
+List formats (``[splits.<train|val|test>] format``):
 
   ``csv``       header row with ``id`` and ``label`` columns (others become fields); labels are
                 class names or integer indices
@@ -68,6 +68,16 @@ class Splits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: SplitSpec
     test: SplitSpec
+    val: SplitSpec | None = Field(None, description="the dataset's own validation split (optional)")
+
+    def names(self) -> list[str]:
+        """The splits this manifest has, in reading order: train, [val,] test."""
+        return ["train"] + (["val"] if self.val is not None else []) + ["test"]
+
+    def identity(self) -> dict:
+        """What of the splits enters the dataset identity (no ``val`` key when there is none,
+        so identities of manifests written before ``[splits.val]`` existed do not change)."""
+        return self.model_dump(exclude={"val"} if self.val is None else set())
 
 
 class ModalitySpec(BaseModel):
@@ -320,7 +330,7 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
     problems: list[Problem] = []
     rows: dict[str, list[Row]] = {}
     list_files = []
-    for split in ("train", "test"):
+    for split in manifest.splits.names():
         spec = getattr(manifest.splits, split)
         path = root / spec.list
         list_files.append(path)
@@ -347,7 +357,7 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
 
     mods = {m: spec.modality for m, spec in manifest.modalities.items()}
     splits: dict[str, list[Sample]] = {}
-    for split in ("train", "test"):
+    for split in manifest.splits.names():
         spec = getattr(manifest.splits, split)
         out = []
         for n, r in rows[split]:
@@ -468,7 +478,7 @@ class FilesLoader:
         identity = stable_hash({
             "loader": "files",
             "classes": idx.class_names,
-            "splits": manifest.splits.model_dump(),
+            "splits": manifest.splits.identity(),
             "modalities": {m: [s.kind, s.path, s.modality.prep.model_dump()] for m, s in manifest.modalities.items()},
             "lists": lists,
             "files": {sp: _file_sizes(v, idx.root) for sp, v in splits.items()},
@@ -476,6 +486,7 @@ class FilesLoader:
 
         train = FilesSplit(manifest.name, splits["train"], idx.modalities, True, features)
         test = FilesSplit(manifest.name, splits["test"], idx.modalities, False, features)
+        val = FilesSplit(manifest.name, splits["val"], idx.modalities, False, features) if "val" in splits else None
         return DatasetBundle(
             name=manifest.name,
             identity=identity,
@@ -486,4 +497,6 @@ class FilesLoader:
             test=test,
             train_labels=train.labels,
             defaults=manifest.defaults.as_overrides(),
+            val=val,
+            val_labels=val.labels if val is not None else None,
         )

@@ -1,0 +1,82 @@
+"""``dr``: Diagnosing and Re-learning (Wei et al., ECCV 2024), as its reference code
+(GeWu-Lab/Diagnosing_Relearning_ECCV2024, 025085e: ``code/ours.py``, ``code/script/ours.sh``) does it.
+
+Training is plain fused cross-entropy. Each encoder's weights are saved at initialisation.
+After epoch e (0-based) with ``e % reinit_epoch == 0`` and ``e > 0``, up to ``reinit_num``
+times, for every modality m:
+
+    features of encoder m on the training data and on a held-out split
+    MinMax-scale each set to [-1, 1]; KMeans with k = number of classes (random_state 0)
+    purity = share of samples whose cluster's majority label is their label
+    gap_m = |purity_train - purity_heldout|;   w_m = tanh(lambda * gap_m)
+    every parameter of encoder m:  theta <- w_m * theta_init + (1 - w_m) * theta
+
+A modality whose representation fits the training data much better than unseen data (a large
+purity gap: it is over-trained) is pulled back towards its initialisation the most. Running
+BatchNorm statistics are buffers, not parameters, and the optimizer's momentum is kept: the
+reference re-initialises neither, and neither do we. lambda 3, reinit_num 3 (``ours.sh``).
+
+Choices (README, "D&R"):
+
+* **Held-out split, never the test split.** The reference reads a ``val.csv`` carved from
+  CREMA-D's training list (and trains on the rest, ``my_train``). We use the dataset's own
+  validation split, else a stratified seeded split carved from the training data
+  (:mod:`pdmp_cli.data.split`, recorded in the run directory). The reference also picks its
+  best checkpoint on the test set; here the loop's rules apply.
+* **Schedule scaled to the run.** ``ours.sh`` re-initialises every 20 of 90 epochs. The default
+  ``reinit_epoch`` is ``max(1, round(epochs * 20 / 90))`` (4 of the synthetic presets' 20), so
+  a shorter run still gets its re-learning steps; set ``reinit_epoch`` to pin it.
+* **Features without augmentation, in dataset order.** The reference extracts training
+  features through its shuffled, augmenting training loader; we use the evaluation transform.
+* **KMeans ``n_init=10``**: the scikit-learn default in the reference's time (today's default,
+  ``"auto"``, runs k-means++ once).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# --- the method's computations (pure functions, unit-tested by hand) ------------------------------
+
+
+def purity(labels, clusters) -> float:
+    """Share of samples whose cluster's majority label equals their own (the reference's purity_score)."""
+    from sklearn.metrics.cluster import contingency_matrix  # scikit-learn loads only when D&R runs
+
+    table = contingency_matrix(np.asarray(labels), np.asarray(clusters))  # (labels, clusters)
+    return float(table.max(axis=0).sum() / table.sum())
+
+
+def cluster_purity(features: np.ndarray, labels, num_classes: int, seed: int = 0) -> float:
+    """Purity of KMeans (k = classes) on features MinMax-scaled to [-1, 1], as the reference does."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import MinMaxScaler
+
+    x = MinMaxScaler(feature_range=(-1, 1)).fit_transform(np.asarray(features, dtype=np.float64))
+    clusters = KMeans(n_clusters=num_classes, random_state=seed, n_init=10).fit_predict(x)
+    return purity(labels, clusters)
+
+
+def reinit_weight(purity_train: float, purity_heldout: float, lam: float) -> float:
+    """``w = tanh(lambda * |purity_train - purity_heldout|)``: how far back to the initial weights."""
+    return math.tanh(lam * abs(purity_train - purity_heldout))
+
+
+@torch.no_grad()
+def blend_(params: list[torch.nn.Parameter], initial: list[torch.Tensor], w: float) -> None:
+    """``theta <- w * theta_init + (1 - w) * theta`` in place, for parameters only (no buffers)."""
+    for p, p0 in zip(params, initial, strict=True):
+        p.mul_(1.0 - w).add_(p0.to(p.device, p.dtype), alpha=w)
+
+
+def default_reinit_epoch(epochs: int) -> int:
+    """The reference's 20-of-90-epochs period, scaled to a run of ``epochs`` epochs."""
+    return max(1, round(epochs * 20 / 90))
+
+
+def reinit_due(epoch: int, reinit_epoch: int, done: int, reinit_num: int) -> bool:
+    """Whether to re-initialise after 0-based ``epoch``, ``done`` re-initialisations so far."""
+    return epoch > 0 and epoch % reinit_epoch == 0 and done < reinit_num

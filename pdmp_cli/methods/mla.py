@@ -1,0 +1,103 @@
+"""``mla``: Multimodal Learning with Alternating Unimodal Adaptation (Zhang et al., CVPR 2024),
+as its reference code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation,
+ab6c184: ``main.py::train_epoch`` with ``--gs_flag``, ``utils/utils.py::GSPlugin``) does it.
+
+Training, per batch, for each modality m in the dataset's order (audio, then visual, ...)::
+
+    z_m = encoder_m(x_m);  loss_m = CE(head(z_m), y)        one SHARED head Linear(D, K)
+    backward(loss_m)
+    OWM projection of the head weight's gradient (below)
+    optimizer.step();  zero the gradients
+
+so a batch makes M optimizer steps and there is no fused loss. The head-gradient projection
+(orthogonal weight modification, OWM) keeps the shared head from forgetting what the other
+modalities taught it. With r the batch-mean feature (1, D), batch index b of n per epoch::
+
+    alpha = 0.1 ** (1 + b / n)
+    k = P r^T                                   (D, 1)
+    P <- P - k k^T / (alpha + r k)              P starts as the identity (D, D)
+    P <- P / ||P||_F
+    grad(head.weight) <- grad(head.weight) P^T  (the bias is not projected)
+
+The very first step of the run (``exp_count == 0``) neither updates P nor projects: OWM has no
+earlier task to protect yet.
+
+Evaluation: the prediction combines the unimodal outputs head(z_m):
+``fixed``: sum_m w_m head(z_m) with given weights (uniform by default); ``dynamic`` (the
+paper's test-time uncertainty-based fusion): per sample, with H_m the entropy of
+softmax(head(z_m)), ``w_m = exp(max_j H_j - H_m) / sum_k exp(max_j H_j - H_k)``.
+
+Choices where the reference code has a bug or leaves something open (README, "MLA"):
+
+* **Projection applied (default, ``projection=True``).** ``GSPlugin.before_update`` only
+  projects when a parameter of the head is named ``"module.weight"``, but it is called with the
+  bare ``nn.Linear`` (names ``weight``, ``bias``), so in the official code the projection is never
+  applied and P never updated. We apply it, as the paper describes and as the method's
+  name for it ("gradient modification") says; ``projection=False`` reproduces what the official
+  code runs.
+* **Scalar denominator.** The official update divides by ``alpha + torch.mm(k, r)``, a (D, D)
+  matrix (an elementwise division), where OWM (Zeng et al., 2019) and the MLA paper divide by
+  the scalar ``alpha + r P r^T``. The code path never runs (above), so we follow the papers.
+* **Dynamic weights per sample.** The official ``calculate_entropy`` takes ``softmax(dim=0)``
+  over the whole (B, K) batch and sums, giving one weight per modality per *batch*, so a
+  sample's prediction depends on the other samples of its evaluation batch (and on the
+  evaluation batch size). We compute the paper's per-sample entropy over classes.
+* **Fixed weights.** The official training script calls ``main(av_alpha=0.55)``, so its fixed
+  fusion evaluates 0.55 audio / 0.45 visual (0.35/0.25/0.4 for a/v/t); the ``--av_alpha``
+  default 0.5 only applies to evaluation-only runs. We default to uniform weights 1/M (no
+  modality favoured); ``fixed_weights`` sets others.
+* **Steps move only what the modality's loss reached.** The reference ran on torch 1.8, where
+  ``optimizer.zero_grad()`` leaves zero-filled gradients, so in the visual step SGD's momentum and
+  weight decay also moved the audio encoder again. We zero with ``set_to_none`` (torch 2's
+  default): step m updates encoder m and the head only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# --- the method's computations (pure functions, unit-tested by hand) ------------------------------
+
+
+def owm_alpha(batch_index: int, batches_per_epoch: int) -> float:
+    """The OWM regulariser of the reference code: ``0.1 ** (1 + b / n)`` (b 0-based within the epoch)."""
+    return 0.1 ** (1.0 + batch_index / batches_per_epoch)
+
+
+@torch.no_grad()
+def owm_update(P: torch.Tensor, features: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The new projection matrix after seeing ``features`` (B, D): rank-one OWM update, then P / ||P||_F."""
+    r = features.detach().float().mean(dim=0, keepdim=True)  # (1, D) batch-mean feature
+    k = P @ r.T  # (D, 1)
+    P = P - (k @ k.T) / (alpha + (r @ k))  # (r @ k) is (1, 1): the scalar r P r^T
+    return P / torch.linalg.matrix_norm(P, ord="fro")
+
+
+@torch.no_grad()
+def project_(grad: torch.Tensor, P: torch.Tensor) -> None:
+    """``grad (K, D) <- grad P^T`` in place (the head weight's gradient)."""
+    grad.copy_(grad @ P.T.to(grad.dtype))
+
+
+def entropy_weights(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-sample fusion weights from each modality's predictive entropy (the paper's dynamic fusion).
+
+    ``H_m = -sum_c p_mc log p_mc`` with ``p_m = softmax(logits_m)`` over classes;
+    ``w_m = exp(max_j H_j - H_m)`` normalised over modalities. Returns modality -> (B,) weights.
+    """
+    ent = torch.stack(
+        [-(torch.softmax(s.float(), 1) * torch.log_softmax(s.float(), 1)).sum(1) for s in logits.values()]
+    )  # (M, B)
+    w = torch.exp(ent.max(dim=0, keepdim=True).values - ent)
+    w = w / w.sum(dim=0, keepdim=True)
+    return dict(zip(logits, w))
+
+
+def combine(logits: dict[str, torch.Tensor], weights: dict[str, torch.Tensor | float]) -> torch.Tensor:
+    """``sum_m w_m * logits_m``; a weight is a float or a (B,) tensor (one per sample)."""
+    out = None
+    for m, s in logits.items():
+        w = weights[m]
+        term = s * (w[:, None] if torch.is_tensor(w) else w)
+        out = term if out is None else out + term
+    return out

@@ -85,9 +85,10 @@ class Profile(BaseModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
+        from pdmp_cli.resources import profile_path
         from pdmp_cli.specs import format_validation_error
 
-        p = Path(path)
+        p = profile_path(path)  # a path, or a shipped reference profile's name (cremad.paper)
         if not p.is_file():
             raise PdmpError(f"profile {p} does not exist; run `pdmp analyze` or `pdmp profile new` to make one", 2)
         try:

@@ -26,8 +26,21 @@ err_console = Console(stderr=True)
 _state = {"verbose": False}
 
 
+def _version(value: bool):
+    if value:
+        from pdmp_cli import __version__
+
+        console.print(f"pdmp {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", help="Show full tracebacks on errors.")):
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+):
     _state["verbose"] = verbose
 
 

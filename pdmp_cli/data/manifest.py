@@ -12,9 +12,12 @@ from pdmp_cli.errors import PdmpError
 
 
 def manifest_dir() -> Path:
-    """``$PDMP_MANIFESTS``, else the ``data_manifests/`` folder of this checkout."""
+    """``$PDMP_MANIFESTS``, else the built-in manifests (``data_manifests/``, shipped in the
+    package: :mod:`pdmp_cli.resources`)."""
+    from pdmp_cli import resources
+
     env = os.environ.get("PDMP_MANIFESTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data_manifests"
+    return Path(env) if env else resources.manifests_dir() or Path(__file__).resolve().parents[2] / "data_manifests"
 
 
 def list_manifests() -> list[str]:

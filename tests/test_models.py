@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pdmp_cli.models.encoders import ENCODERS, build_encoder
-from pdmp_cli.models.fusions import FUSIONS, build_fusion
+from pdmp_cli.models.fusions import FUSIONS, build_fusion, builds_model, late_fusions
 from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.errors import PdmpError
 
@@ -41,7 +41,7 @@ def _feats(dims, b=5):
     return {m: torch.randn(b, d) for m, d in dims.items()}
 
 
-@pytest.mark.parametrize("name", FUSIONS.names())
+@pytest.mark.parametrize("name", late_fusions())
 @pytest.mark.parametrize("dims", [{"audio": 8, "visual": 6}, {"rgb": 4, "depth": 5, "ir": 3}])
 def test_fusion_gives_fused_and_branch_logits(name, dims):
     fusion = build_fusion(name, dims, num_classes=7)
@@ -79,20 +79,89 @@ def test_non_separable_fusions_branch_by_zeroing_the_others(name):
     torch.testing.assert_close(fusion.branch_logits(feats)["audio"], fusion(zero_v))
 
 
+def _small(fusion, channels, classes=3):
+    torch.manual_seed(0)
+    return build_multimodal("small", fusion, channels, num_classes=classes)
+
+
+def _batch(channels, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(b, c, 32, 32, generator=g) for m, c in channels.items()}
+
+
 @pytest.mark.parametrize("fusion", FUSIONS.names())
 @pytest.mark.parametrize("encoder", ENCODERS.names())
-def test_backward_reaches_every_encoder(encoder, fusion):
-    model = build_multimodal(encoder, fusion, {"audio": 1, "visual": 3}, num_classes=4)
-    inputs = {"audio": torch.randn(2, 1, 32, 32), "visual": torch.randn(2, 3, 32, 32)}
-    out = model(inputs)
+def test_modality_parameters_are_disjoint_and_each_gets_a_gradient(encoder, fusion):
+    """The model contract, for every registered fusion: forward/backward through the registry;
+    modality_parameters() is disjoint, non-empty, and every group receives a gradient."""
+    channels = {"audio": 1, "visual": 3}
+    model = build_multimodal(encoder, fusion, channels, num_classes=4)
+    out = model(_batch(channels))
+    assert out.logits.shape == (2, 4) and list(out.branch_logits) == ["audio", "visual"]
     torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 3])).backward()
-    for m in ("audio", "visual"):
-        grads = [p.grad for p in model.encoders[m].parameters() if p.grad is not None]
-        assert grads and any(g.abs().sum() > 0 for g in grads), m
+    groups = model.modality_parameters()
+    assert list(groups) == model.modalities == ["audio", "visual"]
+    ids = [id(p) for ps in groups.values() for p in ps]
+    assert len(ids) == len(set(ids)), "a parameter belongs to two modalities"
+    assert set(ids) <= {id(p) for p in model.parameters()}
+    for m, ps in groups.items():
+        assert ps and any(p.grad is not None and p.grad.abs().sum() > 0 for p in ps), m
+
+
+@pytest.mark.parametrize("fusion", FUSIONS.names())
+def test_branch_logits_read_their_own_modality_only(fusion):
+    """s_m (exact split or masked forward) does not change when another modality's input does."""
+    channels = {"audio": 1, "visual": 3, "depth": 1}
+    model = _small(fusion, channels).eval()
+    x = _batch(channels)
+    y = {**x, "visual": torch.randn(2, 3, 32, 32)}
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    for m in ("audio", "depth"):
+        assert a.branch_logits[m].shape == (2, 3)
+        torch.testing.assert_close(a.branch_logits[m], b.branch_logits[m], rtol=0, atol=0)
+    assert not torch.equal(a.branch_logits["visual"], b.branch_logits["visual"])
+
+
+@pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
+def test_masked_forward_with_every_modality_is_the_fused_forward(fusion):
+    """Masking drops modalities: keeping all of them is the fused model; keeping one is s_m."""
+    channels = {"audio": 1, "visual": 3}
+    model = _small(fusion, channels).eval()
+    x = _batch(channels, b=3)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(model.masked(x, ["audio", "visual"])[0], out.logits)
+        assert torch.equal(model.masked(x, ["visual"])[0], out.branch_logits["visual"])
+        assert not torch.equal(out.branch_logits["visual"], out.logits)  # one modality is not the fused model
+    assert set(out.features) == {"audio", "visual"}
+
+
+@pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
+def test_branch_passes_in_training_leave_batchnorm_statistics_alone(fusion):
+    channels = {"audio": 1, "visual": 3}
+    model = _small(fusion, channels).train()
+    x = _batch(channels, b=3)
+    model(x, with_branches=False)
+    after_fused = {n: b.clone() for n, b in model.named_buffers()}
+    again = _small(fusion, channels).train()
+    again(x, with_branches=True)
+    assert all(torch.equal(b, after_fused[n]) for n, b in again.named_buffers())
+
+
+@pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
+def test_intermediate_fusions_refuse_encoders_without_stages(fusion, monkeypatch):
+    from pdmp_cli.models.encoders import register_encoder
+    from pdmp_cli.models.encoders._frames import FrameFolding
+
+    monkeypatch.setattr(ENCODERS, "_items", dict(ENCODERS._items))
+    register_encoder("flat")(lambda in_channels: FrameFolding(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(8)), 8))
+    with pytest.raises(PdmpError, match=f"--fusion {fusion} .* encoder 'flat' exposes none; use --encoder small or resnet18"):
+        build_multimodal("flat", fusion, {"audio": 1, "visual": 3}, num_classes=3)
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(PdmpError, match=r"unknown fusion 'bogus'; choose one of: concat, film, gated, sum"):
+    with pytest.raises(PdmpError, match=r"unknown fusion 'bogus'; choose one of: concat, film, gated, mmformer, se, sum"):
         build_fusion("bogus", {"a": 1, "b": 1}, 2)
     with pytest.raises(PdmpError, match="unknown encoder 'vit'"):
         build_encoder("vit", 3)

@@ -1,21 +1,24 @@
-"""The multimodal classifier: one encoder per modality, a fusion head (BRIEF.md, Eq. 2)."""
+"""The multimodal classifiers: one encoder per modality and a fusion head (late fusion, BRIEF.md,
+Eq. 2), or a model that fuses inside its encoders (:class:`MaskedFusionModel`: ``se``, ``mmformer``).
+
+The model interface every method and the training loop rely on (README, "Add PDMP to your own
+model")::
+
+    model.modalities                 -> list[str], the dataset's modality order
+    model.modality_parameters()      -> {m: [nn.Parameter]}: the parameters that belong to m alone;
+                                        disjoint; shared parts (heads, squeeze layers, cross-modal
+                                        transformers) are in none and are never scaled
+    model(inputs, with_branches)     -> ModelOutput(logits, branch_logits, features)
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pdmp_cli.models.base import MaskedFusionModel, ModelOutput  # noqa: F401 (MaskedFusionModel: the API)
 from pdmp_cli.models.encoders import build_encoder
-from pdmp_cli.models.fusions import Fusion, build_fusion
-
-
-@dataclass
-class ModelOutput:
-    logits: torch.Tensor  # (B, K) fused logits
-    branch_logits: dict[str, torch.Tensor]  # modality -> (B, K): s_m
-    features: dict[str, torch.Tensor]  # modality -> (B, D_m)
+from pdmp_cli.models.fusions import FUSIONS, Fusion, build_fusion, builds_model
 
 
 class MultimodalModel(nn.Module):
@@ -61,7 +64,12 @@ class UnimodalModel(nn.Module):
         return self.head(self.encoder(x))
 
 
-def build_multimodal(encoder: str, fusion: str, in_channels: dict[str, int], num_classes: int) -> MultimodalModel:
+def build_multimodal(encoder: str, fusion: str, in_channels: dict[str, int], num_classes: int) -> nn.Module:
+    """The model of ``--fusion``: encoders + a late-fusion head, or an intermediate-fusion model."""
+    if builds_model(fusion):
+        if len(in_channels) < 2:
+            raise ValueError(f"a fusion needs at least two modalities, got {list(in_channels)}")
+        return FUSIONS.get(fusion)(encoder=encoder, in_channels=dict(in_channels), num_classes=num_classes)
     encoders = {m: build_encoder(encoder, c) for m, c in in_channels.items()}
     dims = {m: e.out_dim for m, e in encoders.items()}
     return MultimodalModel(encoders, build_fusion(fusion, dims, num_classes))

@@ -7,7 +7,7 @@ coarse position, so where a cue sits (a spectrogram's frequency band) can be lea
 from torch import nn
 
 from pdmp_cli.models.encoders import register_encoder
-from pdmp_cli.models.encoders._frames import FrameFolding
+from pdmp_cli.models.encoders._frames import FrameFolding, Stages
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -17,6 +17,12 @@ def _block(cin: int, cout: int) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
+
+
+class SmallEncoder(FrameFolding):
+    def stages(self) -> Stages:
+        net = self.backbone  # the three conv blocks are the stages; pool + linear is the head
+        return Stages(stem=nn.Identity(), blocks=tuple(net[:3]), channels=tuple(b[0].out_channels for b in net[:3]), head=net[3:])
 
 
 @register_encoder("small")
@@ -30,4 +36,4 @@ def build_small(in_channels: int, width: int = 16, out_dim: int = 128) -> nn.Mod
         nn.Linear(width * 4 * 16, out_dim),
         nn.ReLU(inplace=True),
     )
-    return FrameFolding(net, out_dim=out_dim)
+    return SmallEncoder(net, out_dim=out_dim)

@@ -1,7 +1,17 @@
 """Fusions (BRIEF.md, Eq. 2-4), registered by name. Adding one is adding one file here.
 
-A fusion builder takes ``dims`` (modality -> feature size, in the dataset's modality order)
-and ``num_classes`` and returns a :class:`Fusion`: the fused classifier head.
+Two kinds share the one registry (and the one ``--fusion`` flag):
+
+* late fusions (``@register_fusion``): the builder takes ``dims`` (modality -> feature size, in
+  the dataset's modality order) and ``num_classes`` and returns a :class:`Fusion`, the fused
+  classifier head that :class:`~pdmp_cli.models.multimodal.MultimodalModel` puts after one
+  encoder per modality;
+* intermediate fusions (``@register_model_fusion``), which fuse *inside* the encoders and so
+  cannot be a head after them: the builder takes ``encoder`` (a registry name), ``in_channels``
+  (modality -> channels) and ``num_classes`` and returns the whole model, with the interface of
+  :class:`~pdmp_cli.models.multimodal.MaskedFusionModel` (``se``, ``mmformer``).
+
+:func:`pdmp_cli.models.multimodal.build_multimodal` builds either.
 """
 
 import importlib
@@ -14,6 +24,25 @@ from pdmp_cli.registry import Registry
 
 FUSIONS: Registry = Registry("fusion")
 register_fusion = FUSIONS.register
+
+
+def register_model_fusion(name: str):
+    """Register a builder ``(encoder, in_channels, num_classes) -> model`` (an intermediate fusion)."""
+
+    def deco(builder):
+        builder.builds_model = True
+        return FUSIONS.register(name)(builder)
+
+    return deco
+
+
+def builds_model(name: str) -> bool:
+    """Whether fusion ``name`` builds the whole model (intermediate) rather than a head (late)."""
+    return getattr(FUSIONS.get(name), "builds_model", False)
+
+
+def late_fusions() -> list[str]:
+    return [n for n in FUSIONS.names() if not builds_model(n)]
 
 
 class Fusion(nn.Module):
@@ -38,6 +67,8 @@ class Fusion(nn.Module):
 def build_fusion(name: str, dims: dict[str, int], num_classes: int) -> Fusion:
     if len(dims) < 2:
         raise ValueError(f"a fusion needs at least two modalities, got {list(dims)}")
+    if builds_model(name):
+        raise ValueError(f"fusion {name!r} fuses inside the encoders, so it is not a head: use build_multimodal")
     return FUSIONS.get(name)(dims=dims, num_classes=num_classes)
 
 

@@ -1,7 +1,7 @@
 """Run specs: pydantic models for each command's options, and how they are resolved.
 
 Precedence, lowest first: the model's defaults (the paper's settings) < the dataset
-manifest's ``[defaults]`` < a spec file (TOML or JSON, ``--spec``) < command-line flags.
+manifest's ``[defaults]`` < a spec file (YAML, TOML or JSON, ``--spec``) < command-line flags.
 The resolved spec is saved beside every output.
 """
 
@@ -56,6 +56,8 @@ Device = Literal["auto", "cpu", "cuda"]
 def _check_registered(family: str, name: str) -> str:
     if family == "encoder":
         from pdmp_cli.models.encoders import ENCODERS as reg
+    elif family == "method":
+        from pdmp_cli.methods import METHODS as reg
     else:
         from pdmp_cli.models.fusions import FUSIONS as reg
     if name not in reg:
@@ -80,11 +82,28 @@ class OptimSpec(_Spec):
     device: Device = "auto"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     data_root: str | None = Field(None, description="override the manifest's data root")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1,
+        description="validation split carved (stratified, seeded) from train when the dataset has none; "
+        "0 needs select_on_test",
+    )  # fmt: skip
+    select_on_test: bool = Field(
+        False, description="no validation split: choose epochs / rankings on the test split (the paper's convention)"
+    )
 
     @field_validator("encoder")
     @classmethod
     def _encoder(cls, v: str) -> str:
         return _check_registered("encoder", v)
+
+    @model_validator(mode="after")
+    def _validation(self):
+        if self.val_fraction == 0 and not self.select_on_test:
+            raise ValueError(
+                "val_fraction 0 leaves nothing to select on but the test split; "
+                "pass --select-on-test to accept that (results are labelled 'selected on test')"
+            )
+        return self
 
 
 class AnalyzeSpec(OptimSpec):
@@ -100,6 +119,12 @@ class AnalyzeSpec(OptimSpec):
     parallel: bool = Field(
         False, description="train the unimodal models at once, one process per modality (one GPU each where there are several)"
     )
+    epochs: int | Literal["auto"] = Field(
+        100, description="epochs of each unimodal model, or auto: until validation accuracy stops improving"
+    )
+    patience: int = Field(5, gt=0, description="--epochs auto: stop after this many epochs without a new best")
+    max_epochs: int = Field(100, gt=0, description="--epochs auto: the cap")
+    seeds: list[int] | None = Field(None, description="repeat the analysis with each seed; rankings counted")
 
     @field_validator("subset", mode="before")
     @classmethod
@@ -119,10 +144,31 @@ class AnalyzeSpec(OptimSpec):
                 raise ValueError(f"each subset must be in (0, 1], got {s}")
         return v
 
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v):
+        if v != "auto" and v <= 0:
+            raise ValueError(f"must be > 0 or auto, got {v!r}")
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any):
+        if isinstance(v, str):
+            try:
+                v = [int(s) for s in v.split(",") if s.strip()]
+            except ValueError:
+                raise ValueError("must be a comma-separated list of integers such as 0,1,2") from None
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"must not repeat a seed, got {v}")
+        return v or None
+
     @model_validator(mode="after")
     def _early(self):
-        if self.early_epochs > self.epochs:
-            raise ValueError(f"early_epochs ({self.early_epochs}) must be <= epochs ({self.epochs})")
+        cap = self.max_epochs if self.epochs == "auto" else self.epochs
+        if self.early_epochs > cap:
+            what = "max_epochs" if self.epochs == "auto" else "epochs"
+            raise ValueError(f"early_epochs ({self.early_epochs}) must be <= {what} ({cap})")
         return self
 
 
@@ -132,11 +178,11 @@ class TrainSpec(OptimSpec):
     profile: str = Field(description="dominance profile JSON (from pdmp analyze or pdmp profile new)")
     dataset: str | None = Field(None, description="defaults to the profile's dataset; must match it")
     fusion: str = "concat"
-    method: Literal["pdmp", "vanilla", "ogm-ge", "lr-scale"] = "pdmp"
+    method: str = Field("pdmp", description="method registry name (`pdmp methods` lists them)")
+    method_args: dict[str, dict[str, Any]] = Field(
+        {}, description="method name -> its hyperparameters (the method's Args); resolved: the chosen method's, all fields"
+    )
     gamma_p: float = Field(10.0, gt=0, description="gamma_p of Eq. 10; gamma_r follows by Eq. 12")
-    ogm_alpha: float = Field(0.1, gt=0, description="OGM-GE alpha")
-    ogm_start: int = Field(0, ge=0, description="OGM-GE: first epoch of the modulation window (0-based)")
-    ogm_end: int = Field(50, ge=0, description="OGM-GE: epoch the modulation window ends (0-based, exclusive)")
     grad_clip: float | None = Field(None, gt=0)
     run_dir: str | None = Field(None, description="default runs/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>")
     runs_root: str = "runs"
@@ -145,32 +191,87 @@ class TrainSpec(OptimSpec):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, or mixed precision: bf16 autocast (CUDA, CPU) or fp16 autocast + GradScaler (CUDA)"
     )
+    # learning-rate schedule (pdmp_cli/train/schedule.py); none is the paper's setting
+    lr_schedule: Literal["none", "step", "cosine"] = Field("none", description="per-epoch lr schedule: none, step, cosine")
+    lr_step_size: int = Field(70, gt=0, description="step: epochs between lr drops (OGM-GE's code: 70)")
+    lr_step_gamma: float = Field(0.1, gt=0, le=1, description="step: factor of each drop (OGM-GE's code: 0.1)")
+    lr_min: float = Field(0.0, ge=0, description="cosine: the lr it anneals to")
+    lr_cosine_epochs: int | None = Field(
+        None, gt=0, description="cosine: epochs it anneals over, then stays at lr_min (default: the run's epochs, fixed at the start)"
+    )
+    tensorboard: bool = Field(False, description="also write TensorBoard event files into the run directory")
 
     @field_validator("fusion")
     @classmethod
     def _fusion(cls, v: str) -> str:
         return _check_registered("fusion", v)
 
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return _check_registered("method", v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_args(cls, data: Any):
+        # each method's own Args check its table; old flat fields (ogm_alpha, ...) are moved in
+        if not isinstance(data, dict):
+            return data
+        from pdmp_cli.methods import resolve_method_args
+
+        return resolve_method_args(data, cls.model_fields["method"].default)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cosine_length(cls, data: Any):
+        # fixed when the spec is made, so a resume that adds epochs keeps the same cosine curve
+        if isinstance(data, dict) and data.get("lr_schedule") == "cosine" and data.get("lr_cosine_epochs") is None:
+            data = {**data, "lr_cosine_epochs": data.get("epochs", cls.model_fields["epochs"].default)}
+        return data
+
     @model_validator(mode="after")
-    def _ogm_window(self):
-        if self.method == "ogm-ge" and self.ogm_end <= self.ogm_start:
-            raise ValueError(f"ogm_end ({self.ogm_end}) must be > ogm_start ({self.ogm_start}) for ogm-ge")
+    def _lr_min(self):
+        if self.lr_schedule == "cosine" and self.lr_min >= self.lr:
+            raise ValueError(f"lr_min ({self.lr_min:g}) must be < lr ({self.lr:g}) for the cosine schedule")
         return self
 
 
 def read_spec_file(path: str | Path) -> dict:
-    """A spec file: TOML (``.toml``) or JSON (``.json``)."""
+    """A spec file: YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``); a mapping
+    of spec fields (examples/ has one per paper setting)."""
+    import yaml
+
     p = Path(path)
     if not p.is_file():
         raise PdmpError(f"spec file {p} does not exist", 2)
+    if p.suffix not in (".yaml", ".yml", ".toml", ".json"):
+        raise PdmpError(f"spec file {p} must be .yaml, .yml, .toml or .json", 2)
     try:
+        text = p.read_text()
         if p.suffix == ".toml":
-            return tomllib.loads(p.read_text())
-        if p.suffix == ".json":
-            return json.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise PdmpError(f"spec file {p} could not be parsed ({e}); fix the syntax", 2) from None
-    raise PdmpError(f"spec file {p} must be .toml or .json", 2)
+            raw = tomllib.loads(text)
+        elif p.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        why = " ".join(str(e).split())  # YAML's messages span lines
+        raise PdmpError(f"spec file {p} could not be parsed ({why}); fix the syntax", 2) from None
+    if raw is None:  # an empty (or all-comment) YAML file
+        return {}
+    if not isinstance(raw, dict):
+        raise PdmpError(f"spec file {p} must hold a mapping of options (key: value), not a {type(raw).__name__}", 2)
+    return raw
+
+
+def _merge(into: dict, layer: dict) -> None:
+    """``into.update(layer)``, merging nested tables (``method_args.<method>``) field by field."""
+    for k, v in layer.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            into[k] = dict(into[k])
+            _merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def resolve_spec(model: type[_Spec], *layers: dict | None):
@@ -181,7 +282,7 @@ def resolve_spec(model: type[_Spec], *layers: dict | None):
     merged: dict = {}
     for layer in layers:
         if layer:
-            merged.update({k: v for k, v in layer.items() if v is not None})
+            _merge(merged, {k: v for k, v in layer.items() if v is not None})
     try:
         return model.model_validate(merged)
     except ValidationError as e:

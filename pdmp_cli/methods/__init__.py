@@ -1,66 +1,219 @@
 """Training methods, registered by name (timm-style): PDMP and the baselines it is compared with.
 
-A method is a small object the training loop consults at two points, so every method runs in
-the same loop with the same data, model, optimizer and metrics (honest comparisons)::
+Every method runs in the same loop with the same data, model, optimizer, seed and metrics, so
+comparisons are honest. A method is an ``nn.Module`` (its own heads are submodules, its state
+is buffers) that the loop of :mod:`pdmp_cli.train.loop` consults at a few named points::
 
-    method = build_method(spec.method, model, spec, profile)
-    optimizer = SGD(model.parameters(), lr=spec.lr, ...)
-    method.configure_optimizer(optimizer)              # lr-scale: every lr x gamma_p (Table VII)
-    ...
-    loss.backward()
-    gamma = method.after_backward(out, labels, epoch)  # modulate encoder grads in place
-    optimizer.step()
+    method = build_method(spec.method, model, spec, profile)   # refusals happen here
+    optimizer = SGD(model + method parameters)                  # each exactly once
+    method.configure_optimizer(optimizer)                       # lr-scale: every lr x gamma_p
+    for epoch:
+        method.on_epoch_start(ctx)              # PMR prototypes, G-Blending weights, D&R, stages
+        for batch:
+            for part in method.parts(epoch):    # one optimizer step per part; MLA: per modality
+                out, loss = method.forward_loss(model, inputs, labels, epoch, part)  # inside DDP
+                method.backward(loss, precision)                # MMPareto: one per loss term
+                gamma = method.after_backward(out, labels, epoch)   # PDMP, OGM-GE: scale grads
+                optimizer.step()
+        evaluate: method.predict(out)           # MLA: its own prediction rule
 
-Adding a method is adding one file in this folder with ``@register_method("name")`` (and the
-name in :class:`pdmp_cli.specs.TrainSpec`'s ``method`` choices).
+Every default reproduces plain joint training (``vanilla``), and costs nothing: a method that
+overrides no hook runs exactly the step it ran before these hooks existed.
+
+Adding a method is adding one file in this folder with ``@register_method("name")`` and, if it
+has hyperparameters, a pydantic ``Args`` model in the same file; nothing outside this folder
+names a method. Users set the hyperparameters in a spec file (``[method_args.<name>]``) or with
+``pdmp train --set <name>.<field>=<value>``; ``pdmp methods`` lists them.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any, Iterable
 
 import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
 
+from pdmp_cli.errors import PdmpError
 from pdmp_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
-register_method = METHODS.register
 
 
-class Method:
-    """No modulation. Methods override the hooks they need.
+def register_method(name: str):
+    """Class decorator: register a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
 
-    ``gamma``: the nominal gradient factor per encoder (printed at the start, saved in
-    summary.json). ``needs_branch_logits``: whether ``after_backward`` reads ``out.branch_logits``
-    (the loop then computes them during training too).
+    def deco(cls):
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return deco
+
+
+class NoArgs(BaseModel):
+    """A method without hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method(nn.Module):
+    """Plain joint training: fused cross-entropy, one backward, one step. Methods override hooks.
+
+    Class attributes (read by the loop, the spec, ``pdmp report`` and ``pdmp sweep``, so that
+    nothing outside ``methods/`` needs a method's name):
+
+    - ``Args``: the method's hyperparameters (pydantic, ``extra="forbid"``); ``self.args`` holds
+      the resolved values.
+    - ``needs_branch_logits``: the training forward computes ``out.branch_logits`` (s_m).
+    - ``uses_gamma_p``: the method reads ``spec.gamma_p`` (reports group runs by it; the divergence
+      hint suggests a smaller gamma_p).
+    - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2).
+    - ``find_unused_parameters``: some parameters get no gradient in a step (DDP must be told).
+    - ``spec_aliases``: old flat spec fields that now live in ``Args`` (``{"ogm_alpha": "alpha"}``).
+
+    ``gamma``: the nominal gradient factor per modality (printed at the start, saved in summary.json).
     """
 
+    name = "method"
+    Args: type[BaseModel] = NoArgs
     needs_branch_logits = False
+    uses_gamma_p = False
+    max_modalities: int | None = None
+    find_unused_parameters = False
+    spec_aliases: dict[str, str] = {}
 
     def __init__(self, model, spec, profile):
-        self.modalities = list(model.encoders)
-        self.encoders = dict(model.encoders.items())
+        super().__init__()
+        self.modalities = list(model.modalities)
+        if self.max_modalities is not None and len(self.modalities) > self.max_modalities:
+            able = [n for n in METHODS.names() if METHODS.get(n).max_modalities is None]
+            raise PdmpError(
+                f"{self.name} is defined for {self.max_modalities} modalities, this dataset has "
+                f"{len(self.modalities)} ({', '.join(self.modalities)}); use --method {' or '.join(able)}",
+                exit_code=2,
+            )
+        self.args = self.Args.model_validate((spec.method_args or {}).get(self.name, {})) if spec else self.Args()
         self.gamma = {m: 1.0 for m in self.modalities}
 
     def describe(self) -> str:
         return "no gradient modulation"
 
+    # -- set-up ----------------------------------------------------------------------------------
+
     def configure_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Called once after the optimizer is built (before a checkpoint is restored)."""
 
+    # -- epoch boundary --------------------------------------------------------------------------
+
+    def on_epoch_start(self, ctx) -> None:
+        """Before epoch ``ctx.epoch``'s first step (not when a run resumes mid-epoch).
+
+        ``ctx`` is a :class:`pdmp_cli.train.loop.EpochContext`: the model, the optimizer,
+        ``ctx.outputs(split)`` / ``ctx.features(split)`` over ``"train"`` or ``"val"`` (never
+        test), every rank alike. State changed here must be buffers so ``--resume`` keeps it.
+        """
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def parts(self, epoch: int) -> Iterable[Any]:
+        """The optimizer steps of one batch: one step per element, passed to :meth:`forward_loss`."""
+        return (None,)
+
+    def forward_loss(self, model, inputs: dict, labels: torch.Tensor, epoch: int, part: Any):
+        """The training forward pass and the loss to minimise: ``(out, loss)``.
+
+        Runs inside the DDP-wrapped forward (so the method's own modules are synchronised).
+        """
+        out = model(inputs, with_branches=self.needs_branch_logits)  # logits (B, K); s_m (B, K) each
+        return out, F.cross_entropy(out.logits, labels)
+
+    def backward(self, loss: torch.Tensor, precision) -> None:
+        """Fill ``.grad`` from ``loss``; ``precision.backward`` applies fp16 loss scaling."""
+        precision.backward(loss)
+
     def after_backward(self, out, labels: torch.Tensor, epoch: int) -> dict[str, float | torch.Tensor]:
-        """Modulate the encoders' ``.grad`` in place; return the factor applied to each modality.
+        """Modulate the (unscaled) gradients in place; return the factor applied to each modality.
 
         ``out`` is the model's output (``logits``, ``branch_logits``), ``epoch`` is 0-based.
         A factor may be a 0-dim tensor, so no device sync is needed.
         """
         return self.gamma
 
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def predict(self, out) -> torch.Tensor:
+        """The logits whose argmax is the prediction at evaluation."""
+        return out.logits
+
 
 def build_method(name: str, model, spec, profile) -> Method:
     """The method ``name`` for ``model``; unknown names list the valid ones."""
     return METHODS.get(name)(model, spec, profile)
+
+
+def uses_gamma_p(name: str) -> bool:
+    """Whether runs of method ``name`` depend on gamma_p (False for a name no longer registered)."""
+    return name in METHODS and METHODS.get(name).uses_gamma_p
+
+
+def _field_error(method: str, err) -> str:
+    """``agm.alpha must be > 0, got -1`` (the spelling of ``--set``); checks across fields: ``agm: ...``."""
+    from pdmp_cli.specs import _one
+
+    if not err["loc"]:
+        return f"{method}: " + _one(err)
+    return _one({**err, "loc": (method, *err["loc"])})
+
+
+def resolve_method_args(data: dict, default_method: str) -> dict:
+    """Spec layer -> spec: validate ``method_args`` and keep the chosen method's full arguments.
+
+    ``method_args`` maps method name -> its fields; every table is checked against that method's
+    ``Args`` (one line naming method and field), old flat fields (``spec_aliases``) are moved in,
+    and every table is completed with the defaults (the chosen method's always), so spec.json
+    records the values a run used. Raises ValueError (the spec turns it into one line).
+    """
+    data = dict(data)
+    tables = {k: dict(v) for k, v in (data.get("method_args") or {}).items()}
+    for cls_name in METHODS.names():
+        cls = METHODS.get(cls_name)
+        for old, new in cls.spec_aliases.items():
+            if data.get(old) is not None:
+                tables.setdefault(cls_name, {})[new] = data.pop(old)
+            else:
+                data.pop(old, None)
+    unknown = sorted(set(tables) - set(METHODS.names()))
+    if unknown:
+        raise ValueError(f"method_args.{unknown[0]}: unknown method; choose one of {METHODS.names()}")
+    resolved = {}
+    for name, table in tables.items():
+        try:
+            resolved[name] = METHODS.get(name).Args.model_validate(table).model_dump(mode="json")
+        except ValidationError as e:
+            raise ValueError("; ".join(_field_error(name, err) for err in e.errors())) from None
+    chosen = data.get("method") or default_method
+    if chosen in METHODS and chosen not in resolved:
+        resolved[chosen] = METHODS.get(chosen).Args().model_dump(mode="json")
+    data["method_args"] = resolved
+    return data
+
+
+def describe_methods() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """(name, first docstring line, [(field, default, description)]) for every method: ``pdmp methods``."""
+    rows = []
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        module_doc = (importlib.import_module(cls.__module__).__doc__ or "").strip().splitlines()
+        summary = (module_doc or doc or [""])[0]
+        fields = [
+            (f, repr(info.default), info.description or "") for f, info in cls.Args.model_fields.items()
+        ]
+        rows.append((name, summary, fields))
+    return rows
 
 
 for _m in pkgutil.iter_modules(__path__):

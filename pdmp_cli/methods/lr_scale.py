@@ -9,6 +9,8 @@ from pdmp_cli.methods import Method, register_method
 
 @register_method("lr-scale")
 class LRScale(Method):
+    uses_gamma_p = True
+
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
         self.factor = float(spec.gamma_p)

@@ -7,14 +7,23 @@ Every step, for the two modalities a, v with branch logits s_a, s_v (the fusion'
     rho_a   = score_a / score_v,  rho_v = 1 / rho_a
     k_u     = 1 - tanh(alpha * rho_u)  if rho_u > 1  else 1      (OGM-GE paper, Eq. 10)
 
-then, for epochs in the window [ogm_start, ogm_end) (0-based), every convolution kernel of
-encoder u (parameters with more than two dims, as in the reference code) gets
+then, for epochs in the window [start, end) (0-based), every convolution kernel of
+modality u (its own parameters with more than two dims, as in the reference code) gets
 
     g <- k_u * g + N(0, std(g) + 1e-8)                (GE: Gaussian noise of the grad's std)
 
 where std(g) is taken before scaling, and the noise is added to both encoders, as the
 reference code does. At an exact tie (rho = 1) the second modality is damped.
-Defined for two modalities; with more, this method refuses (use pdmp or vanilla).
+Defined for two modalities (the ratio rho_a = score_a / score_v has no N-modality form in the
+reference code); with more, this method refuses.
+
+Defaults (``--set ogm-ge.alpha=...``): alpha 0.8, the reference README's recommendation for
+CREMA-D (pdmp defaulted to 0.1, the VGGSound value, before); window epochs 0-50 inclusive as the
+reference's ``modulation_starts``/``modulation_ends`` (0, 50) with ``<= epoch <=``, written here
+as the exclusive end 51. The old flags ``--ogm-alpha`` / spec fields ``ogm_alpha``, ``ogm_start``,
+``ogm_end`` (exclusive) still work. Reference bug left out: its ``name.split('.')[1]`` only finds
+the encoders under a DataParallel prefix (GeWu-Lab/OGM-GE_CVPR2022 #38); here the kernels are the
+model's modality-owned parameters, so the modulation always applies.
 
 Under DDP (several processes) the scores are summed over ranks before the ratio, so k_u is the
 global batch's and every rank scales alike; the noise comes from a generator every rank seeds
@@ -24,6 +33,7 @@ alike, so the gradients stay identical across ranks.
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, register_method
@@ -57,13 +67,14 @@ def conv_kernels(encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 @torch.no_grad()
-def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = True, generator=None) -> None:
-    """g <- k_u * g (+ N(0, std(g) + 1e-8)) on each encoder's convolution kernels, in place.
+def modulate_(kernels: dict, coeffs: dict[str, torch.Tensor], noise: bool = True, generator=None) -> None:
+    """g <- k_u * g (+ N(0, std(g) + 1e-8)) on each modality's convolution kernels, in place.
 
+    ``kernels``: modality -> its kernels (a list of parameters) or a module (its >2-D parameters).
     The noise is drawn from ``generator`` when given, else from the global RNG.
     """
-    for m, enc in encoders.items():
-        for p in conv_kernels(enc):
+    for m, ks in kernels.items():
+        for p in conv_kernels(ks) if isinstance(ks, torch.nn.Module) else ks:
             if p.grad is None:
                 continue
             std = p.grad.std() + 1e-8  # of the unmodulated gradient (reference code)
@@ -76,27 +87,39 @@ def modulate_(encoders: dict, coeffs: dict[str, torch.Tensor], noise: bool = Tru
                     p.grad.add_(z * std)
 
 
+class OGMGEArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.8, gt=0, description="alpha of k = 1 - tanh(alpha * rho); reference README: 0.8 CREMA-D, 0.1 VGGSound")
+    start: int = Field(0, ge=0, description="first epoch of the modulation window (0-based)")
+    end: int = Field(51, ge=1, description="epoch the window ends (0-based, exclusive; reference: epochs 0-50 inclusive)")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be > start ({self.start})")
+        return self
+
+
 @register_method("ogm-ge")
 class OGMGE(Method):
+    Args = OGMGEArgs
     needs_branch_logits = True
+    max_modalities = 2
+    spec_aliases = {"ogm_alpha": "alpha", "ogm_start": "start", "ogm_end": "end"}
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
-        if len(self.modalities) != 2:
-            raise PdmpError(
-                f"ogm-ge is defined for two modalities, this dataset has {len(self.modalities)} "
-                f"({', '.join(self.modalities)}); use --method pdmp or vanilla",
-                exit_code=2,
-            )
-        for m, enc in self.encoders.items():
-            if not conv_kernels(enc):
+        self.kernels = {m: [p for p in ps if p.dim() > 2] for m, ps in model.modality_parameters().items()}
+        for m, kernels in self.kernels.items():
+            if not kernels:
                 raise PdmpError(
                     f"ogm-ge modulates convolution kernels, and the {m} encoder has none; "
                     "use a convolutional --encoder (resnet18, small)",
                     exit_code=2,
                 )
-        self.alpha = spec.ogm_alpha
-        self.window = (spec.ogm_start, spec.ogm_end)
+        self.alpha = self.args.alpha
+        self.window = (self.args.start, self.args.end)
 
     def describe(self) -> str:
         s, e = self.window
@@ -109,5 +132,5 @@ class OGMGE(Method):
         from pdmp_cli.train import distributed  # no-ops with one process
 
         coeffs = ogm_coefficients(out.branch_logits, labels, self.alpha, reduce=distributed.all_reduce_)
-        modulate_(self.encoders, coeffs, noise=True, generator=distributed.shared_generator(labels.device))
+        modulate_(self.kernels, coeffs, noise=True, generator=distributed.shared_generator(labels.device))
         return coeffs

@@ -12,6 +12,8 @@ from pdmp_cli.modulation import PDMPModulator
 
 @register_method("pdmp")
 class PDMP(Method):
+    uses_gamma_p = True
+
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
         if profile.optimization_dominant is None:

@@ -50,12 +50,18 @@ T = TypeVar("T")
 
 
 def launched() -> bool:
-    """True when torchrun (or a launcher like it) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when torchrun (or a launcher like it) started this process, even as the only one:
+    ``torchrun --nproc-per-node 1`` runs the DDP path (nccl on one GPU), as users expect."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """A process group is up (torchrun's, or one the caller's script made): DDP and collectives on."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def backend() -> str | None:
+    return dist.get_backend() if active() else None
 
 
 def rank() -> int:
@@ -102,7 +108,7 @@ def teardown(started: bool) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
     """``model`` in DDP when several processes train; ``model`` itself otherwise.
 
     The loop keeps the unwrapped model for everything but the training forward pass
@@ -112,7 +118,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=find_unused_parameters
+    )
 
 
 # -----------------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """The training loop of ``pdmp train`` (Alg. 1, stage 2), nanoGPT-style: read it top to bottom.
 
     for epoch:
+        method.on_epoch_start                            PMR, G-Blending, D&R, UDI; others nothing
         for batch:                                       (train_one_epoch)
-            forward -> loss -> backward
-            -> method.after_backward   PDMP: Eq. 10-12 on the encoders' grads; OGM-GE; nothing
-            -> clip -> optimizer.step -> accumulate metrics (tensors: no per-step device sync)
-        evaluate -> checkpoints/last.pt (+ best.pt) -> metrics.jsonl -> summary.json
+            for part in method.parts:                    one part (MLA: one per modality)
+                method.forward_loss -> method.backward   fused CE, one backward (MMPareto: several)
+                -> method.after_backward   PDMP: Eq. 10-12 on the encoders' grads; OGM-GE; nothing
+                -> clip -> optimizer.step -> accumulate metrics (tensors: no per-step device sync)
+        evaluate (method.predict) -> checkpoints/last.pt (+ best.pt) -> metrics.jsonl -> summary.json
+
+The hooks are documented in :mod:`pdmp_cli.methods`; the method's own modules are in the
+optimizer, in the checkpoints and (through :class:`TrainStep`) inside the DDP forward.
 
 The pieces above the loop (``build_model``, ``build_optimizer``, ``epoch_loader``,
 ``train_one_epoch``, ``evaluate``, ``save_last``) are separate functions, so a distributed or
@@ -27,9 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,22 +41,26 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pdmp_cli import __version__, rundir
+from pdmp_cli import __version__, fsutil, rundir
 from pdmp_cli.data.check import load_checked
+from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, build_method
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile, write_json_atomic
-from pdmp_cli.rundir import EpochMetrics, RunSummary
-from pdmp_cli.runtime import place_model, resolve_device, seed_everything, to_device
+from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
+from pdmp_cli.runtime import GracefulInterrupt, place_model, resolve_device, seed_everything, to_device
 from pdmp_cli.specs import TrainSpec
-from pdmp_cli.train import amp, checkpoint, distributed
+from pdmp_cli.train import amp, checkpoint, distributed, health
+from pdmp_cli.train.schedule import LRSchedule
 
 CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for the device once
 
 # spec fields a resumed run may change; any other difference from the checkpoint is refused
-RESUMABLE_CHANGES = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "run_dir", "runs_root"}
+RESUMABLE_CHANGES = {
+    "epochs", "device", "devices", "precision", "num_workers", "data_root", "run_dir", "runs_root", "tensorboard",
+}
 
 
 @dataclass
@@ -125,17 +131,18 @@ def make_run_dir(spec: TrainSpec, dataset_name: str) -> Path:
         p, n = Path(spec.runs_root) / name, 2
         while p.exists():
             p, n = Path(spec.runs_root) / f"{name}-{n}", n + 1
-    (p / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    fix = (
+        "choose another --run-dir" if spec.run_dir
+        else "choose a writable folder for runs (pdmp train --run-dir DIR, pdmp sweep --runs-dir DIR)"
+    )
+    fsutil.make_dir(p / rundir.CHECKPOINTS, fix)
     return p
 
 
 def copy_profile(src: str, run_dir: Path) -> str:
     """Copy the profile's bytes into the run directory (atomically); return their sha256."""
     data = Path(src).read_bytes()
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.PROFILE}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, run_dir / rundir.PROFILE)
+    fsutil.write_bytes(run_dir / rundir.PROFILE, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -144,10 +151,91 @@ def build_model(spec: TrainSpec, bundle, device: torch.device) -> MultimodalMode
 
 
 def build_optimizer(model: MultimodalModel, spec: TrainSpec, method: Method) -> torch.optim.Optimizer:
-    """The paper's SGD; the method may then adjust it (lr-scale multiplies every lr)."""
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    """The paper's SGD over the model's and the method's own parameters (heads), each once;
+    the method may then adjust it (lr-scale multiplies every lr)."""
+    params = list(model.parameters()) + list(method.parameters())
+    if len({id(p) for p in params}) != len(params):
+        raise RuntimeError(f"method {method.name} registers model parameters as its own; keep the model out of it")
+    opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     method.configure_optimizer(opt)
     return opt
+
+
+class TrainStep(torch.nn.Module):
+    """The model and the method's loss as one module: DDP wraps this, so the method's own modules
+    (unimodal heads) are used inside the DDP forward and their gradients averaged over ranks."""
+
+    def __init__(self, model: MultimodalModel, method: Method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, inputs, labels, epoch: int, part=None):
+        return self.method.forward_loss(self.model, inputs, labels, epoch, part)
+
+
+@dataclass
+class EpochContext:
+    """What :meth:`Method.on_epoch_start` may use: the model, the optimizer and the data (never test).
+
+    ``outputs(split)`` / ``features(split)`` run the model in evaluation mode without gradients
+    over ``"train"`` (unaugmented order of the training split) or ``"val"``; ``fraction`` < 1
+    takes a seeded random subset (the same on every rank, fixed per epoch). Under DDP each rank
+    runs its share and every rank gets all of it.
+    """
+
+    epoch: int  # 0-based
+    model: MultimodalModel
+    optimizer: torch.optim.Optimizer
+    spec: TrainSpec
+    bundle: object
+    device: torch.device
+
+    def dataset(self, split: str):
+        if split == "train":
+            return self.bundle.train
+        if split == "val":
+            val = getattr(self.bundle, "val", None)
+            if val is None:
+                raise PdmpError(f"method {self.spec.method} needs a validation split and dataset {self.bundle.name} has none", 2)
+            return val
+        raise ValueError(f"split must be 'train' or 'val' (never test), got {split!r}")
+
+    @torch.no_grad()
+    def outputs(self, split: str, fraction: float = 1.0):
+        """Yield ``(ModelOutput, labels)`` batches of ``split`` (model in eval mode, no grad)."""
+        data = self.dataset(split)
+        n = len(data)
+        idx = list(range(n))
+        if fraction < 1:
+            gen = torch.Generator().manual_seed(self.spec.seed * 100003 + self.epoch)
+            idx = torch.randperm(n, generator=gen)[: max(1, int(n * fraction))].tolist()
+        shard = distributed.eval_shard(len(idx))
+        if shard is not None:
+            idx = [idx[i] for i in shard]
+        loader = DataLoader(
+            torch.utils.data.Subset(data, idx), batch_size=self.spec.batch_size, shuffle=False,
+            num_workers=self.spec.num_workers,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for inputs, labels in loader:
+                yield self.model(to_device(inputs, self.device)), labels.to(self.device)
+        finally:
+            self.model.train(was_training)
+
+    def features(self, split: str, fraction: float = 1.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Every modality's encoder features ``{m: (N, D_m)}`` and the labels ``(N,)`` of ``split``."""
+        feats: dict[str, list] = {}
+        labels = []
+        for out, y in self.outputs(split, fraction):
+            for m, f in out.features.items():
+                feats.setdefault(m, []).append(f.float())
+            labels.append(y)
+        return (
+            {m: distributed.gather_cat(torch.cat(f)) for m, f in feats.items()},
+            distributed.gather_cat(torch.cat(labels)),
+        )
 
 
 def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step: int, device) -> DataLoader:
@@ -169,12 +257,14 @@ def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step:
     )
 
 
-def eval_loader(bundle, spec: TrainSpec, device) -> DataLoader:
+def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
+    """Batches of ``dataset`` (default the test split; the loop also passes ``bundle.val``), in order."""
+    dataset = bundle.test if dataset is None else dataset
     return DataLoader(
-        bundle.test,
+        dataset,
         batch_size=spec.batch_size,
         shuffle=False,
-        sampler=distributed.eval_shard(len(bundle.test)),  # DDP: each rank a share; None: all, in order
+        sampler=distributed.eval_shard(len(dataset)),  # DDP: each rank a share; None: all, in order
         num_workers=spec.num_workers,
         generator=torch.Generator().manual_seed(0),  # keeps evaluation off the global RNG
         pin_memory=device.type == "cuda",
@@ -267,29 +357,6 @@ class EpochStats:
         self.first_bad_step = s["first_bad_step"].to(dev)
 
 
-class GracefulInterrupt:
-    """Ctrl-C once: finish the current step, save a resumable checkpoint, stop. Twice: stop now."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
-
-
 # -----------------------------------------------------------------------------------------------
 # one epoch, evaluation, checkpoints
 
@@ -315,25 +382,26 @@ def train_one_epoch(
 
     ``ddp_model``: ``model`` wrapped in DDP (several processes); it runs the forward pass, so
     backward averages the gradients over ranks. ``precision``: autocast and fp16 loss scaling.
+    Without ``ddp_model`` the model and the method's loss run as a :class:`TrainStep`.
     """
-    forward = ddp_model if ddp_model is not None else model
+    forward = ddp_model if ddp_model is not None else TrainStep(model, method)
     precision = precision or amp.Precision("fp32", device)
     forward.train()
     for step, (inputs, labels) in enumerate(loader, start=start_step):
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
-        with precision.autocast():
-            out = forward(inputs, with_branches=method.needs_branch_logits)  # logits (B, K); s_m (B, K) each
-            loss = F.cross_entropy(out.logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward(loss)  # DDP: every rank now holds the same gradients, averaged over ranks
-        precision.unscale_(optimizer)  # fp16: true gradients before the norms and the modulation
-        before = encoder_grad_norms(model)
-        gamma = method.after_backward(out, labels, epoch)  # PDMP: Eq. 10-12, encoders' grads only
-        after = encoder_grad_norms(model)
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        precision.step(optimizer)
-        stats.add(step, loss, before, after, gamma)
+        for part in method.parts(epoch):  # one optimizer step each; every method but MLA: one
+            with precision.autocast():
+                out, loss = forward(inputs, labels, epoch, part)  # method.forward_loss: CE of the fused logits
+            optimizer.zero_grad(set_to_none=True)
+            method.backward(loss, precision)  # DDP: every rank now holds the same gradients, averaged over ranks
+            precision.unscale_(optimizer)  # fp16: true gradients before the norms and the modulation
+            before = encoder_grad_norms(model)
+            gamma = method.after_backward(out, labels, epoch)  # PDMP: Eq. 10-12, encoders' grads only
+            after = encoder_grad_norms(model)
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), grad_clip)
+            precision.step(optimizer)
+        stats.add(step, loss, before, after, gamma)  # the batch's last step
         if on_step is not None:
             on_step(StepInfo(epoch, step, loss.detach(), model, optimizer))
         if advance is not None:
@@ -348,16 +416,23 @@ def train_one_epoch(
     return "diverged" if stats.bad_step() is not None else None
 
 
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
 @torch.no_grad()
-def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, num_classes: int) -> dict:
-    """Accuracy, macro-F1, each branch's accuracy (argmax of s_m) and Eq. 5 on the test split."""
+def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, num_classes: int, predict=None) -> dict:
+    """Accuracy, macro-F1, each branch's accuracy (argmax of s_m) and Eq. 5 on the test split.
+
+    ``predict``: the method's prediction rule (``out -> logits``); default the fused logits.
+    """
     model.eval()
     preds, labels_all = [], []
     branch_preds: dict[str, list] = {m: [] for m in model.modalities}
     mass = {m: 0.0 for m in model.modalities}
     for inputs, labels in loader:
         out = model(to_device(inputs, device))
-        preds.append(out.logits.argmax(dim=1).cpu())
+        preds.append((out.logits if predict is None else predict(out)).argmax(dim=1).cpu())
         labels_all.append(labels)
         for m, s in out.branch_logits.items():
             branch_preds[m].append(s.argmax(dim=1).cpu())
@@ -379,12 +454,16 @@ def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, n
     }
 
 
-def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha, amp_state=None):
+def save_last(
+    run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha, amp_state=None,
+    method: Method | None = None, lr_schedule: LRSchedule | None = None,
+):
     """checkpoints/last.pt: everything needed to continue at (epoch, step), both 0-based."""
     checkpoint.save(
         run_dir / rundir.CHECKPOINTS / "last.pt",
         {
             "model": model.state_dict(),
+            "method": method.state_dict() if method is not None else {},  # its heads and buffers
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "step": step,
@@ -396,15 +475,23 @@ def save_last(run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, s
             "wall_seconds": wall,
             "profile_sha256": sha,
             "amp": amp_state,  # fp16: the GradScaler's scale; None otherwise
+            "lr_schedule": lr_schedule.state_dict() if lr_schedule is not None else None,
         },
     )
 
 
 def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
     best = max(history, key=lambda m: m.eval_accuracy) if history else None  # first of equals
+    chosen = rundir.select_epoch(history)  # on validation (on test only without a validation split)
     last = history[-1] if history else None
+    on_val = chosen is not None and chosen.val_accuracy is not None
     return RunSummary(
         epochs_done=len(history),
+        selection="validation" if on_val or (fields.get("val_split") or {}).get("selection") == "validation" else "test",
+        selected_epoch=chosen.epoch if chosen else None,
+        selected_accuracy=chosen.eval_accuracy if chosen else None,
+        selected_macro_f1=chosen.eval_macro_f1 if chosen else None,
+        val_accuracy=chosen.val_accuracy if chosen else None,
         best_accuracy=best.eval_accuracy if best else None,
         best_macro_f1=best.eval_macro_f1 if best else None,
         best_epoch=best.epoch if best else None,
@@ -419,16 +506,26 @@ def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
 def _scale_note(spec: TrainSpec, device: torch.device) -> str:
     """How the run is spread and in what precision, for the start line ('' for one process in fp32)."""
     w = distributed.world_size()
-    ddp = f" x {w} processes (DDP; global batch {spec.batch_size} = {w} x {spec.batch_size // w})" if w > 1 else ""
+    ddp = (f" x {w} processes (DDP over {distributed.backend()}; global batch {spec.batch_size} = {w} x "
+           f"{spec.batch_size // w})" if distributed.active() else "")
     return ddp + (f"; precision {spec.precision}" if spec.precision != "fp32" else "")
+
+
+def _val_words(record: dict) -> str:
+    """``120 validation (carved 0.1 of train)``, ``no validation: selected on test``..."""
+    if record["selection"] == "test":
+        return "no validation: best epoch selected on test"
+    how = f"carved {record['fraction']:g} of train, seed {record['seed']}" if record["source"] == "carved" else "the dataset's own"
+    return f"{record['val_size']} validation ({how})"
 
 
 def _epoch_line(m: EpochMetrics, epochs: int) -> str:
     w = f"{m.w:.3g}" if m.w is not None else "-"
     branches = " ".join(f"{k} {v:.3f}" for k, v in m.branch_accuracy.items())
     gammas = " ".join(f"{k} {v:.3g}" for k, v in m.gamma.items())
+    val = f"val {m.val_accuracy:.4f}  " if m.val_accuracy is not None else ""
     return (
-        f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  acc {m.eval_accuracy:.4f}  "
+        f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  {val}acc {m.eval_accuracy:.4f}  "
         f"f1 {m.eval_macro_f1:.4f}  w {w}  branch acc: {branches}  gamma: {gammas}  {m.epoch_seconds:.1f}s"
     )
 
@@ -453,7 +550,7 @@ def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> Trai
 
     try:
         saved = json.loads((p / rundir.SPEC).read_text())
-        return TrainSpec.model_validate({**saved, **(changes or {}), "run_dir": str(p)})
+        return TrainSpec.model_validate({**LEGACY_SPEC, **saved, **(changes or {}), "run_dir": str(p)})
     except json.JSONDecodeError as e:
         raise PdmpError(f"{p / rundir.SPEC} is not valid JSON ({e}); the run cannot be resumed", 1) from None
     except ValidationError as e:
@@ -509,12 +606,16 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         run_dir = Path(spec.run_dir)
         profile_path = str(run_dir / rundir.PROFILE)  # the copy: the original may have moved
     else:
-        profile_path = spec.profile
+        from pdmp_cli.resources import profile_path as find_profile
+
+        profile_path = str(find_profile(spec.profile))  # a path, or a reference profile's name
     profile = Profile.load(profile_path)
     dataset = spec.dataset or profile.dataset
     # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out)
     bundle, data_report = load_checked(dataset, spec.data_root, skip_bad=spec.skip_bad)
     check_profile(profile, profile_path, dataset, bundle)
+    # the epoch is chosen on validation: the manifest's own split, else one carved from train
+    bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
     spec = spec.model_copy(update={"dataset": dataset, "devices": distributed.world_size()})
 
     # -- model, method, optimizer (everything that can refuse happens before any file is written)
@@ -524,13 +625,18 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     model = build_model(spec, bundle, device)
     method = build_method(spec.method, model, spec, profile)
     optimizer = build_optimizer(model, spec, method)
+    lr_schedule = LRSchedule(optimizer, spec)  # before a resume loads the optimizer's state
+    if spec.tensorboard:
+        from pdmp_cli import tracking
+
+        tracking.require()  # a missing package stops here, before any file is written
     stats: EpochStats | None = None
     history: list[EpochMetrics] = []
     start_epoch, start_step, wall_before = 0, 0, 0.0
 
     if resume:
         ckpt = checkpoint.load(run_dir / rundir.CHECKPOINTS / "last.pt")
-        saved, now = ckpt["spec"], spec.model_dump(mode="json")
+        saved, now = {**LEGACY_SPEC, **ckpt["spec"]}, spec.model_dump(mode="json")
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
             raise PdmpError(
@@ -548,7 +654,9 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                 exit_code=2,
             )
         model.load_state_dict(ckpt["model"])
+        method.load_state_dict(ckpt.get("method", {}))  # its heads and state (prototypes, running means)
         optimizer.load_state_dict(ckpt["optimizer"])
+        lr_schedule.load_state_dict(ckpt.get("lr_schedule"))
         checkpoint.set_rng_state(ckpt["rng"])
         data_gen.set_state(ckpt["data_gen"])
         history = [EpochMetrics.model_validate(h) for h in ckpt["history"]]
@@ -560,10 +668,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         # metrics.jsonl is rewritten from the checkpoint: a hard kill may have cut it short or long
         if distributed.is_main():
             lines = "".join(m.model_dump_json() + "\n" for m in history)
-            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{rundir.METRICS}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(lines)
-            os.replace(tmp, run_dir / rundir.METRICS)
+            fsutil.write_text(run_dir / rundir.METRICS, lines)
     else:
         # rank 0 makes the directory (its name holds the time) and tells the others, or every rank
         # raises its refusal (an occupied --run-dir)
@@ -572,13 +677,17 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
             return d, copy_profile(profile_path, d)
 
         run_dir, sha = distributed.on_main(new_run_dir)
-    ddp_model = distributed.wrap(model, device) if distributed.active() else None  # rank 0's weights to all
+    ddp_model = (  # model + method's loss in DDP: rank 0's weights to all, method-owned heads included
+        distributed.wrap(TrainStep(model, method), device, find_unused_parameters=method.find_unused_parameters)
+        if distributed.active() else None
+    )
     spec = spec.model_copy(update={"run_dir": str(run_dir)})
     spec_json = spec.model_dump(mode="json")
     if distributed.is_main():
         write_json_atomic(run_dir / rundir.SPEC, spec_json)
+        write_json_atomic(run_dir / rundir.SPLIT, split_file(bundle, val_split))
 
-    def write_summary(status: str, message: str | None = None) -> RunSummary:
+    def write_summary(status: str, message: str | None = None, in_place: bool = False) -> RunSummary:
         s = summarize(
             history,
             dataset=bundle.name,
@@ -593,17 +702,18 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
             epochs_planned=spec.epochs,
             wall_seconds=wall_before + time.monotonic() - t0,
             message=message,
+            val_split=val_split,
             command=command,
             pdmp_version=__version__,
         )
         if distributed.is_main():
-            write_json_atomic(run_dir / rundir.SUMMARY, s.model_dump(mode="json"))
+            fsutil.write_json(run_dir / rundir.SUMMARY, s.model_dump(mode="json"), in_place_fallback=in_place)
         return s
 
     where = f" (resuming at epoch {start_epoch + 1}" + (f", after step {start_step})" if start_step else ")")
     console.print(f"run directory: {run_dir}" + (where if resume else ""), soft_wrap=True)
     console.print(
-        f"data: {bundle.name}, {len(bundle.train)} train / {len(bundle.test)} test, "
+        f"data: {bundle.name}, {len(bundle.train)} train / {_val_words(val_split)} / {len(bundle.test)} test, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
         f"{spec.fusion} fusion; device {device}{_scale_note(spec, device)}",
         soft_wrap=True,
@@ -615,10 +725,15 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
 
     # -- the loop ---------------------------------------------------------------------------------
     test_loader = eval_loader(bundle, spec, device)
-    best_acc = max((m.eval_accuracy for m in history), default=None)
-    last_good = f"{run_dir / rundir.CHECKPOINTS / 'last.pt'}"
+    val_loader = eval_loader(bundle, spec, device, bundle.val) if bundle.val is not None else None
+    best_acc = max((selection_score(m) for m in history), default=None)
+    from pdmp_cli.progress import Rate, cpu_estimate_line
+    from pdmp_cli.tracking import TensorBoard
+
+    tensorboard = TensorBoard(run_dir if spec.tensorboard and distributed.is_main() else None, start_epoch)
+    rate = Rate(spec.epochs, start_epoch)  # the ETA of each epoch line
     progress = None
-    if not console.quiet:
+    if not console.quiet and console.is_terminal:  # a log file gets the epoch lines only
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(
@@ -633,6 +748,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                 if step0 == 0 or stats is None:
                     stats = EpochStats(model.modalities, device)
                 epoch_gen_state = data_gen.get_state()  # a mid-epoch checkpoint replays this order
+                if step0 == 0:  # PMR prototypes, G-Blending weights, D&R re-initialisation, stages
+                    method.on_epoch_start(EpochContext(epoch, model, optimizer, spec, bundle, device))
                 loader = epoch_loader(bundle, spec, data_gen, step0, device)
                 task = None
                 if progress is not None:
@@ -650,22 +767,25 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
 
                 if outcome == "diverged":
                     bad = stats.bad_step()
-                    kept = (
-                        f"the last good checkpoint ({last_good}, {len(history)} epochs done) is kept"
-                        if (run_dir / rundir.CHECKPOINTS / "last.pt").exists()
-                        else "no checkpoint was written (no epoch finished)"
+                    msg = (
+                        f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}; "
+                        f"{health.remedy(spec)}; {health.kept_note(run_dir, len(history))}"
                     )
-                    knob = (
-                        f"try a smaller --gamma-p than {spec.gamma_p:g}"
-                        if spec.method in ("pdmp", "lr-scale")
-                        else f"try a smaller --lr than {spec.lr:g}"
-                    )
-                    msg = f"the loss became non-finite at epoch {epoch + 1}, step {bad + 1}; {knob}; {kept}"
                     summary = write_summary("diverged", msg)
                     return RunResult(run_dir, summary, history)
 
                 distributed.average_stats_(stats)  # DDP: the global batch's loss; all ranks alike
                 distributed.sync_buffers(model)  # DDP: rank 0's BatchNorm statistics everywhere
+                # a finite loss does not make a finite model (BatchNorm statistics can overflow):
+                # weights, buffers and gradient norms are checked before any checkpoint is written
+                blown = health.blown_up(model, stats, precision.kind)
+                if blown:
+                    msg = (
+                        f"the model blew up in epoch {epoch + 1}: {blown}; {health.remedy(spec)}; "
+                        f"{health.kept_note(run_dir, len(history))}"
+                    )
+                    summary = write_summary("diverged", msg)
+                    return RunResult(run_dir, summary, history)
 
                 if outcome == "interrupted":
                     wall = wall_before + time.monotonic() - t0
@@ -673,7 +793,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                         save_last(
                             run_dir, model=model, optimizer=optimizer, epoch=epoch, step=stats.steps,
                             data_gen_state=epoch_gen_state, stats=stats, history=history, spec_json=spec_json,
-                            wall=wall, sha=sha, amp_state=precision.state_dict(),
+                            wall=wall, sha=sha, amp_state=precision.state_dict(), method=method,
+                            lr_schedule=lr_schedule,
                         )
                     msg = (
                         f"interrupted at epoch {epoch + 1}, step {stats.steps}; "
@@ -682,13 +803,16 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     summary = write_summary("interrupted", msg)
                     return RunResult(run_dir, summary, history)
 
-                ev = evaluate(model, test_loader, device, bundle.num_classes)
+                ev = evaluate(model, test_loader, device, bundle.num_classes, method.predict)
+                vev = evaluate(model, val_loader, device, bundle.num_classes, method.predict) if val_loader is not None else {}
                 means = stats.means()
                 m = EpochMetrics(
                     epoch=epoch + 1,
                     train_loss=means["train_loss"],
                     eval_accuracy=ev["accuracy"],
                     eval_macro_f1=ev["macro_f1"],
+                    val_accuracy=vev.get("accuracy"),
+                    val_macro_f1=vev.get("macro_f1"),
                     branch_accuracy=ev["branch_accuracy"],
                     w=ev["w"],
                     shares=ev["shares"],
@@ -699,22 +823,29 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     epoch_seconds=stats.seconds,
                 )
                 history.append(m)
-                if best_acc is None or m.eval_accuracy > best_acc:
-                    best_acc = m.eval_accuracy
+                lr_schedule.step()  # the next epoch's lr (m.lr is the one this epoch trained with)
+                if best_acc is None or selection_score(m) > best_acc:  # best.pt: the best validation epoch
+                    best_acc = selection_score(m)
                     if distributed.is_main():
                         checkpoint.save(
                             run_dir / rundir.CHECKPOINTS / "best.pt",
-                            {"model": model.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy, "spec": spec_json},
+                            {"model": model.state_dict(), "method": method.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy,
+                             "val_accuracy": m.val_accuracy, "spec": spec_json},
                         )
                 if distributed.is_main():
                     save_last(
                         run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=0,
                         data_gen_state=data_gen.get_state(), stats=None, history=history, spec_json=spec_json,
                         wall=wall_before + time.monotonic() - t0, sha=sha, amp_state=precision.state_dict(),
+                        method=method, lr_schedule=lr_schedule,
                     )
                     rundir.append_metrics(run_dir, m)
+                    tensorboard.log(m)
                 summary = write_summary("running")
-                console.print(_epoch_line(m, spec.epochs), highlight=False, soft_wrap=True)
+                rate.update(epoch + 1)
+                console.print(f"{_epoch_line(m, spec.epochs)}  {rate.eta()}".rstrip(), highlight=False, soft_wrap=True)
+                if epoch == start_epoch and (note := cpu_estimate_line(rate.per_unit, spec.epochs - epoch - 1, device)):
+                    console.print(note, highlight=False, soft_wrap=True)
                 stats = None
                 if distributed.any_rank(stop.requested) and epoch + 1 < spec.epochs:
                     msg = f"interrupted after epoch {epoch + 1}; continue with `pdmp train --resume {run_dir}`"
@@ -728,9 +859,21 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         )
         summary = write_summary("interrupted", msg)
         return RunResult(run_dir, summary, history)
+    except (PdmpError, OSError) as e:  # a write failed (run directory no longer writable), or the data
+        err = e if isinstance(e, PdmpError) else PdmpError(f"{type(e).__name__}: {e}", 1)
+        msg = f"stopped after {len(history)} epochs: {err}" + (
+            f"; then continue with `pdmp train --resume {run_dir}`"
+            if (run_dir / rundir.CHECKPOINTS / "last.pt").exists() else ""
+        )
+        try:  # never leave the summary at "running"; in place if the folder itself became read-only
+            write_summary("interrupted", msg, in_place=True)
+        except PdmpError:
+            pass  # nothing can be written there any more; the error raised says why
+        raise PdmpError(msg, err.exit_code) from None
     finally:
         if progress is not None:
             progress.stop()
+        tensorboard.close()
 
     summary = write_summary("complete")
     return RunResult(run_dir, summary, history)

@@ -38,7 +38,7 @@ def fake_run(monkeypatch, tmp_path):
             dataset="x", method=spec.method, fusion=spec.fusion, encoder=spec.encoder, gamma_p=spec.gamma_p,
             gamma={}, seed=spec.seed, profile_sha256="0", status=fake.status, epochs_planned=spec.epochs,
             epochs_done=1, best_accuracy=0.5, best_epoch=1, final_accuracy=0.5, final_macro_f1=0.4,
-            message=fake.message,
+            selection="validation", selected_epoch=1, selected_accuracy=0.5, val_accuracy=0.6, message=fake.message,
         )
         return RunResult(tmp_path / "run", s, [])
 
@@ -66,7 +66,8 @@ def test_dataset_comes_from_the_profile_with_its_manifest_defaults(fake_run, tmp
     # synthetic manifest [defaults] over the paper's settings; momentum and weight decay stay the paper's
     assert (s.encoder, s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay) == ("small", 20, 64, 0.01, 0.9, 1e-4)
     assert call["resume"] is False and call["command"].startswith("pdmp ")
-    assert "done: best accuracy 0.5000 (epoch 1)" in r.output
+    assert "done: test accuracy 0.5000 at the best validation epoch 1 (val 0.6000)" in r.output
+    assert "best test epoch (the paper's convention) 0.5000 (epoch 1)" in r.output
 
 
 def test_spec_file_below_flags(fake_run, tmp_path):
@@ -76,7 +77,36 @@ def test_spec_file_below_flags(fake_run, tmp_path):
     r = runner.invoke(app, ["train", "--spec", str(spec), "--epochs", "7", "--method", "lr-scale", "--seed", "2"])
     assert r.exit_code == 0, r.output
     s = fake_run.calls[0]["spec"]
-    assert (s.fusion, s.epochs, s.method, s.ogm_alpha, s.seed, s.lr) == ("film", 7, "lr-scale", 0.3, 2, 0.01)
+    assert (s.fusion, s.epochs, s.method, s.method_args["ogm-ge"]["alpha"], s.seed, s.lr) == ("film", 7, "lr-scale", 0.3, 2, 0.01)
+
+
+def test_method_hyperparameters_from_spec_table_set_and_old_flag(fake_run, tmp_path):
+    prof = _profile(tmp_path / "p.json", dataset="synthetic")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'profile = "{prof}"\nmethod = "ogm-ge"\n[method_args.ogm-ge]\nalpha = 0.3\nend = 9\n')
+    r = runner.invoke(app, ["train", "--spec", str(spec), "--set", "ogm-ge.start=2"])
+    assert r.exit_code == 0, r.output
+    assert fake_run.calls[-1]["spec"].method_args["ogm-ge"] == {"alpha": 0.3, "start": 2, "end": 9}
+    r = runner.invoke(app, ["train", "--spec", str(spec), "--set", "ogm-ge.alpha=0.5", "--ogm-alpha", "0.6"])
+    assert fake_run.calls[-1]["spec"].method_args["ogm-ge"]["alpha"] == 0.6  # the old flag still works
+    for args, message in [
+        (["--set", "ogm-ge.alfa=1"], "error: ogm-ge.alfa is not a known option; remove it or check its spelling"),
+        (["--set", "ogm-ge.alpha=-1"], "error: ogm-ge.alpha must be > 0, got -1"),
+        (["--set", "ogm-ge.start=20"], "error: ogm-ge: end (9) must be > start (20)"),
+        (["--set", "alpha=1"], "error: --set needs METHOD.FIELD=VALUE (e.g. --set agm.alpha=1.5), got 'alpha=1'"),
+    ]:
+        r = runner.invoke(app, ["train", "--spec", str(spec), *args])
+        assert r.exit_code == 2 and r.output.strip() == message, r.output
+
+
+def test_methods_command_lists_every_method_and_its_defaults():
+    from pdmp_cli.methods import METHODS
+
+    r = runner.invoke(app, ["methods"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for name in METHODS.names():
+        assert f"\n{name}  " in "\n" + r.output
+    assert "--set ogm-ge.alpha=VALUE  (default 0.8)" in r.output
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ _RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "dat
 def train_cli(
     profile: str = typer.Option(None, "--profile", help="Dominance profile JSON (from `pdmp analyze` or written by hand)."),
     dataset: str = typer.Option(None, "--dataset", help="Dataset name or manifest path; default: the profile's (must match it)."),
-    method: str = typer.Option(None, "--method", help="pdmp (default), vanilla, ogm-ge or lr-scale."),
+    method: str = typer.Option(None, "--method", help="Method name (default pdmp); `pdmp methods` lists them with their hyperparameters."),
     fusion: str = typer.Option(None, "--fusion", help="concat (default), sum, film or gated."),
     gamma_p: float = typer.Option(None, "--gamma-p", help="gamma_p of Eq. 10 (default 10); lr-scale multiplies every lr by it."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs (paper: 100; synthetic presets: 20)."),
@@ -27,17 +27,20 @@ def train_cli(
     lr: float = typer.Option(None, "--lr", help="SGD learning rate (paper: 1e-3; synthetic presets: 0.01)."),
     seed: int = typer.Option(None, "--seed", help="Seed of model init, data order and noise (default 0)."),
     encoder: str = typer.Option(None, "--encoder", help="Encoder: resnet18 (paper) or small (CPU-sized)."),
-    ogm_alpha: float = typer.Option(None, "--ogm-alpha", help="OGM-GE alpha (default 0.1)."),
+    ogm_alpha: float = typer.Option(None, "--ogm-alpha", help="OGM-GE alpha (default 0.8); the same as --set ogm-ge.alpha=VALUE."),
+    set_: list[str] = typer.Option(None, "--set", help="A method hyperparameter, METHOD.FIELD=VALUE (e.g. --set agm.alpha=1.5); repeatable; `pdmp methods` lists them."),
     grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the total gradient norm (default: off)."),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader worker processes (default 0)."),
     data_root: str = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory (default runs/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>)."),
-    spec: str = typer.Option(None, "--spec", help="Spec file (TOML or JSON) with any of these options; flags win."),
+    spec: str = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any of these options; flags win."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
     device: str = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     skip_bad: bool = typer.Option(None, "--skip-bad", help="Leave out unreadable samples instead of refusing to train."),
     devices: int = typer.Option(None, "--devices", help="Processes (GPUs) on this node; > 1 launches torchrun (DDP); --batch-size stays the global batch."),
     precision: str = typer.Option(None, "--precision", help="fp32 (default), bf16 (autocast; CUDA or CPU) or fp16 (autocast + loss scaling; CUDA)."),
+    val_fraction: float = typer.Option(None, "--val-fraction", help="Validation split carved from train when the dataset has none (default 0.1)."),
+    select_on_test: bool = typer.Option(None, "--select-on-test", help="No validation split: choose the best epoch on test (the paper's convention; labelled so)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
     """Train a multimodal model with PDMP gradient modulation (Eq. 10-12) or a baseline.
@@ -52,6 +55,7 @@ def train_cli(
     Several GPUs: pdmp train --devices 4 ... (or torchrun --nproc-per-node 4 -m pdmp_cli train ...).
     """
     from pdmp_cli.errors import PdmpError
+    from pdmp_cli.methods import parse_set
     from pdmp_cli.profile import Profile
     from pdmp_cli.specs import TrainSpec, dataset_defaults, read_spec_file, resolve_spec
     from pdmp_cli.train import run
@@ -60,7 +64,8 @@ def train_cli(
         profile=profile, dataset=dataset, method=method, fusion=fusion, gamma_p=gamma_p, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, ogm_alpha=ogm_alpha, grad_clip=grad_clip,
         num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
-        devices=devices, precision=precision,
+        devices=devices, precision=precision, val_fraction=val_fraction, select_on_test=select_on_test,
+        method_args=parse_set(set_),
     )
     from pdmp_cli.train import distributed
 
@@ -110,10 +115,19 @@ def train_cli(
     if s.status == "diverged":
         fail(s.message, 1)
     if s.status == "interrupted":
-        fail(s.message, 130)
-    console.print(
-        f"done: best accuracy {s.best_accuracy:.4f} (epoch {s.best_epoch}), final {s.final_accuracy:.4f}, "
-        f"macro-F1 {s.final_macro_f1:.4f}; {result.run_dir}",
-        highlight=False,
-        soft_wrap=True,
+        from pdmp_cli.runtime import interrupt_exit_code
+
+        fail(s.message, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM
+    console.print(headline(s) + f"; {result.run_dir}", highlight=False, soft_wrap=True)
+
+
+def headline(s) -> str:
+    """The closing line: test accuracy at the epoch chosen on validation first, the paper's convention last."""
+    if s.selection == "validation":
+        chosen = f"test accuracy {s.selected_accuracy:.4f} at the best validation epoch {s.selected_epoch} (val {s.val_accuracy:.4f})"
+    else:
+        chosen = f"test accuracy {s.selected_accuracy:.4f} at epoch {s.selected_epoch}, SELECTED ON TEST (no validation split)"
+    return (
+        f"done: {chosen}; final epoch {s.final_accuracy:.4f}, macro-F1 {s.final_macro_f1:.4f}; "
+        f"best test epoch (the paper's convention) {s.best_accuracy:.4f} (epoch {s.best_epoch})"
     )

@@ -201,17 +201,35 @@ def resolve_method_args(data: dict, default_method: str) -> dict:
     return data
 
 
+def parse_set(items: list[str] | None) -> dict | None:
+    """``["agm.alpha=1.5", ...]`` (``--set``) -> ``{"agm": {"alpha": 1.5}}``; values parsed as JSON, else text.
+
+    Field names and values are checked later by the method's ``Args``; None when nothing is set.
+    """
+    import json
+
+    tables: dict[str, dict] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        name, dot, field = key.strip().rpartition(".")
+        if not (eq and dot and name and field):
+            raise PdmpError(f"--set needs METHOD.FIELD=VALUE (e.g. --set agm.alpha=1.5), got {item!r}", exit_code=2)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        tables.setdefault(name, {})[field] = parsed
+    return tables or None
+
+
 def describe_methods() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    """(name, first docstring line, [(field, default, description)]) for every method: ``pdmp methods``."""
+    """(name, first paragraph of its file's docstring, [(field, default, description)]) per method."""
     rows = []
     for name in METHODS.names():
         cls = METHODS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()
-        module_doc = (importlib.import_module(cls.__module__).__doc__ or "").strip().splitlines()
-        summary = (module_doc or doc or [""])[0]
-        fields = [
-            (f, repr(info.default), info.description or "") for f, info in cls.Args.model_fields.items()
-        ]
+        doc = (importlib.import_module(cls.__module__).__doc__ or cls.__doc__ or "").strip()
+        summary = " ".join(doc.split("\n\n")[0].split()).replace("``", "")
+        fields = [(f, repr(info.default), info.description or "") for f, info in cls.Args.model_fields.items()]
         rows.append((name, summary, fields))
     return rows
 

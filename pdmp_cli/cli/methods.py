@@ -1,0 +1,26 @@
+"""``pdmp methods``: every registered method, what it does, its hyperparameters and defaults."""
+
+from __future__ import annotations
+
+from pdmp_cli.cli._app import app, command, console
+
+
+@app.command("methods")
+@command
+def methods_cli():
+    """List the training methods (--method) with their hyperparameters and defaults.
+
+    Set a hyperparameter with `pdmp train --set METHOD.FIELD=VALUE` or in a spec file's
+    [method_args.METHOD] table.
+    """
+    from rich.markup import escape
+
+    from pdmp_cli.methods import describe_methods
+
+    for name, summary, fields in describe_methods():
+        console.print(f"[bold]{escape(name)}[/bold]  {escape(summary)}", highlight=False)
+        for field, default, desc in fields:
+            console.print(f"    --set {escape(name)}.{escape(field)}=VALUE  (default {escape(default)})  {escape(desc)}", highlight=False)
+        if not fields:
+            console.print("    no hyperparameters", highlight=False)
+    console.print("\nSpec files: a [method_args.METHOD] table with FIELD = VALUE lines.", highlight=False)

@@ -4,6 +4,7 @@
     <run_dir>/profile.json     a copy of the profile used (its sha256 in summary.json)
     <run_dir>/metrics.jsonl    one EpochMetrics per line, appended as epochs finish
     <run_dir>/summary.json     RunSummary, rewritten atomically after every epoch
+    <run_dir>/split.json       the validation split the best epoch was chosen on
     <run_dir>/checkpoints/last.pt, best.pt
 """
 
@@ -15,7 +16,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pdmp_cli.fsutil import not_writable
+
 SPEC, PROFILE, METRICS, SUMMARY = "spec.json", "profile.json", "metrics.jsonl", "summary.json"
+SPLIT = "split.json"  # the validation split: its record and, when carved, its indices into train
 CHECKPOINTS = "checkpoints"
 
 
@@ -24,8 +28,10 @@ class EpochMetrics(BaseModel):
 
     epoch: int = Field(description="1-based")
     train_loss: float
-    eval_accuracy: float
+    eval_accuracy: float = Field(description="on the test split")
     eval_macro_f1: float
+    val_accuracy: float | None = Field(None, description="on the validation split (None: none, selected on test)")
+    val_macro_f1: float | None = None
     branch_accuracy: dict[str, float] = Field(description="modality -> accuracy of s_m alone")
     w: float | None = Field(None, description="Eq. 5 on the evaluation set (two modalities)")
     shares: dict[str, float] = Field(description="modality -> sum|s_m| / sum_k sum|s_k|")
@@ -50,6 +56,16 @@ class RunSummary(BaseModel):
     status: Literal["running", "complete", "interrupted", "diverged"]
     epochs_planned: int
     epochs_done: int
+    # the headline: test accuracy at the epoch chosen on the validation split (``selection``)
+    selection: Literal["validation", "test"] = Field(
+        "test", description="what chose selected_epoch; runs written before validation existed: test"
+    )
+    selected_epoch: int | None = None
+    selected_accuracy: float | None = Field(None, description="test accuracy at selected_epoch")
+    selected_macro_f1: float | None = None
+    val_accuracy: float | None = Field(None, description="validation accuracy at selected_epoch")
+    val_split: dict | None = Field(None, description="pdmp_cli.data.split.record_of: the validation split")
+    # the paper's convention (the best epoch on the test split): kept for comparison, labelled so
     best_accuracy: float | None = None
     best_macro_f1: float | None = None
     best_epoch: int | None = None
@@ -63,10 +79,24 @@ class RunSummary(BaseModel):
     pdmp_version: str | None = None
 
 
+def selection_score(m: EpochMetrics) -> float:
+    """What chooses a run's best epoch (and best.pt): validation accuracy; test only without a validation split."""
+    return m.val_accuracy if m.val_accuracy is not None else m.eval_accuracy
+
+
+def select_epoch(history: list[EpochMetrics]) -> EpochMetrics | None:
+    """The epoch a run reports: the best by :func:`selection_score` (the first of equals)."""
+    return max(history, key=selection_score) if history else None
+
+
 def append_metrics(run_dir: Path, m: EpochMetrics) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(m.model_dump_json() + "\n")
-        f.flush()
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(m.model_dump_json() + "\n")
+            f.flush()
+    except OSError as e:
+        raise not_writable(path, e) from None
 
 
 def read_metrics(run_dir: Path) -> tuple[list[EpochMetrics], int]:

@@ -355,8 +355,8 @@ def test_pdmp_train_devices_2_end_to_end(tmp_path, tiny_manifest):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
-    assert out.count("run directory:") == 1 and out.count("epoch   1/1") == 1 and out.count("done: best accuracy") == 1
-    assert "x 2 processes (DDP; global batch 16 = 2 x 8)" in out
+    assert out.count("run directory:") == 1 and out.count("epoch   1/1") == 1 and out.count("done: test accuracy") == 1
+    assert "x 2 processes (DDP over gloo; global batch 16 = 2 x 8)" in out
     assert "Traceback" not in p.stderr
     assert sorted(q.name for q in (tmp_path / "run").iterdir()) == [
         "checkpoints", "metrics.jsonl", "profile.json", "spec.json", "summary.json",

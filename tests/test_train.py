@@ -61,7 +61,9 @@ def _comparable(metrics: list[EpochMetrics]) -> list[dict]:
 
 def test_run_directory_metrics_and_summary(env):
     d = env.pdmp.run_dir
-    assert sorted(p.name for p in d.iterdir()) == ["checkpoints", "metrics.jsonl", "profile.json", "spec.json", "summary.json"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "checkpoints", "metrics.jsonl", "profile.json", "spec.json", "split.json", "summary.json",
+    ]  # fmt: skip
     assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     metrics, bad = rundir.read_metrics(d)
     assert bad == 0 and [m.epoch for m in metrics] == [1, 2] and _comparable(metrics) == _comparable(env.pdmp.metrics)
@@ -92,7 +94,15 @@ def test_run_directory_metrics_and_summary(env):
     # checkpoints load with weights_only=True, and the final weights reproduce the final accuracy
     last = torch.load(d / "checkpoints/last.pt", weights_only=True)
     best_ckpt = torch.load(d / "checkpoints/best.pt", weights_only=True)
-    assert (last["epoch"], last["step"], best_ckpt["epoch"]) == (2, 0, s.best_epoch)
+    assert (last["epoch"], last["step"], best_ckpt["epoch"]) == (2, 0, s.selected_epoch)  # best.pt: chosen on val
+    # the headline: test accuracy at the best validation epoch (first of equals), on a carved 10 % split
+    chosen = max(metrics, key=lambda m: m.val_accuracy)
+    assert (s.selection, s.selected_epoch, s.selected_accuracy, s.val_accuracy) == (
+        "validation", chosen.epoch, chosen.eval_accuracy, chosen.val_accuracy,
+    )  # fmt: skip
+    assert s.val_split["source"] == "carved" and (s.val_split["train_size"], s.val_split["val_size"]) == (54, 6)
+    split = json.loads((d / "split.json").read_text())
+    assert len(split["val_indices"]) == 6 and split["val_indices_sha256"] == s.val_split["val_indices_sha256"]
     bundle = load_dataset(env.manifest)
     model = build_model(saved, bundle, torch.device("cpu"))
     model.load_state_dict(last["model"])

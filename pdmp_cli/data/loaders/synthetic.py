@@ -10,7 +10,11 @@ Each clip's label c is carried by two cues:
   random phase and spatial frequency) at low ``contrast`` under strong pixel ``noise``:
   slower to learn. Corrupted the same way with its own ``reliability``.
 
-The two corruptions are independent, so the modalities are complementary. The presets
+* depth (optional third modality, ``[depth]``; preset ``synthetic-3``): a 1-channel image with a
+  bright Gaussian blob at one of K positions on a circle (the class cue) under pixel noise.
+  Its own ``reliability``; drawn after the other two, so two-modality presets are unchanged.
+
+The corruptions are independent, so the modalities are complementary. The presets
 (``data_manifests/synthetic*.toml``) fix these parameters; they mirror the paper's two
 regimes and were never tuned against PDMP's results.
 """
@@ -47,6 +51,15 @@ class VisualCue(BaseModel):
     orientation_jitter: float = Field(0.15, ge=0, description="radians, uniform +-")
 
 
+class DepthCue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reliability: float = Field(ge=0, le=1, description="P(blob position matches the label)")
+    image_size: int = Field(16, ge=8)
+    amplitude: float = Field(0.6, gt=0)
+    blob_sigma: float = Field(1.5, gt=0, description="pixels")
+    noise_std: float = Field(1.0, ge=0)
+
+
 class SyntheticManifest(ManifestBase):
     classes: int = Field(6, ge=2)
     train_size: int = Field(1200, gt=0)
@@ -54,6 +67,7 @@ class SyntheticManifest(ManifestBase):
     seed: int = 0
     audio: AudioCue
     visual: VisualCue
+    depth: DepthCue | None = None
     audio_preprocessing: AudioPreprocessing = AudioPreprocessing(
         sample_rate=4000, clip_seconds=0.5, n_fft=64, hop_length=64, clip_amplitude=None
     )
@@ -99,11 +113,17 @@ def generate(m: SyntheticManifest, n: int, split_seed: int) -> dict[str, np.ndar
     images = m.visual.contrast * grating[:, None] * color[:, :, None, None]
     images += rng.normal(0, m.visual.noise_std, images.shape)
 
-    return {
-        "audio": spec.astype(np.float32),
-        "visual": images.astype(np.float32),
-        "label": labels.astype(np.int64),
-    }
+    out = {"audio": spec.astype(np.float32), "visual": images.astype(np.float32), "label": labels.astype(np.int64)}
+    if m.depth is not None:  # a blob at the cue's position on a circle, in noise
+        d = m.depth.image_size
+        d_cue = _corrupt(labels, m.depth.reliability, k, rng)
+        angle = d_cue * 2 * np.pi / k
+        cy, cx = d / 2 + d / 4 * np.sin(angle), d / 2 + d / 4 * np.cos(angle)
+        yy, xx = np.mgrid[0:d, 0:d].astype(np.float64)
+        blob = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) / (2 * m.depth.blob_sigma**2))
+        depth = m.depth.amplitude * blob[:, None] + rng.normal(0, m.depth.noise_std, (n, 1, d, d))
+        out["depth"] = depth.astype(np.float32)
+    return out
 
 
 class TensorSplit(Dataset):
@@ -125,6 +145,8 @@ class SyntheticLoader:
     @staticmethod
     def build(manifest: SyntheticManifest, data_root=None) -> DatasetBundle:
         params = manifest.model_dump(exclude={"name", "description", "defaults"})
+        if params["depth"] is None:
+            del params["depth"]  # two-modality presets keep their identity
         identity = stable_hash({"generator": GENERATOR_VERSION, **params})
         key = f"synthetic/{identity}"
         with open_cache("data") as cache:
@@ -135,12 +157,12 @@ class SyntheticLoader:
                     "test": generate(manifest, manifest.test_size, 1),
                 }
                 cache.set(key, arrays)
-        modalities = ["audio", "visual"]
+        modalities = ["audio", "visual"] + (["depth"] if manifest.depth is not None else [])
         return DatasetBundle(
             name=manifest.name,
             identity=identity,
             modalities=modalities,
-            in_channels={"audio": 1, "visual": 3},
+            in_channels={m: {"audio": 1, "visual": 3, "depth": 1}[m] for m in modalities},
             class_names=[f"class{c}" for c in range(manifest.classes)],
             train=TensorSplit(arrays["train"], modalities),
             test=TensorSplit(arrays["test"], modalities),

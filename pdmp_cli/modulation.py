@@ -5,24 +5,29 @@
     gamma_r = 1 / gamma_p  if m_p != m_o  else  gamma_p    (Eq. 12)
 
 m_p is the performance-dominant modality (best final unimodal accuracy), m_o the
-optimization-dominant one (best early accuracy). Only the *encoders'* parameter gradients
-are scaled, after ``loss.backward()`` and before ``optimizer.step()``; the fusion and head
-are untouched. With three or more modalities, Eq. 12 gives each remaining modality gamma_r.
+optimization-dominant one (best early accuracy). Only the *modality-owned* parameters' gradients
+are scaled (a late-fusion model's encoders; in a model that fuses inside its encoders, each
+stream's own layers), after ``loss.backward()`` and before ``optimizer.step()``; shared parts
+(fusion head, squeeze layers, cross-modal transformers) are untouched. With three or more
+modalities, Eq. 12 gives each remaining modality gamma_r.
 
-Use it on your own model::
+Use it on your own model: map each modality to its modules, or to a list of its parameters
+(the parameters that belong to that modality alone)::
 
-    mod = PDMPModulator({"audio": net.audio_enc, "visual": net.visual_enc},
+    mod = PDMPModulator({"audio": net.audio_enc, "visual": [*net.visual_enc.parameters(), net.visual_pos]},
                         performance_dominant="visual", optimization_dominant="audio", gamma_p=10)
     loss.backward()
     mod.apply()          # or mod.install_hooks() once, before training
     optimizer.step()
+
+A model with ``modality_parameters()`` (every model of ``pdmp train``) can be passed as it is.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Mapping
+from typing import Iterable, Mapping, Union
 
 import torch
 from torch import nn
@@ -50,11 +55,51 @@ def grad_norm(module: nn.Module) -> float:
     return torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0
 
 
-class PDMPModulator:
-    """Applies Eq. 10-12 to the parameter gradients of a set of encoders.
+Owned = Union[nn.Module, Iterable[nn.Module], Iterable[nn.Parameter]]
 
-    ``encoders`` maps modality -> encoder module (anything with parameters). Give either a
-    ``profile`` (a :class:`pdmp_cli.profile.Profile`, a path to a profile JSON, or anything with
+
+def owned_parameters(owned: Mapping[str, Owned]) -> dict[str, list[nn.Parameter]]:
+    """modality -> module(s) or parameters  =>  modality -> its parameters (each once, in order).
+
+    Refuses (one line) a modality with no parameters and a parameter given to two modalities:
+    one gamma per parameter is what Eq. 10-11 needs.
+    """
+    out: dict[str, list[nn.Parameter]] = {}
+    seen: dict[int, str] = {}
+    for m, group in owned.items():
+        items = [group] if isinstance(group, nn.Module) else list(group)
+        params = []
+        for it in items:
+            ps = list(it.parameters()) if isinstance(it, nn.Module) else [it]
+            for p in ps:
+                if not isinstance(p, torch.Tensor):
+                    raise PdmpError(
+                        f"modality {m!r}: expected modules or parameters, got {type(p).__name__}", exit_code=2
+                    )
+                if seen.get(id(p), m) != m:
+                    raise PdmpError(
+                        f"modalities {seen[id(p)]!r} and {m!r} share parameters, so one gamma cannot be "
+                        "applied to each; give each modality only the parameters that belong to it alone "
+                        "(leave shared layers out: they are never scaled)",
+                        exit_code=2,
+                    )
+                if id(p) not in seen:
+                    seen[id(p)] = m
+                    params.append(p)
+        if not params:
+            raise PdmpError(f"modality {m!r} was given no parameters to scale", exit_code=2)
+        out[m] = params
+    return out
+
+
+class PDMPModulator:
+    """Applies Eq. 10-12 to the gradients of each modality's own parameters.
+
+    ``owned`` maps modality -> what belongs to that modality alone: a module, a list of modules,
+    or a list of parameters (anything else in the model, e.g. a cross-attention block fed by
+    several modalities, is shared and left alone); or it is a model with ``modality_parameters()``.
+    The parameter lists are resolved once, here. Give either a ``profile`` (a
+    :class:`pdmp_cli.profile.Profile`, a path to a profile JSON, or anything with
     ``performance_dominant`` and ``optimization_dominant``) or the two dominant modalities by
     hand. ``gammas`` holds the resolved factor per modality. ``pdmp train --method pdmp`` uses
     this same class.
@@ -62,12 +107,14 @@ class PDMPModulator:
 
     def __init__(
         self,
-        encoders: Mapping[str, nn.Module],
+        owned: Mapping[str, Owned],
         gamma_p: float,
         performance_dominant: str | None = None,
         optimization_dominant: str | None = None,
         profile=None,
     ):
+        if hasattr(owned, "modality_parameters"):
+            owned = owned.modality_parameters()
         if isinstance(profile, (str, os.PathLike)):
             from pdmp_cli.profile import Profile
 
@@ -76,10 +123,10 @@ class PDMPModulator:
             performance_dominant = performance_dominant or profile.performance_dominant
             optimization_dominant = optimization_dominant or profile.optimization_dominant
             theirs = list(getattr(profile, "modalities", None) or [])
-            if theirs and sorted(theirs) != sorted(encoders):
+            if theirs and sorted(theirs) != sorted(owned):
                 raise PdmpError(
-                    f"the profile is for modalities {theirs} but the encoders given are {list(encoders)}; "
-                    "pass one encoder per modality of the profile",
+                    f"the profile is for modalities {theirs} but the modalities given are {list(owned)}; "
+                    "map every modality of the profile to its parameters",
                     exit_code=2,
                 )
         if performance_dominant is None:
@@ -90,20 +137,11 @@ class PDMPModulator:
                 "pass optimization_dominant= by hand or measure it with `pdmp analyze`",
                 exit_code=2,
             )
-        self.encoders = dict(encoders)
-        seen: dict[int, str] = {}
-        for m, enc in self.encoders.items():
-            for p in enc.parameters():
-                if id(p) in seen and seen[id(p)] != m:
-                    raise PdmpError(
-                        f"encoders {seen[id(p)]!r} and {m!r} share parameters, so one gamma cannot be "
-                        "applied to each; give each modality its own encoder",
-                        exit_code=2,
-                    )
-                seen[id(p)] = m
+        self.owned = dict(owned)  # as given
+        self.params = owned_parameters(self.owned)  # modality -> its parameters
         self.performance_dominant = performance_dominant
         self.optimization_dominant = optimization_dominant
-        self.gammas = resolve_gammas(list(self.encoders), performance_dominant, optimization_dominant, gamma_p)
+        self.gammas = resolve_gammas(list(self.params), performance_dominant, optimization_dominant, gamma_p)
         self._hooks: list = []
 
     def describe(self) -> str:
@@ -121,18 +159,17 @@ class PDMPModulator:
         return f"PDMPModulator({self.gammas})"
 
     def apply(self) -> None:
-        """Scale every encoder's ``.grad`` in place. Call after backward, before the step.
+        """Scale every modality-owned parameter's ``.grad`` in place. Call after backward, before the step.
 
         Do not combine with :meth:`install_hooks` (the gradients would be scaled twice).
         """
         if self._hooks:
             raise PdmpError("hooks are installed: they already scale the gradients; do not also call apply()")
         with torch.no_grad():
-            for m, enc in self.encoders.items():
-                g = self.gammas[m]
-                for p in enc.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(g)
+            for m, params in self.params.items():
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads:
+                    torch._foreach_mul_(grads, self.gammas[m])  # one fused multiply per modality
 
     def install_hooks(self) -> "PDMPModulator":
         """Alternative to :meth:`apply`: scale gradients as backward computes them.
@@ -141,9 +178,9 @@ class PDMPModulator:
         """
         if self._hooks:
             return self
-        for m, enc in self.encoders.items():
+        for m, params in self.params.items():
             g = self.gammas[m]
-            for p in enc.parameters():
+            for p in params:
                 if p.requires_grad:
                     self._hooks.append(p.register_hook(lambda grad, g=g: grad * g))
         return self

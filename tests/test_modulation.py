@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli.models.fusions import FUSIONS, builds_model
 from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.modulation import PDMPModulator, resolve_gammas
 from pdmp_cli.profile import Profile, Provenance
@@ -18,7 +19,8 @@ def _model_and_batch(channels: dict[str, int], fusion="concat", seed=0):
 
 def _grads(model, inputs, labels, after_backward=None) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(inputs).logits, labels)
+    torch.manual_seed(1)  # the same dropout masks (mmformer) in every pass
+    loss = torch.nn.functional.cross_entropy(model(inputs, with_branches=False).logits, labels)
     loss.backward()
     if after_backward is not None:
         after_backward()
@@ -26,18 +28,19 @@ def _grads(model, inputs, labels, after_backward=None) -> dict[str, torch.Tensor
 
 
 def _check(model, ref, got, gammas):
-    """Encoder m's grads are exactly gammas[m] x the reference; fusion/head grads unchanged."""
+    """Modality m's own grads are exactly gammas[m] x the reference; every shared grad unchanged."""
     assert ref.keys() == got.keys()
-    n_enc = 0
-    for name, g in got.items():
-        if name.startswith("encoders."):
-            m = name.split(".")[1]
-            assert torch.equal(g, ref[name] * gammas[m]), name
-            n_enc += 1
+    owner = {id(p): m for m, ps in model.modality_parameters().items() for p in ps}
+    n_owned = n_shared = 0
+    for name, p in model.named_parameters():
+        m = owner.get(id(p))
+        if m is not None:
+            assert torch.equal(got[name], ref[name] * gammas[m]), name
+            n_owned += 1
         else:
-            assert name.startswith("fusion.")
-            assert torch.equal(g, ref[name]), f"{name} must be untouched"
-    assert n_enc == sum(1 for _ in model.encoders.parameters())
+            assert torch.equal(got[name], ref[name]), f"{name} is shared: it must be untouched"
+            n_shared += 1
+    assert n_owned == len(owner) and n_shared > 0
 
 
 @pytest.mark.parametrize(
@@ -55,6 +58,40 @@ def test_encoder_grads_scaled_exactly_fusion_untouched(mp, mo, expected, fusion)
     mod = PDMPModulator(model.encoders, gamma_p=10, performance_dominant=mp, optimization_dominant=mo)
     assert mod.gammas == expected
     _check(model, ref, _grads(model, x, y, mod.apply), expected)
+
+
+@pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
+@pytest.mark.parametrize(
+    "channels, mp, mo, expected",
+    [
+        ({"audio": 1, "visual": 3}, "visual", "audio", {"visual": 5.0, "audio": 0.2}),
+        ({"rgb": 3, "depth": 1, "ir": 1}, "depth", "depth", {"rgb": 5.0, "depth": 5.0, "ir": 5.0}),
+    ],
+    ids=["2-modalities", "3-modalities"],
+)
+def test_intermediate_fusions_scale_exactly_the_modality_owned_grads(fusion, channels, mp, mo, expected):
+    """se / mmformer: encoders, excitation layers, tokenizers, intra-modal transformers and position
+    embeddings x gamma; squeeze layers, inter-modal transformer and classifier untouched."""
+    model, x, y = _model_and_batch(channels, fusion)
+    owned = {id(p) for ps in model.modality_parameters().values() for p in ps}
+    shared = {n.split(".")[0] + (".squeeze" if ".squeeze." in n else "") for n, p in model.named_parameters() if id(p) not in owned}
+    assert shared == {"se": {"mmtm.squeeze", "head"}, "mmformer": {"inter", "norm", "classifier"}}[fusion]
+    ref = _grads(model, x, y)
+    mod = PDMPModulator(model.modality_parameters(), gamma_p=5, performance_dominant=mp, optimization_dominant=mo)
+    assert mod.gammas == expected
+    _check(model, ref, _grads(model, x, y, mod.apply), expected)
+    hooked = PDMPModulator(model, gamma_p=5, performance_dominant=mp, optimization_dominant=mo).install_hooks()
+    _check(model, ref, _grads(model, x, y), expected)  # the model itself, and hooks: the same
+    hooked.remove_hooks()
+
+
+def test_modules_or_parameter_lists_resolve_to_the_same_parameters():
+    model, _, _ = _model_and_batch({"audio": 1, "visual": 3}, "se")
+    enc, excite = model.encoders["audio"], [b.excite["audio"] for b in model.mmtm]
+    as_modules = PDMPModulator({"audio": [enc, *excite], "visual": model.modality_parameters()["visual"]}, 2, "audio", "audio")
+    assert [id(p) for p in as_modules.params["audio"]] == [id(p) for p in model.modality_parameters()["audio"]]
+    twice = list(enc.parameters())
+    assert len(PDMPModulator({"audio": twice + twice, "visual": [model.head.bias]}, 2, "audio", "audio").params["audio"]) == len(twice)
 
 
 def test_three_modalities_every_remaining_modality_gets_gamma_r():
@@ -109,12 +146,16 @@ def test_refusals_name_the_cause():
     model, _, _ = _model_and_batch({"audio": 1, "visual": 3})
     with pytest.raises(PdmpError, match="optimization-dominant modality is unknown"):
         PDMPModulator(model.encoders, 10, profile=_profile(optimization_dominant=None))
-    with pytest.raises(PdmpError, match=r"profile is for modalities \['rgb', 'depth'\] but the encoders given are \['audio', 'visual'\]"):
+    with pytest.raises(PdmpError, match=r"profile is for modalities \['rgb', 'depth'\] but the modalities given are \['audio', 'visual'\]"):
         PDMPModulator(
             model.encoders, 10, profile=_profile(modalities=["rgb", "depth"], performance_dominant="rgb", optimization_dominant="rgb")
         )
-    with pytest.raises(PdmpError, match="share parameters"):
+    with pytest.raises(PdmpError, match="modalities 'audio' and 'visual' share parameters, so one gamma cannot"):
         PDMPModulator({"audio": model.encoders["audio"], "visual": model.encoders["audio"]}, 10, "visual", "audio")
+    with pytest.raises(PdmpError, match="modality 'visual' was given no parameters to scale"):
+        PDMPModulator({"audio": model.encoders["audio"], "visual": []}, 10, "visual", "audio")
+    with pytest.raises(PdmpError, match="modality 'audio': expected modules or parameters, got str"):
+        PDMPModulator({"audio": ["conv"], "visual": model.encoders["visual"]}, 10, "visual", "audio")
     with pytest.raises(PdmpError, match="gamma_p must be > 0, got -1"):
         resolve_gammas(["audio", "visual"], "visual", "audio", -1)
     with pytest.raises(PdmpError, match="performance-dominant modality 'text' is not one of"):

@@ -26,7 +26,7 @@ def _blocks(section: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
 
 
-def test_plugin_example_runs_and_scales_the_users_encoders(capsys):
+def test_plugin_example_runs_and_scales_exactly_the_modality_owned_grads(capsys):
     (code,) = _blocks(_section("Add PDMP to your own model"), "python")
     ns: dict = {"__name__": "readme_example"}
     torch.manual_seed(0)
@@ -34,8 +34,8 @@ def test_plugin_example_runs_and_scales_the_users_encoders(capsys):
     assert capsys.readouterr().out.strip() == "{'audio': 0.06666666666666667, 'visual': 15.0}"
     net, mod = ns["net"], ns["mod"]
     assert isinstance(mod, PDMPModulator) and torch.isfinite(ns["loss"])
-    assert mod.encoders["audio"] is net.audio and mod.encoders["visual"] is net.visual
-    # the README's claim, checked on the user's model: encoder grads x gamma, head untouched
+    # the README's claim, checked on the user's cross-attention model: each modality's own
+    # parameters (its tokenizer and position embedding) x gamma; cross-attention and head untouched
     x = (torch.randn(4, 1, 32, 32), torch.randn(4, 3, 32, 32))
     y = torch.tensor([0, 1, 2, 3])
 
@@ -47,9 +47,13 @@ def test_plugin_example_runs_and_scales_the_users_encoders(capsys):
         return {n: p.grad.clone() for n, p in net.named_parameters()}
 
     ref, got = grads(False), grads(True)
+    owner = {"audio": "audio", "audio_pos": "audio", "visual": "visual", "visual_pos": "visual"}
+    shared = [n for n in ref if n.split(".")[0] not in owner]
+    assert shared and all(n.startswith(("cross.", "head.")) for n in shared)
     for n in ref:
-        factor = {"audio": 1 / 15, "visual": 15.0}.get(n.split(".")[0], 1.0)
+        factor = {"audio": 1 / 15, "visual": 15.0}.get(owner.get(n.split(".")[0]), 1.0)
         assert torch.equal(got[n], ref[n] * factor), n
+        assert ref[n].abs().sum() > 0, n  # every parameter, shared or owned, gets a gradient here
 
 
 @pytest.mark.parametrize(

@@ -53,3 +53,86 @@ def test_combine_fixed_and_per_sample_weights():
     torch.testing.assert_close(combine({"a": a, "v": v}, {"a": 0.5, "v": 0.5}), torch.tensor([[0.5, 2.0], [1.0, 1.0]]))
     w = {"a": torch.tensor([1.0, 0.0]), "v": torch.tensor([0.0, 1.0])}
     torch.testing.assert_close(combine({"a": a, "v": v}, w), torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+
+
+# --- the registered method in the training loop ---------------------------------------------------
+
+
+def _mla(**args):
+    from pdmp_cli.methods import build_method
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.specs import TrainSpec
+    from pdmp_cli.train.loop import build_optimizer
+
+    torch.manual_seed(0)
+    model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)
+    spec = TrainSpec(profile="p.json", encoder="small", lr=0.01, method="mla", method_args={"mla": args})
+    method = build_method("mla", model, spec, None)
+    return model, method, build_optimizer(model, spec, method), spec
+
+
+def _one_batch(model, method, optimizer, x, y, epoch=0):
+    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.train.loop import EpochStats, train_one_epoch
+
+    train_one_epoch(
+        model, method, optimizer, [(x, y)], EpochStats(model.modalities, torch.device("cpu")),
+        epoch=epoch, start_step=0, grad_clip=None, device=torch.device("cpu"), stop=GracefulInterrupt(),
+    )  # fmt: skip
+
+
+class _Ctx:
+    """The part of the loop's EpochContext that MLA reads."""
+
+    def __init__(self, n_train, batch_size):
+        self.spec = type("S", (), {"batch_size": batch_size})()
+        self._n = n_train
+
+    def dataset(self, split):
+        return range(self._n)
+
+
+def test_one_batch_is_one_step_per_modality_in_order():
+    model, method, opt, _ = _mla()
+    method.on_epoch_start(_Ctx(n_train=40, batch_size=4))  # 10 batches per epoch
+    x = {"audio": torch.randn(4, 1, 16, 16), "visual": torch.randn(4, 3, 16, 16)}
+    y = torch.tensor([0, 1, 2, 1])
+    params = model.modality_parameters()
+    seen = []
+
+    def record(optimizer, args, kwargs):
+        has = {m for m, ps in params.items() if any(p.grad is not None for p in ps)}
+        seen.append((sorted(has), method.head.weight.grad is not None, any(p.grad is not None for p in model.fusion.parameters())))
+
+    opt.register_step_pre_hook(record)
+    with torch.no_grad():
+        z_visual = model(x).features["visual"]  # the visual encoder is not stepped before its own step
+    _one_batch(model, method, opt, x, y)
+    # audio first, then visual; the shared head in each; the model's own fusion head never
+    assert seen == [(["audio"], True, False), (["visual"], True, False)]
+    # the first step of the run is not projected; the second updates P with the visual batch-mean feature
+    expected = owm_update(torch.eye(z_visual.shape[1]), z_visual, owm_alpha(0, 10))
+    torch.testing.assert_close(method.P, expected)
+    assert int(method.exp_count) == 2 and int(method.batch_index) == 1
+
+
+def test_projection_off_reproduces_the_official_code():
+    model, method, opt, _ = _mla(projection=False, fusion="fixed")
+    method.on_epoch_start(_Ctx(n_train=8, batch_size=4))
+    x = {"audio": torch.randn(4, 1, 16, 16), "visual": torch.randn(4, 3, 16, 16)}
+    _one_batch(model, method, opt, x, torch.tensor([0, 1, 2, 1]))
+    torch.testing.assert_close(method.P, torch.eye(method.P.shape[0]))  # never updated, never applied
+    # fixed fusion: uniform weights; the branch logits become the shared head's unimodal outputs
+    model.eval()
+    out = model(x)
+    logits = method.predict(out)
+    a, v = method.head(out.features["audio"]), method.head(out.features["visual"])
+    torch.testing.assert_close(logits, 0.5 * a + 0.5 * v)
+    torch.testing.assert_close(out.branch_logits["visual"], v)
+
+
+def test_bad_fixed_weights_are_refused_in_one_line():
+    from pdmp_cli.errors import PdmpError
+
+    with pytest.raises(PdmpError, match="mla.fixed_weights has 3 values and the dataset 2 modalities"):
+        _mla(fixed_weights=[1, 1, 1])

@@ -39,3 +39,61 @@ def test_consistency_weight_is_the_followers_lag():
     loss, lam = follower_loss(f, anchor, y)
     assert lam.item() == pytest.approx(0.25)
     assert loss.item() == pytest.approx(math.log(2) + 0.25 * js_divergence(f, anchor).item(), abs=1e-6)
+
+
+# --- the registered method: stage 2 leaves the anchor alone -----------------------------------
+
+
+class _Ctx:
+    def __init__(self, epoch, feats, labels):
+        self.epoch, self._val = epoch, (feats, labels)
+
+    def features(self, split, fraction=1.0):
+        assert split == "val"  # the anchor is chosen on the held-out split, never on test
+        return self._val
+
+
+def test_anchor_chosen_on_val_and_frozen_in_stage_2():
+    from pdmp_cli.methods import build_method
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.specs import TrainSpec
+    from pdmp_cli.train.loop import EpochStats, build_optimizer, train_one_epoch
+
+    torch.manual_seed(0)
+    model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)
+    spec = TrainSpec(profile="p.json", encoder="small", lr=0.05, method="udi", epochs=4)
+    method = build_method("udi", model, spec, None)
+    opt = build_optimizer(model, spec, method)
+    x = {"audio": torch.randn(6, 1, 16, 16), "visual": torch.randn(6, 3, 16, 16)}
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def batch(epoch):
+        train_one_epoch(
+            model, method, opt, [(x, y)], EpochStats(model.modalities, torch.device("cpu")),
+            epoch=epoch, start_step=0, grad_clip=None, device=torch.device("cpu"), stop=GracefulInterrupt(),
+        )  # fmt: skip
+
+    batch(0)  # stage 1: both modalities learn alone (momentum buffers now exist for all)
+    assert method.anchor is None and method.stage1 == 2
+    method.on_epoch_start(_Ctx(1, {}, None))  # still stage 1: nothing asked
+    # validation features on which the visual head is right more often: visual becomes the anchor
+    model.eval()
+    with torch.no_grad():
+        feats = model(x).features
+    labels = method.heads["visual"](feats["visual"]).argmax(1)  # labels the visual head gets all right
+    model.train()
+    method.on_epoch_start(_Ctx(2, feats, labels))
+    assert method.choice["anchor"] == "visual" == method.anchor
+    assert method.choice["accuracy"]["visual"] == 1.0
+
+    own = [*model.modality_parameters()["visual"], *method.heads["visual"].parameters()]
+    before = [p.detach().clone() for p in own]
+    stats = {n: b.clone() for n, b in model.encoders["visual"].named_buffers()}
+    follower = [p.detach().clone() for p in model.modality_parameters()["audio"]]
+    batch(2)  # stage 2
+    for p, b in zip(own, before):
+        assert torch.equal(p.detach(), b)  # no step, no weight decay, no momentum
+    for n, b in model.encoders["visual"].named_buffers():
+        assert torch.equal(b, stats[n])  # its BatchNorm statistics stay put too
+    assert any(not torch.equal(p.detach(), b) for p, b in zip(model.modality_parameters()["audio"], follower))

@@ -38,6 +38,9 @@ import math
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from pdmp_cli.methods import Method, register_method
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -80,3 +83,61 @@ def default_reinit_epoch(epochs: int) -> int:
 def reinit_due(epoch: int, reinit_epoch: int, done: int, reinit_num: int) -> bool:
     """Whether to re-initialise after 0-based ``epoch``, ``done`` re-initialisations so far."""
     return epoch > 0 and epoch % reinit_epoch == 0 and done < reinit_num
+
+
+# --- the registered method ------------------------------------------------------------------------
+
+
+class DRArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    move_lambda: float = Field(3.0, gt=0, description="lambda of w = tanh(lambda * purity gap) (reference: 3)")
+    reinit_epoch: int | None = Field(
+        None, gt=0, description="re-initialise after every this many epochs (default: 20 of 90, scaled to --epochs)"
+    )
+    reinit_num: int = Field(3, ge=0, description="at most this many re-initialisations (reference: 3)")
+
+
+@register_method("dr")
+class DR(Method):
+    """Plain fused training; every few epochs each encoder is blended back towards its initial weights."""
+
+    Args = DRArgs
+
+    def __init__(self, model, spec, profile):
+        super().__init__(model, spec, profile)
+        self.params = model.modality_parameters()
+        self.period = self.args.reinit_epoch or default_reinit_epoch(spec.epochs if spec else 90)
+        # the initial weights, as buffers: saved with the method, so a resumed run blends towards them
+        for i, (m, ps) in enumerate(self.params.items()):
+            for j, p in enumerate(ps):
+                self.register_buffer(f"init_{i}_{j}", p.detach().clone())
+        self.register_buffer("done", torch.zeros((), dtype=torch.long))  # re-initialisations so far
+        self.last: dict[str, dict[str, float]] = {}  # the last re-initialisation's purities and weights
+
+    def _initial(self, i: int, n: int) -> list[torch.Tensor]:
+        return [getattr(self, f"init_{i}_{j}") for j in range(n)]
+
+    def describe(self) -> str:
+        a = self.args
+        return (
+            f"D&R: after every {self.period} epochs (at most {a.reinit_num} times), each encoder blended towards its "
+            f"initial weights by tanh({a.move_lambda:g} x |purity(train) - purity(val)|)"
+        )
+
+    def on_epoch_start(self, ctx) -> None:
+        # the reference re-initialises after epoch e when e % reinit_epoch == 0 and e > 0: here,
+        # before epoch e + 1 starts (the same point; it also runs after a resume at that boundary)
+        if not reinit_due(ctx.epoch - 1, self.period, int(self.done), self.args.reinit_num):
+            return
+        num_classes = ctx.bundle.num_classes
+        train_feats, train_y = ctx.features("train")
+        val_feats, val_y = ctx.features("val")
+        self.last = {}
+        for i, m in enumerate(self.modalities):
+            p_train = cluster_purity(train_feats[m].cpu().numpy(), train_y.cpu().numpy(), num_classes)
+            p_val = cluster_purity(val_feats[m].cpu().numpy(), val_y.cpu().numpy(), num_classes)
+            w = reinit_weight(p_train, p_val, self.args.move_lambda)
+            blend_(self.params[m], self._initial(i, len(self.params[m])), w)
+            self.last[m] = {"purity_train": p_train, "purity_val": p_val, "weight": w}
+        self.done += 1

@@ -54,7 +54,19 @@ Choices where the reference code has a bug or leaves something open (README, "ML
 
 from __future__ import annotations
 
+import contextlib
+import math
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.methods import Method, register_method
+from pdmp_cli.methods._heads import late_fusion_shape, with_branches
+from pdmp_cli.models.base import batchnorm_stats_frozen
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -101,3 +113,108 @@ def combine(logits: dict[str, torch.Tensor], weights: dict[str, torch.Tensor | f
         term = s * (w[:, None] if torch.is_tensor(w) else w)
         out = term if out is None else out + term
     return out
+
+
+# --- the registered method ------------------------------------------------------------------------
+
+
+class MLAArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    projection: bool = Field(
+        True,
+        description="apply the OWM head-gradient projection (the paper); false: as the official code runs "
+        "(its projection is never applied)",
+    )
+    fusion: Literal["dynamic", "fixed"] = Field(
+        "dynamic", description="prediction: per-sample entropy weights (dynamic) or fixed_weights (fixed)"
+    )
+    fixed_weights: list[float] | None = Field(
+        None, description="weights of the fixed fusion in the dataset's modality order (default 1/M each)"
+    )
+
+    @field_validator("fixed_weights")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and (not v or any(w < 0 for w in v) or sum(v) <= 0):
+            raise ValueError("must be non-negative numbers with a positive sum, one per modality")
+        return v
+
+
+@register_method("mla")
+class MLA(Method):
+    """Alternating unimodal steps through one shared head; entropy-weighted prediction."""
+
+    Args = MLAArgs
+    find_unused_parameters = True  # the model's own fusion head is not used; each step leaves M-1 encoders out
+
+    def __init__(self, model, spec, profile):
+        super().__init__(model, spec, profile)
+        dims, num_classes = late_fusion_shape(model, self.name)
+        if len(set(dims.values())) != 1:
+            raise PdmpError(
+                f"mla passes every modality through one shared head, and the feature sizes differ ({dims}); "
+                "use one encoder kind for all modalities",
+                exit_code=2,
+            )
+        d = next(iter(dims.values()))
+        w = self.args.fixed_weights
+        if w is not None and len(w) != len(self.modalities):
+            raise PdmpError(
+                f"mla.fixed_weights has {len(w)} values and the dataset {len(self.modalities)} modalities "
+                f"({', '.join(self.modalities)}); give one weight per modality",
+                exit_code=2,
+            )
+        w = w or [1.0] * len(self.modalities)
+        self.weights = {m: x / sum(w) for m, x in zip(self.modalities, w)}
+        self.head = nn.Linear(d, num_classes)  # the shared head (the reference: fc_out of size D -> K)
+        self.register_buffer("P", torch.eye(d))  # OWM projection (reference: GSPlugin.Pl)
+        self.register_buffer("exp_count", torch.zeros((), dtype=torch.long))  # steps so far (all epochs)
+        self.register_buffer("batch_index", torch.zeros((), dtype=torch.long))  # within the epoch
+        self.register_buffer("batches", torch.ones((), dtype=torch.long))  # per epoch
+        self._part = None
+
+    def describe(self) -> str:
+        proj = "OWM head-gradient projection" if self.args.projection else "no projection (as the official code runs)"
+        fused = "per-sample entropy weights" if self.args.fusion == "dynamic" else f"fixed weights {self.weights}"
+        return f"MLA: one step per modality per batch ({', '.join(self.modalities)}), shared head, {proj}; prediction: {fused}"
+
+    def on_epoch_start(self, ctx) -> None:
+        self.batch_index.zero_()
+        self.batches.fill_(math.ceil(len(ctx.dataset("train")) / ctx.spec.batch_size))
+
+    def parts(self, epoch):
+        return self.modalities
+
+    def forward_loss(self, model, inputs, labels, epoch, part):
+        # every part runs the whole model, but only modality `part`'s encoder gets a gradient; an
+        # encoder not stepped yet this batch gives the same features as in the first part, so this
+        # equals the reference's single forward per batch. BatchNorm statistics move once per batch.
+        once = part == self.modalities[0] or not model.training
+        with contextlib.nullcontext() if once else batchnorm_stats_frozen(model):
+            out = model(inputs, with_branches=False)
+        self._part = part
+        return out, F.cross_entropy(self.head(out.features[part]), labels)
+
+    def after_backward(self, out, labels, epoch):
+        if self.args.projection and int(self.exp_count) > 0 and self.head.weight.grad is not None:
+            from pdmp_cli.train import distributed
+
+            # the batch-mean feature of the whole (global) batch, so every rank holds the same P
+            feats = distributed.all_reduce_(out.features[self._part].detach().float().mean(0, keepdim=True), "mean")
+            alpha = owm_alpha(int(self.batch_index), int(self.batches))
+            self.P.copy_(owm_update(self.P, feats, alpha))
+            project_(self.head.weight.grad, self.P)
+        self.exp_count += 1
+        if self._part == self.modalities[-1]:
+            self.batch_index += 1
+        return self.gamma
+
+    def unimodal_logits(self, out) -> dict[str, torch.Tensor]:
+        return {m: self.head(out.features[m]) for m in self.modalities}
+
+    def predict(self, out):
+        logits = self.unimodal_logits(out)
+        with_branches(out, logits)  # branch accuracy = each modality through the shared head
+        weights = entropy_weights(logits) if self.args.fusion == "dynamic" else self.weights
+        return combine(logits, weights)

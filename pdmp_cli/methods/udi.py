@@ -14,9 +14,9 @@ Established:
 
 CHOICES (not pinned down by what we could read):
 
-* CHOICE unimodal classifiers: modality m's own logits are the model's branch logits s_m (the
-  exact split of a concat or sum head; a masked forward otherwise), so the trained model
-  predicts with its usual fused output and needs no extra head.
+* CHOICE unimodal classifiers: each modality has its own linear head on its encoder's features
+  (the model's fusion head is not used), and the prediction is the sum of the unimodal logits:
+  a late fusion with no extra parameters and no joint loss.
 * CHOICE stage lengths: stage 1 takes ``anchor_epochs`` (default half the run), stage 2 the
   rest; "to convergence" is not measurable in a fixed budget.
 * CHOICE all modalities train alone *at the same time* in stage 1: their losses are summed,
@@ -39,6 +39,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from pdmp_cli.errors import PdmpError
+from pdmp_cli.methods import Method, register_method
+from pdmp_cli.methods._heads import late_fusion_shape, with_branches
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -83,3 +89,110 @@ def follower_loss(follower_logits: torch.Tensor, anchor_logits: torch.Tensor, la
     lam = consistency_weight(anchor_logits, follower_logits, labels)
     loss = F.cross_entropy(follower_logits, labels) + lam * js_divergence(follower_logits, anchor_logits)
     return loss, lam
+
+
+# --- the registered method ------------------------------------------------------------------------
+
+
+class UDIArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anchor_epochs: int | None = Field(
+        None, gt=0, description="epochs of stage 1 (each modality alone); default half the run (CHOICE)"
+    )
+    tie_tolerance: float = Field(
+        0.01, ge=0, le=1, description="accuracies within this of the best are a tie, broken by lower entropy (CHOICE)"
+    )
+    anchor: str | None = Field(None, description="force the anchor modality instead of choosing it after stage 1")
+
+
+@register_method("udi")
+class UDI(Method):
+    """Approximation of UDI: modalities trained alone, then the best one frozen as the others' anchor."""
+
+    Args = UDIArgs
+    approximation = True  # no reference code: `pdmp report` and the README say so
+    find_unused_parameters = True  # the model's fusion head is not used; in stage 2 the anchor gets no gradient
+
+    def __init__(self, model, spec, profile):
+        super().__init__(model, spec, profile)
+        dims, num_classes = late_fusion_shape(model, self.name)
+        if self.args.anchor is not None and self.args.anchor not in self.modalities:
+            raise PdmpError(
+                f"udi.anchor {self.args.anchor!r} is not a modality of this dataset; choose one of "
+                f"{', '.join(self.modalities)} or leave it unset",
+                exit_code=2,
+            )
+        epochs = spec.epochs if spec else 2
+        self.stage1 = self.args.anchor_epochs or max(1, epochs // 2)
+        self.heads = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()})  # unimodal classifiers
+        self.params = model.modality_parameters()
+        self.register_buffer("anchor_index", torch.full((), -1, dtype=torch.long))  # -1: stage 1
+        self.choice: dict = {}  # the anchor choice's validation accuracy and entropy per modality
+
+    @property
+    def anchor(self) -> str | None:
+        i = int(self.anchor_index)
+        return self.modalities[i] if i >= 0 else None
+
+    def describe(self) -> str:
+        how = f"anchor {self.args.anchor} (forced)" if self.args.anchor else "anchor = best validation accuracy"
+        return (
+            f"UDI (approximation, no reference code): epochs 1-{self.stage1} each modality alone, then {how} frozen "
+            "and the others trained with CE + lambda_t * JS to its predictions"
+        )
+
+    def on_epoch_start(self, ctx) -> None:
+        if ctx.epoch < self.stage1 or self.anchor is not None:
+            return
+        if self.args.anchor is not None:
+            self.anchor_index.fill_(self.modalities.index(self.args.anchor))
+            return
+        feats, labels = ctx.features("val")  # never the test split
+        with torch.no_grad():
+            logits = {m: self.heads[m](feats[m].to(self.heads[m].weight.device)) for m in self.modalities}
+            labels = labels.to(self.heads[self.modalities[0]].weight.device)
+            acc = {m: (s.argmax(1) == labels).float().mean().item() for m, s in logits.items()}
+            ent = {m: predictive_entropy(s).item() for m, s in logits.items()}
+        chosen = choose_anchor(acc, ent, self.args.tie_tolerance)
+        self.choice = {"accuracy": acc, "entropy": ent, "anchor": chosen}
+        self.anchor_index.fill_(self.modalities.index(chosen))
+
+    def _anchor_norms(self, model) -> list[nn.Module]:
+        """The BatchNorm layers of the anchor's own parameters: kept in evaluation mode in stage 2."""
+        own = {id(p) for p in self.params[self.anchor]}
+        return [
+            mod for mod in model.modules()
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and any(id(p) in own for p in mod.parameters())
+        ]  # fmt: skip
+
+    def forward_loss(self, model, inputs, labels, epoch, part):
+        anchor = self.anchor
+        if anchor is None:  # stage 1: every modality alone (disjoint parameters: a sum of separate losses)
+            out = model(inputs, with_branches=False)
+            loss = sum(F.cross_entropy(self.heads[m](out.features[m]), labels) for m in self.modalities)
+            return out, loss
+        frozen = self._anchor_norms(model) if model.training else []
+        for bn in frozen:
+            bn.eval()  # the frozen anchor predicts as it would at evaluation; its statistics stay put
+        try:
+            out = model(inputs, with_branches=False)
+        finally:
+            for bn in frozen:
+                bn.train(model.training)
+        target = self.heads[anchor](out.features[anchor]).detach()
+        loss = sum(
+            follower_loss(self.heads[m](out.features[m]), target, labels)[0] for m in self.modalities if m != anchor
+        )
+        return out, loss
+
+    def after_backward(self, out, labels, epoch):
+        if self.anchor is not None:  # no gradient, so SGD leaves the anchor alone (no decay, no momentum)
+            for p in [*self.params[self.anchor], *self.heads[self.anchor].parameters()]:
+                p.grad = None
+        return self.gamma
+
+    def predict(self, out):
+        logits = {m: self.heads[m](out.features[m]) for m in self.modalities}
+        with_branches(out, logits)  # branch accuracy = each modality's own classifier
+        return sum(logits.values())  # CHOICE: the unimodal logits summed (late fusion, no extra parameters)

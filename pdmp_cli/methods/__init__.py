@@ -73,6 +73,10 @@ class Method(nn.Module):
     - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2).
     - ``find_unused_parameters``: some parameters get no gradient in a step (DDP must be told).
     - ``spec_aliases``: old flat spec fields that now live in ``Args`` (``{"ogm_alpha": "alpha"}``).
+    - ``table_order``: position in comparison tables (``pdmp report``, ``pdmp sweep --method all``):
+      the paper's Table I order, the plain baseline first (0) and PDMP last (100).
+    - ``in_paper_table``: the method is a row of the paper's Table I (``pdmp sweep --method paper``).
+    - ``approximation``: no reference code exists; reports label the method "approximation".
 
     ``gamma``: the nominal gradient factor per modality (printed at the start, saved in summary.json).
     """
@@ -84,6 +88,9 @@ class Method(nn.Module):
     max_modalities: int | None = None
     find_unused_parameters = False
     spec_aliases: dict[str, str] = {}
+    table_order: int = 50
+    in_paper_table = False
+    approximation = False
 
     def __init__(self, model, spec, profile):
         super().__init__()

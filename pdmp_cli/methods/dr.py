@@ -103,6 +103,8 @@ class DR(Method):
     """Plain fused training; every few epochs each encoder is blended back towards its initial weights."""
 
     Args = DRArgs
+    table_order = 70  # Table I: after MLA, before PDMP
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

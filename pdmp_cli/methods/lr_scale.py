@@ -10,6 +10,7 @@ from pdmp_cli.methods import Method, register_method
 @register_method("lr-scale")
 class LRScale(Method):
     uses_gamma_p = True
+    table_order = 90  # Table VII's control, just before PDMP (not a Table I row)
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

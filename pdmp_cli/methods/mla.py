@@ -146,6 +146,8 @@ class MLA(Method):
     """Alternating unimodal steps through one shared head; entropy-weighted prediction."""
 
     Args = MLAArgs
+    table_order = 60  # Table I: after MMPareto
+    in_paper_table = True
     find_unused_parameters = True  # the model's own fusion head is not used; each step leaves M-1 encoders out
 
     def __init__(self, model, spec, profile):

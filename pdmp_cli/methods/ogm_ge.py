@@ -107,6 +107,8 @@ class OGMGE(Method):
     needs_branch_logits = True
     max_modalities = 2
     spec_aliases = {"ogm_alpha": "alpha", "ogm_start": "start", "ogm_end": "end"}
+    table_order = 20  # Table I: after G-Blending
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

@@ -13,6 +13,8 @@ from pdmp_cli.modulation import PDMPModulator
 @register_method("pdmp")
 class PDMP(Method):
     uses_gamma_p = True
+    table_order = 100  # last, as in the paper's tables
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

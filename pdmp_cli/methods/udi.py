@@ -111,6 +111,7 @@ class UDI(Method):
     """Approximation of UDI: modalities trained alone, then the best one frozen as the others' anchor."""
 
     Args = UDIArgs
+    table_order = 80  # not in the paper's tables: after D&R
     approximation = True  # no reference code: `pdmp report` and the README say so
     find_unused_parameters = True  # the model's fusion head is not used; in stage 2 the anchor gets no gradient
 

@@ -5,4 +5,5 @@ from pdmp_cli.methods import Method, register_method
 
 @register_method("vanilla")
 class Vanilla(Method):
-    pass
+    table_order = 0  # the paper's "Concatenation" row: first
+    in_paper_table = True

@@ -80,6 +80,13 @@ def fmt_status(w: Row, short: bool = False) -> str:
     return f"{name} ({w.epochs_done}{planned} epochs)"
 
 
+def method_label(name: str) -> str:
+    """The method's name, with "(approximation)" for a method without reference code (``Method.approximation``)."""
+    from pdmp_cli.methods import METHODS
+
+    return f"{name} (approximation)" if name in METHODS and METHODS.get(name).approximation else name
+
+
 def _show_settings(rows: list[Row]) -> bool:
     return any(w.variant for w in rows)
 
@@ -98,7 +105,7 @@ def table_cells(rows: list[Row], compact: bool = False) -> tuple[list[str], list
 
     fields = [
         ("dataset", lambda w: w.dataset),
-        ("method", lambda w: w.method),
+        ("method", lambda w: method_label(w.method)),
         ("fusion", lambda w: w.fusion),
         ("γp", lambda w: f"{w.gamma_p:g}" if w.gamma_p is not None else "-"),
         ("γ", lambda w: fmt_gamma(w.gamma)),

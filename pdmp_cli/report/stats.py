@@ -62,7 +62,13 @@ class Row:
 
 
 def _method_rank(m: str) -> tuple:
-    return (METHOD_ORDER.index(m), m) if m in METHOD_ORDER else (len(METHOD_ORDER), m)
+    """The comparison order the method classes give (``Method.table_order``: the paper's Table I,
+    the plain baseline first and PDMP last); a name no longer registered goes by METHOD_ORDER."""
+    from pdmp_cli.methods import METHODS
+
+    if m in METHODS:
+        return (METHODS.get(m).table_order, m)
+    return (METHOD_ORDER.index(m) * 100 / max(len(METHOD_ORDER) - 1, 1) if m in METHOD_ORDER else 50, m)
 
 
 def aggregate(records: list[RunRecord]) -> list[Row]:

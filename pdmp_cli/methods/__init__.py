@@ -66,10 +66,13 @@ class Method(nn.Module):
     nothing outside ``methods/`` needs a method's name):
 
     - ``Args``: the method's hyperparameters (pydantic, ``extra="forbid"``); ``self.args`` holds
-      the resolved values.
+      the resolved values. A field declared with ``json_schema_extra={"tune": [values]}`` is
+      searched by ``pdmp tune`` (as gamma_p is for a method that ``uses_gamma_p``).
     - ``needs_branch_logits``: the training forward computes ``out.branch_logits`` (s_m).
     - ``uses_gamma_p``: the method reads ``spec.gamma_p`` (reports group runs by it; the divergence
       hint suggests a smaller gamma_p).
+    - ``uses_optimization_dominant``: the method reads the profile's m_o (PDMP's Eq. 12); ``pdmp tune``
+      then tries both branches when the profile cannot settle m_o.
     - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2).
     - ``find_unused_parameters``: some parameters get no gradient in a step (DDP must be told).
     - ``spec_aliases``: old flat spec fields that now live in ``Args`` (``{"ogm_alpha": "alpha"}``).
@@ -85,6 +88,7 @@ class Method(nn.Module):
     Args: type[BaseModel] = NoArgs
     needs_branch_logits = False
     uses_gamma_p = False
+    uses_optimization_dominant = False
     max_modalities: int | None = None
     find_unused_parameters = False
     spec_aliases: dict[str, str] = {}

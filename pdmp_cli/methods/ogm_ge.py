@@ -90,7 +90,10 @@ def modulate_(kernels: dict, coeffs: dict[str, torch.Tensor], noise: bool = True
 class OGMGEArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(0.8, gt=0, description="alpha of k = 1 - tanh(alpha * rho); reference README: 0.8 CREMA-D, 0.1 VGGSound")
+    alpha: float = Field(
+        0.8, gt=0, description="alpha of k = 1 - tanh(alpha * rho); reference README: 0.8 CREMA-D, 0.1 VGGSound",
+        json_schema_extra={"tune": [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]},  # pdmp tune: six values, as many as γp gets
+    )
     start: int = Field(0, ge=0, description="first epoch of the modulation window (0-based)")
     end: int = Field(51, ge=1, description="epoch the window ends (0-based, exclusive; reference: epochs 0-50 inclusive)")
 

@@ -13,6 +13,7 @@ from pdmp_cli.modulation import PDMPModulator
 @register_method("pdmp")
 class PDMP(Method):
     uses_gamma_p = True
+    uses_optimization_dominant = True  # gamma_r by Eq. 12
     table_order = 100  # last, as in the paper's tables
     in_paper_table = True
 

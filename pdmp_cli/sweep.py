@@ -68,6 +68,30 @@ def parse_list(text: str | None, kind: type, flag: str) -> list | None:
     return list(dict.fromkeys(items))
 
 
+def expand_methods(names: list[str] | None, modalities: int | None = None) -> list[str] | None:
+    """Method names with the sets ``all`` (every registered method) and ``paper`` (the rows of the
+    paper's Table I) expanded, in the comparison order the method classes give (vanilla first,
+    PDMP last); an unknown name is refused by the spec, listing the valid ones. With ``modalities``,
+    a set leaves out the methods defined for fewer modalities (a name given alone still runs, and
+    refuses with its reason)."""
+    if names is None:
+        return None
+    from pdmp_cli.methods import METHODS
+
+    def order(n: str) -> tuple:
+        return (METHODS.get(n).table_order, n)
+
+    def fits(n: str) -> bool:
+        most = METHODS.get(n).max_modalities
+        return modalities is None or most is None or modalities <= most
+
+    sets = {
+        "all": sorted(filter(fits, METHODS.names()), key=order),
+        "paper": sorted((n for n in METHODS.names() if METHODS.get(n).in_paper_table and fits(n)), key=order),
+    }
+    return list(dict.fromkeys(m for n in names for m in sets.get(n, [n])))
+
+
 def grid(
     base: TrainSpec,
     *,
@@ -76,10 +100,13 @@ def grid(
     fusions: list[str] | None = None,
     methods: list[str] | None = None,
 ) -> list[TrainSpec]:
-    """Every point of the grid as a validated TrainSpec (a bad value fails before anything trains)."""
+    """Every point of the grid as a validated TrainSpec (a bad value fails before anything trains).
+
+    ``methods`` may name the sets ``all`` and ``paper`` (:func:`expand_methods`).
+    """
     specs, keys = [], set()
     for method, fusion, g, seed in itertools.product(
-        methods or [base.method], fusions or [base.fusion], gamma_p or [base.gamma_p], seeds or [base.seed]
+        expand_methods(methods) or [base.method], fusions or [base.fusion], gamma_p or [base.gamma_p], seeds or [base.seed]
     ):
         if method not in USES_GAMMA_P:
             g = base.gamma_p  # one run per (fusion, seed): γp does not change it
@@ -206,8 +233,10 @@ def run(
         from rich.console import Console
 
         console = Console(quiet=quiet)
+    prof = Profile.load(base.profile)
+    methods = expand_methods(methods, modalities=len(prof.modalities))
     specs = grid(base, gamma_p=gamma_p, seeds=seeds, fusions=fusions, methods=methods)
-    ident = profile_identity(Profile.load(base.profile))
+    ident = profile_identity(prof)
     have = existing_runs(base.runs_root)
     command = command or shlex.join(["pdmp", *sys.argv[1:]])
     outcomes: list[Outcome] = []

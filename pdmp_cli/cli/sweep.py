@@ -17,7 +17,7 @@ def sweep_cli(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the spec's seed, 0)."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusions, e.g. concat,sum,film,gated (default concat)."),
     method: Optional[str] = typer.Option(
-        None, "--method", help="Methods, e.g. pdmp,vanilla,ogm-ge,lr-scale (default pdmp); vanilla and ogm-ge run once per fusion and seed."
+        None, "--method", help="Methods, e.g. pdmp,vanilla,mla (default pdmp); all: every method, paper: the paper's Table I methods; methods without γp run once per fusion and seed."
     ),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name or manifest path; default: the profile's."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs of every run."),
@@ -41,6 +41,9 @@ def sweep_cli(
     where it stopped. Prints the accuracy against γp (paper Table V); `pdmp report` shows the rest.
 
     Example: pdmp sweep --profile profiles/synthetic.json --gamma-p 1,5,10,15,20,25 --seeds 0,1,2
+
+    The paper's Table I: pdmp sweep --profile P --method paper --seeds 0,1,2, then pdmp report on
+    --runs-dir (every method: --method all).
     """
     from pdmp_cli import report, sweep
     from pdmp_cli.errors import PdmpError

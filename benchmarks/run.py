@@ -49,7 +49,11 @@ SIZES = {
         "features": {"batch_size": 64, "repeats": 3, "train_repeats": 2, "encoder": "small"},
         "analyze": "synthetic",
         "memory": {"synthetic": "synthetic", "cremad_encoder": "resnet18", "cremad_batch": 64},
-        "throughput": {"encoder": "resnet18", "batch_size": 64, "steps": 10, "rounds": 5, "device": "cuda"},
+        "throughput": {"encoder": "resnet18", "batch_size": 64, "steps": 10, "rounds": 5, "device": "cuda",
+                       "precisions": ("fp32", "bf16", "fp16"), "layouts": ("nchw", "channels_last")},
+        # the GPU data-pipeline figure: enough clips that an epoch is many batches
+        "pipeline": {"train": 640, "test": 8, "seconds": 2.5, "frame_size": (480, 360),
+                     "batch_size": 64, "workers": (0, 4, 8, 14), "epochs": 3},
     },
     "tiny": {
         "step": [("small", "@tiny", "small", 16, 2, 2)],
@@ -182,6 +186,18 @@ def _main(args, work: Path) -> int:
             figures["throughput"] = {"skipped": "no CUDA device on this machine"}
     else:
         figure("throughput", lambda: throughput.measure(**tp))
+    pl = size.get("pipeline")
+    if pl and "throughput" in wanted and torch.cuda.is_available():  # part of the GPU figure: only where CUDA is
+        wanted.add("gpu_pipeline")
+        from benchmarks import gpu_pipeline
+
+        def pipeline():
+            root = common.make_cremad_layout(work / "cremad-pipeline", pl["train"], pl["test"], pl["seconds"],
+                                             frame_size=pl["frame_size"])
+            return gpu_pipeline.measure(root, manifest=cremad_manifest, batch_size=pl["batch_size"],
+                                        workers=pl["workers"], epochs=pl["epochs"])
+
+        figure("gpu_pipeline", pipeline)
     if "hot_path" in wanted:
         from benchmarks import hot_path
 

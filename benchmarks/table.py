@@ -77,6 +77,25 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str]]:
         for m, r in tp["autocast_speedup"].items():
             out.append((f"samples/s {half} autocast ÷ fp32 ({m}, {c['device']})", f"{r:.3f}", "", "",
                         f"{sps[f'{m}/{half}']:.0f} vs {sps[f'{m}/fp32']:.0f} samples/s"))
+        for k, r in tp.get("autocast_speedup_by_precision", {}).items():
+            m, prec = k.split("/")
+            if prec != half:
+                out.append((f"samples/s {prec} autocast ÷ fp32 ({m}, {c['device']})", f"{r:.3f}", "", "",
+                            f"{sps[k]:.0f} vs {sps[f'{m}/fp32']:.0f} samples/s"))
+        for k, r in tp.get("channels_last_speedup", {}).items():
+            out.append((f"samples/s channels-last ÷ NCHW ({k}, {c['device']})", f"{r:.3f}", "", "",
+                        f"{sps[k + '/channels_last']:.0f} vs {sps[k]:.0f} samples/s"))
+    gp = f.get("gpu_pipeline")
+    if gp and tp and "samples_per_s" in tp:
+        # the fastest training variant the model reaches: the loader must keep up with it
+        model_sps = max(tp["samples_per_s"].values())
+        best_model = max(tp["samples_per_s"], key=tp["samples_per_s"].get)
+        default_w = gp["config"]["manifest_default_workers"]
+        for w, v in gp["samples_per_s"].items():
+            note = " (manifest default)" if str(default_w) == w else ""
+            out.append((f"loader samples/s ÷ model samples/s ({w} workers{note}, features cache, {gp['config']['device']})",
+                        f"{v / model_sps:.3f}", "≥ 1", _verdict(v >= model_sps),
+                        f"{v:.0f} loader vs {model_sps:.0f} model ({best_model}) samples/s"))
     hp = f.get("hot_path")
     if hp:
         for k in hp.get("knobs", []):

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from data import miniature as M
 from pdmp_cli.cli.app import app
+from pdmp_cli.data import list_manifests
 from pdmp_cli.data.check import list_datasets
 
 runner = CliRunner()
@@ -33,14 +34,15 @@ def test_datasets_lists_every_manifest_and_its_root(tmp_path, monkeypatch):
     res = runner.invoke(app, ["datasets"])
     assert res.exit_code == 0, res.output
     rows = _rows(res.output)
-    assert sorted(rows) == ["ave", "cefa", "cremad", "ks", "synthetic", "synthetic-ave", "ucf101", "vggsound"]
+    assert sorted(rows) == list_manifests()
     assert "present" in rows["cremad"] and str(tmp_path / "CREMA-D") in rows["cremad"]
-    assert "incomplete (missing testSet.txt)" in rows["ave"]
+    assert "incomplete (missing testSet.txt, valSet.txt)" in rows["ave"]
     assert "missing" in rows["ucf101"] and "classInd.txt" in rows["ucf101"]
     assert "built-in" in rows["synthetic"]
     status = {d.name: d.status for d in list_datasets()}
+    built_in = {n: "built-in" for n in list_manifests() if n.startswith("synthetic")}
     assert status == {"ave": "incomplete", "cefa": "missing", "cremad": "present", "ks": "missing",
-                      "synthetic": "built-in", "synthetic-ave": "built-in", "ucf101": "missing", "vggsound": "missing"}
+                      "ucf101": "missing", "vggsound": "missing", **built_in}
 
 
 def test_per_dataset_env_var_wins(tmp_path, monkeypatch):
@@ -54,19 +56,21 @@ def test_check_ok_and_broken(tmp_path):
     root = M.make_cefa(tmp_path / "CeFA")
     res = runner.invoke(app, ["datasets", "check", "cefa", "--data-root", str(root)])
     assert res.exit_code == 0, res.output
-    assert "ok cefa: 6 samples (train 4, test 2), no problems" in res.output
-    (root / "3_499_1_1_1" / "ir" / "0001.jpg").unlink()
-    (root / "2_101_1_1_1" / "depth" / "0001.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    with open(root / "4@1_train.txt", "a") as f:
-        f.write("9_999_1_1_1/profile/0001.jpg 9_999_1_1_1/depth/0001.jpg 9_999_1_1_1/ir/0001.jpg 3\n")
+    assert "ok cefa: 12 samples (train 4, val 5, test 3), no problems" in res.output
+    train_video = root / "phase1" / "train" / "1_000_1_1_1"
+    (train_video / "ir" / "0001.jpg").unlink()
+    (root / "phase2" / "test" / "000001" / "depth" / "0001.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with open(root / "phase1" / "4@1_train.txt", "a") as f:
+        f.write("train/9_999_1_1_1/profile/0001.jpg 3\n")
     res = runner.invoke(app, ["datasets", "check", "cefa", "--data-root", str(root)], env={"COLUMNS": "250"})
     assert res.exit_code == 1
     out = res.output
-    assert "problems cefa: 3 problems (1 unknown label, 1 missing file, 1 unreadable file) in 6 samples" in out
+    assert "problems cefa: 3 problems (1 unknown label, 1 missing file, 1 unreadable file) in 12 samples" in out
     assert re.search(r"unknown label\s+│\s+1", out) and re.search(r"missing file\s+│\s+1", out)
-    assert "missing file [train] " + str(root / "3_499_1_1_1" / "ir" / "0001.jpg") + " (sample 3_499_1_1_1/profile/0001.jpg)" in out
-    assert "unreadable file [test] " + str(root / "2_101_1_1_1" / "depth" / "0001.jpg") in out
-    assert "4@1_train.txt:5 (sample 9_999_1_1_1/profile/0001.jpg): label '3' is not one of the 2 classes" in out
+    assert ("missing file [train] " + str(train_video / "ir" / "0001.jpg")
+            + " (sample phase1/train/1_000_1_1_1/profile/0001.jpg)") in out
+    assert "unreadable file [test] " + str(root / "phase2" / "test" / "000001" / "depth" / "0001.jpg") in out
+    assert "4@1_train.txt:5 (sample phase1/train/9_999_1_1_1/profile/0001.jpg): label '3' is not one of the 2 classes" in out
     assert "--skip-bad" in out
 
 

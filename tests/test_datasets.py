@@ -17,10 +17,10 @@ from pdmp_cli.models.multimodal import build_multimodal
 MINIATURES = {
     "cremad": (M.make_cremad, {"audio": (1, 257, 188), "visual": (3, 224, 224)}, [5, 1, 0, 5], 6),
     "ave": (M.make_ave, {"audio": (1, 257, 1001), "visual": (3, 3, 224, 224)}, [0, 2, 1], 28),
-    "ks": (M.make_ks, {"audio": (1, 128, 1024), "visual": (3, 3, 224, 224)}, [1, 0, 1], 2),
+    "ks": (M.make_ks, {"audio": (1, 128, 1024), "visual": (3, 3, 224, 224)}, [4, 2, 22], 31),
     "vggsound": (M.make_vggsound, {"audio": (1, 257, 454), "visual": (3, 3, 224, 224)}, [1, 2, 0, 1], 3),
     "ucf101": (M.make_ucf101, {"rgb": (3, 3, 224, 224), "flow": (10, 3, 224, 224)}, [0, 1, 2], 3),
-    "cefa": (M.make_cefa, {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)}, [1, 0, 1, 0], 2),
+    "cefa": (M.make_cefa, {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)}, [1, 1, 0, 0], 2),
 }
 
 
@@ -40,7 +40,10 @@ def test_manifest_loads_miniature_and_trains_one_step(name, tmp_path):
     manifest = load_manifest(name)
     for m, shape in shapes.items():
         assert manifest.modalities[m].modality.output_shape() == shape
-    for split in (bundle.train, bundle.test):
+    splits = [bundle.train, bundle.test] + ([bundle.val] if bundle.val is not None else [])
+    ids = [{s.id for s in split.samples} for split in splits]
+    assert sum(map(len, ids)) == len(set().union(*ids))  # no clip in two splits
+    for split in splits:
         for i in range(len(split)):
             x, y = split[i]
             assert {m: tuple(t.shape) for m, t in x.items()} == shapes
@@ -168,8 +171,8 @@ def test_npy_kind_infers_channels(tmp_path):
     (root / "feats").mkdir(parents=True)
     rows = [("a", "x"), ("b", "y"), ("c", "x")]
     (root / "train.csv").write_text("id,label\n" + "".join(f"{i},{l}\n" for i, l in rows))
-    (root / "test.csv").write_text("id,label\na,x\nb,y\n")
-    for k, (i, _) in enumerate(rows):
+    (root / "test.csv").write_text("id,label\nd,x\ne,y\n")
+    for k, (i, _) in enumerate(rows + [("d", "x"), ("e", "y")]):
         np.save(root / "feats" / f"{i}.npy", np.full((5, 4, 6), k, np.float32))
         np.save(root / "feats" / f"{i}_2d.npy", np.full((4, 6), k, np.float32))
     (root / "m.toml").write_text(

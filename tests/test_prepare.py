@@ -21,15 +21,18 @@ from pdmp_cli.errors import PdmpError
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    for k, vid in enumerate(["v1", "v2", "v3"]):
+    for k, vid in enumerate(["v1", "v2", "v3"]):  # no v0: its segment is empty
         M.make_video(d / f"{vid}.mp4", seconds=3.0, freq=300 + 200 * k)
     return d
 
 
 def _ave_lists(root):
+    """As released (CRLF), with trainSet.txt line 64's kind of zero-length segment (v0: never
+    prepared, never counted missing) and a train video also in valSet.txt (kept in val only)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "trainSet.txt").write_text("Bark&v1&good&1&3\nChurch bell&v2&good&0&2\n")
-    (root / "testSet.txt").write_text("Bark&v3&good&0&3\n")
+    (root / "trainSet.txt").write_bytes(b"Bark&v1&good&1&3\r\nChurch bell&v0&good&0&0\r\nChurch bell&v2&good&0&2\r\n")
+    (root / "valSet.txt").write_bytes(b"Church bell&v2&good&0&2\r\n")
+    (root / "testSet.txt").write_bytes(b"Bark&v3&good&0&3\r\n")
     return root
 
 
@@ -100,8 +103,19 @@ def test_ucf101_frames_follow_the_pattern_and_flow_is_left_to_a_tool(tmp_path):
         M.make_video(vids / c / f"v_{c}_{g}_c01.avi", seconds=1.0, audio=False)
     r = prepare_dataset("ucf101", vids, root)
     assert len(r.done) == 3 and r.not_made == ["flow (flow)"]
-    names = sorted(p.name for p in (root / "rawframes" / "v_Archery_g01_c01").iterdir())
+    folder = root / "rawframes" / "Archery" / "v_Archery_g01_c01"  # mmaction2's nesting
+    names = sorted(p.name for p in folder.iterdir())
     assert names == [f"img_{k:05d}.jpg" for k in range(1, 11)]  # 1 s at the manifest's 10 fps
+    # --force redoes the RGB frames and leaves the flow frames (made by another tool) alone
+    for k in (1, 2):
+        M.write_image(folder / f"flow_x_{k:05d}.jpg", 100, mode="L")
+        M.write_image(folder / f"flow_y_{k:05d}.jpg", 150, mode="L")
+    (folder / "img_00011.jpg").write_bytes(b"stale")  # from an earlier, longer extraction
+    r = prepare_dataset("ucf101", vids, root, force=True)
+    assert len(r.done) == 3
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"flow_x_{k:05d}.jpg" for k in (1, 2)] + [f"flow_y_{k:05d}.jpg" for k in (1, 2)] + \
+        [f"img_{k:05d}.jpg" for k in range(1, 11)]
 
 
 def test_cli_prepare(videos, tmp_path):

@@ -41,7 +41,8 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     (tmp_path / "my-data" / "manifest.toml").write_text(toml)
 
     bundle = load_dataset("my-data/manifest.toml")
-    assert (bundle.name, bundle.class_names, bundle.modalities) == ("manifest", ["cat", "dog"], ["audio", "visual"])
+    # named by its folder (not "manifest", which every custom dataset laid out this way would share)
+    assert (bundle.name, bundle.class_names, bundle.modalities) == ("my-data", ["cat", "dog"], ["audio", "visual"])
     x, y = bundle.train[1]
     assert tuple(x["audio"].shape) == (1, 257, 188) and tuple(x["visual"].shape) == (3, 112, 112) and y == 1
 
@@ -51,11 +52,11 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert [c[:2] for c in commands] == [["datasets", "check"], ["analyze", "--dataset"], ["train", "--profile"]]
     runner = CliRunner()
     res = runner.invoke(app, commands[0])
-    assert res.exit_code == 0 and "ok manifest: 6 samples (train 4, test 2), no problems" in res.output
+    assert res.exit_code == 0 and "ok my-data: 6 samples (train 4, test 2), no problems" in res.output
     res = runner.invoke(app, commands[1] + ["--epochs", "1", "--early-epochs", "1", "--batch-size", "4"])
     assert res.exit_code == 0, res.output
     profile = tmp_path / "my-data" / "profile.json"
-    assert profile.is_file() and '"manifest"' in profile.read_text()
+    assert profile.is_file() and '"my-data"' in profile.read_text()
     res = runner.invoke(app, commands[2] + ["--epochs", "1", "--batch-size", "4", "--run-dir", "run", "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run").is_dir()

@@ -6,6 +6,11 @@ Problems found (``Problem.kind``):
   ``bad row``           a list line that does not parse in the list's format
   ``empty split``       a split with no samples
   ``unknown label``     a label outside the manifest's class list
+  ``duplicate id``      an id listed twice in one split (even with different labels)
+  ``leakage``           an id in two splits (a clip trained on and evaluated); reported on the
+                        train (else val) copy. The manifest's ``duplicates`` rule can resolve
+                        both instead (:mod:`pdmp_cli.data.duplicates`); what it leaves out is
+                        ``Report.dropped``, not a problem
   ``missing file``      a sample's file or frame folder is not there (or holds no frames)
   ``unreadable file``   a file that does not decode (not audio, not an image, bad array)
   ``truncated file``    a file cut short (a wav whose data chunk runs past the end, a
@@ -31,7 +36,7 @@ from pathlib import Path
 from pdmp_cli.errors import PdmpError
 
 KINDS = [
-    "missing list", "bad row", "empty split", "unknown label",
+    "missing list", "bad row", "empty split", "unknown label", "duplicate id", "leakage",
     "missing file", "unreadable file", "truncated file",
 ]
 FATAL = {"missing list", "empty split"}  # skipping samples cannot fix these
@@ -70,6 +75,7 @@ class Report:
     samples: dict[str, int] = field(default_factory=dict)  # samples listed per split
     problems: list[Problem] = field(default_factory=list)
     skipped: int = 0  # samples left out by load_checked(skip_bad=True)
+    dropped: list[Problem] = field(default_factory=list)  # list rows the manifest's rules left out
 
     @property
     def ok(self) -> bool:
@@ -95,11 +101,16 @@ class Report:
     def summary(self) -> str:
         n = sum(self.samples.values())
         sizes = ", ".join(f"{s} {c}" for s, c in self.samples.items())
+        left = ""
+        if self.dropped:
+            per = Counter(p.split for p in self.dropped)
+            left = (f"; {_plural(len(self.dropped), 'list row')} left out by the manifest's rules "
+                    f"({', '.join(f'{s} {c}' for s, c in per.items())}), first: {self.dropped[0].describe()}")
         if self.ok:
-            return f"{self.dataset}: {n} samples ({sizes}), no problems"
+            return f"{self.dataset}: {n} samples ({sizes}), no problems{left}"
         bad = len(self.bad_samples)
         return (f"{self.dataset}: {_plural(len(self.problems), 'problem')} ({self.counts_text()}) "
-                f"in {n} samples ({sizes}); {bad} samples affected")
+                f"in {n} samples ({sizes}); {bad} samples affected{left}")
 
     def first(self, k: int = 3) -> str:
         shown = "; ".join(p.describe() for p in self.problems[:k])
@@ -167,7 +178,8 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
     from pdmp_cli.data.loaders.files import index_dataset
 
     idx = index_dataset(manifest, data_root)
-    report = Report(manifest.name, idx.root, {s: len(v) for s, v in idx.splits.items()}, list(idx.problems))
+    report = Report(manifest.name, idx.root, {s: len(v) for s, v in idx.splits.items()}, list(idx.problems),
+                    dropped=list(idx.dropped))
     features = features or FeatureCache()
     jobs = [(split, s) for split, samples in idx.splits.items() for s in samples]
     chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]

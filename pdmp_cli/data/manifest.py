@@ -56,7 +56,9 @@ def load_manifest(name_or_path: str | os.PathLike):
     if loader_name is None:
         raise PdmpError(f"manifest {path} has no 'loader' key; add loader = one of {LOADERS.names()}", 2)
     loader = LOADERS.get(loader_name)
-    raw.setdefault("name", path.stem)
+    # no name = ...: the file's stem, but a folder laid out as the README shows (my-data/manifest.toml)
+    # is named by its folder, so two custom datasets do not share profiles/manifest.json
+    raw.setdefault("name", path.resolve().parent.name if path.stem == "manifest" else path.stem)
     try:
         manifest = loader.Manifest.model_validate(raw)
     except ValidationError as e:

@@ -61,8 +61,12 @@ def _resize_short(img, short_side: int | None):
 
 
 def extract_frames(video: Path, folder: Path, name: str, fps: float, start: float | None = None,
-                   end: float | None = None, short_side: int | None = None) -> int:
-    """Frames at ``fps`` from [start, end) -> ``folder`` (written as ``folder``.partial, renamed). -> count."""
+                   end: float | None = None, short_side: int | None = None, pattern: str | None = None) -> int:
+    """Frames at ``fps`` from [start, end) -> ``folder`` (written as ``folder``.partial, renamed). -> count.
+
+    ``pattern`` (the frames modality's glob): the folder may hold other files (UCF101's flow
+    frames next to the RGB ones): an existing folder then keeps them, only its files matching
+    ``pattern`` are replaced. Without it the whole folder is the frames and is replaced."""
     import av
 
     partial = folder.with_name(folder.name + ".partial")
@@ -88,6 +92,15 @@ def extract_frames(video: Path, folder: Path, name: str, fps: float, start: floa
     if written == 0:
         shutil.rmtree(partial)
         raise ValueError("no frames decoded" + (f" in [{start}, {end})" if start is not None else ""))
+    if folder.is_dir() and pattern:
+        new = {p.name for p in partial.iterdir()}
+        for p in partial.iterdir():
+            os.replace(p, folder / p.name)
+        for old in folder.glob(pattern):  # stale frames of an earlier, longer extraction
+            if old.name not in new and old.is_file():
+                old.unlink()
+        partial.rmdir()
+        return written
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
@@ -174,7 +187,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
                 mod = manifest.modalities[m].modality
                 if kinds[m] == "frames":
                     name = _frame_name(mod.prep.pattern, prep.frame_format)
-                    extract_frames(video, target, name, prep.fps, start, end, prep.short_side)
+                    extract_frames(video, target, name, prep.fps, start, end, prep.short_side, mod.prep.pattern)
                 else:
                     extract_audio(video, target, mod.prep.sample_rate, start, end)
         except KeyError as e:

@@ -54,48 +54,57 @@ CREMAD_TRAIN = [("1001_DFA_ANG_XX", "ANG"), ("1001_DFA_HAP_XX", "HAP"), ("1002_I
 CREMAD_TEST = [("1004_DFA_HAP_XX", "HAP"), ("1005_IEO_NEU_LO", "NEU")]
 
 
-def make_cremad(root: Path, seconds: float = 0.3, frames: int = 2) -> Path:
-    """CREMA-D as OGM-GE lays it out: train.csv/test.csv, AudioWAV/*.wav (16 kHz), Image-01-FPS/<clip>/."""
+def make_cremad(root: Path, seconds: float = 0.3, frames: int = 2, header: bool = False) -> Path:
+    """CREMA-D as OGM-GE lays it out: train.csv/test.csv (no header, CRLF, as in OGM-GE's repo),
+    AudioWAV/*.wav (16 kHz), Image-01-FPS/<clip>/. ``header``: D&R's copies ("name,label" first)."""
     for name, rows in (("train.csv", CREMAD_TRAIN), ("test.csv", CREMAD_TEST)):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("".join(f"{c},{e}\n" for c, e in rows))
+        head = "name,label\r\n" if header else ""
+        (root / name).write_bytes((head + "".join(f"{c},{e}\r\n" for c, e in rows)).encode())
     for i, (clip, _) in enumerate(CREMAD_TRAIN + CREMAD_TEST):
         write_audio(root / "AudioWAV" / f"{clip}.wav", seconds, 16000, 300 + 50 * i, seed=i)
         write_frames(root / "Image-01-FPS" / clip, frames)
     return root
 
 
-AVE_TRAIN = [("Church bell", "RUhOCu3LNXM", 0, 10), ("Bark", "aaa111", 2, 6), ("Male speech, man speaking", "bbb222", 0, 4)]
+# AVE's release quirks, in miniature: a video annotated twice in trainSet (same segment, another
+# label), a train video also in testSet and one also in valSet, and trainSet.txt line 64's
+# zero-length segment ("Church bell&VWi2ENBuTbw&good&0&0").
+AVE_TRAIN = [("Church bell", "RUhOCu3LNXM", 0, 10), ("Bark", "aaa111", 2, 6), ("Male speech, man speaking", "bbb222", 0, 4),
+             ("Bark", "RUhOCu3LNXM", 0, 10), ("Church bell", "VWi2ENBuTbw", 0, 0), ("Bark", "ccc333", 1, 5),
+             ("Church bell", "eee555", 2, 8)]
+AVE_VAL = [("Bark", "eee555", 2, 8), ("Male speech, man speaking", "fff666", 0, 3)]
 AVE_TEST = [("Bark", "ccc333", 1, 5), ("Church bell", "ddd444", 3, 9)]
+AVE_KEPT_TRAIN = ["RUhOCu3LNXM", "aaa111", "bbb222"]  # duplicates = "first"; labels 0, 2, 1
 
 
 def make_ave(root: Path) -> Path:
-    for name, rows in (("trainSet.txt", AVE_TRAIN), ("testSet.txt", AVE_TEST)):
-        root.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("".join(f"{c}&{v}&good&{s}&{e}\n" for c, v, s, e in rows))
-    for i, (_, vid, _, _) in enumerate(AVE_TRAIN + AVE_TEST):
+    """trainSet/valSet/testSet.txt as the release has them: '&'-separated, CRLF."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("trainSet.txt", AVE_TRAIN), ("valSet.txt", AVE_VAL), ("testSet.txt", AVE_TEST)):
+        (root / name).write_bytes("".join(f"{c}&{v}&good&{s}&{e}\r\n" for c, v, s, e in rows).encode())
+    vids = dict.fromkeys(v for _, v, s, e in AVE_TRAIN + AVE_VAL + AVE_TEST if e > s)
+    for i, vid in enumerate(vids):
         write_audio(root / "audio" / f"{vid}.wav", 0.4, 16000, 400 + 40 * i, seed=i)
         write_frames(root / "frames" / vid, 4)
     return root
 
 
-KS_TRAIN = [("playing drums", "abcdEFGhijk", 10, 20), ("playing bagpipes", "zzzYYYxxx00", 0, 10),
-            ("playing drums", "q-q_q-q_q-q", 31, 41)]
-KS_TEST = [("playing bagpipes", "mmmNNNooo11", 5, 15), ("playing drums", "ppp222ppp22", 100, 110)]
+# OGM-GE's Kinetics-Sounds lists (data/KineticSound/my_train.txt, my_test.txt): "<clip>,10,<label>",
+# no header, CRLF; train clip names padded, test names not (lines copied from the release).
+KS_TRAIN = [("--4-0ihtnBU_000058_000068", 4), ("8qaPxB8EWdk_000088_000098", 2), ("9zldxYuusdQ_000002_000012", 22)]
+KS_TEST = [("-3Mwkq-7TV4_2", 23), ("0HQsAGUnQ_0_6", 4)]
 
 
-def ks_id(yt: str, s: int, e: int) -> str:
-    return f"{yt}_{s:06d}_{e:06d}"
-
-
-def make_ks(root: Path) -> Path:
+def make_ks(root: Path, balancebenchmark: bool = False) -> Path:
+    """``balancebenchmark``: its space-separated form of the same lists instead."""
     root.mkdir(parents=True, exist_ok=True)
-    for name, rows, split in (("ks_train.csv", KS_TRAIN, "train"), ("ks_test.csv", KS_TEST, "test")):
-        lines = ["label,youtube_id,time_start,time_end,split"] + [f"{lab},{yt},{s},{e},{split}" for lab, yt, s, e in rows]
-        (root / name).write_text("\n".join(lines) + "\n")
-    for i, (_, yt, s, e) in enumerate(KS_TRAIN + KS_TEST):
-        write_audio(root / "audio" / f"{ks_id(yt, s, e)}.wav", 0.4, 16000, 500 + 30 * i, seed=i)
-        write_frames(root / "frames" / ks_id(yt, s, e), 3)
+    for name, rows in (("my_train.txt", KS_TRAIN), ("my_test.txt", KS_TEST)):
+        line = "{c} 10 {y}\n" if balancebenchmark else "{c},10,{y}\r\n"
+        (root / name).write_bytes("".join(line.format(c=c, y=y) for c, y in rows).encode())
+    for i, (clip, _) in enumerate(KS_TRAIN + KS_TEST):
+        write_audio(root / "audio" / f"{clip}.wav", 0.4, 16000, 500 + 30 * i, seed=i)
+        write_frames(root / "frames" / clip, 3)
     return root
 
 
@@ -104,13 +113,15 @@ VGG_ROWS = [("---g-f_I2yQ", 1, "people marching", "train"), ("--0PQM4-hqg", 30, 
             ("-0jeONf82dE", 21, '"male speech, man speaking"', "test"), ("-0xaDqBp2hE", 0, "waterfall burbling", "test")]
 
 
-def make_vggsound(root: Path) -> Path:
-    """One vggsound.csv for both splits; 'male speech, man speaking' is quoted for its comma."""
+def make_vggsound(root: Path, padded: bool = True) -> Path:
+    """One vggsound.csv for both splits; 'male speech, man speaking' is quoted for its comma.
+    Clips named <ytid>_<start:06d> (``padded``) or <ytid>_<start> (OGM-GE's / BalanceBenchmark's scripts)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "vggsound.csv").write_text("".join(f"{yt},{s},{lab},{sp}\n" for yt, s, lab, sp in VGG_ROWS))
     for i, (yt, s, _, _) in enumerate(VGG_ROWS):
-        write_audio(root / "audio" / f"{yt}_{s:06d}.wav", 0.3, 16000, 600 + 30 * i, seed=i)
-        write_frames(root / "frames" / f"{yt}_{s:06d}", 3)
+        clip = f"{yt}_{s:06d}" if padded else f"{yt}_{s}"
+        write_audio(root / "audio" / f"{clip}.wav", 0.3, 16000, 600 + 30 * i, seed=i)
+        write_frames(root / "frames" / clip, 3)
     return root
 
 
@@ -123,7 +134,9 @@ def ucf_id(cls: str, g: str) -> str:
     return f"v_{cls}_{g}"
 
 
-def make_ucf101(root: Path, n_frames: int = 6) -> Path:
+def make_ucf101(root: Path, n_frames: int = 6, uv: bool = False) -> Path:
+    """mmaction2's rawframes/<Class>/<stem>/{img,flow_x,flow_y}_00001.jpg; ``uv``: flow instead in
+    separate two-stream trees tvl1_flow/{u,v}/<stem>/frame000001.jpg."""
     lists = root / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
     (lists / "classInd.txt").write_text("".join(f"{k} {c}\n" for k, c in enumerate(UCF_CLASSES, start=1)))
@@ -131,27 +144,48 @@ def make_ucf101(root: Path, n_frames: int = 6) -> Path:
         "".join(f"{c}/{ucf_id(c, g)}.avi {UCF_CLASSES.index(c) + 1}\n" for c, g in UCF_TRAIN))
     (lists / "testlist01.txt").write_text("".join(f"{c}/{ucf_id(c, g)}.avi\n" for c, g in UCF_TEST))
     for c, g in UCF_TRAIN + UCF_TEST:
-        d = root / "rawframes" / ucf_id(c, g)
+        d = root / "rawframes" / c / ucf_id(c, g)
         write_frames(d, n_frames, "img_{k:05d}.jpg")
         for k in range(1, n_frames + 1):
-            write_image(d / f"flow_x_{k:05d}.jpg", 100 + k, mode="L")
-            write_image(d / f"flow_y_{k:05d}.jpg", 150 + k, mode="L")
+            if uv:
+                write_image(root / "tvl1_flow" / "u" / ucf_id(c, g) / f"frame{k:06d}.jpg", 100 + k, mode="L")
+                write_image(root / "tvl1_flow" / "v" / ucf_id(c, g) / f"frame{k:06d}.jpg", 150 + k, mode="L")
+            else:
+                write_image(d / f"flow_x_{k:05d}.jpg", 100 + k, mode="L")
+                write_image(d / f"flow_y_{k:05d}.jpg", 150 + k, mode="L")
     return root
 
 
-CEFA_TRAIN = [("3_499_1_1_1", 1), ("3_499_3_2_2", 0), ("1_020_1_1_1", 1), ("1_020_2_1_2", 0)]
-CEFA_TEST = [("2_101_1_1_1", 1), ("2_101_3_3_2", 0)]
+# CASIA-SURF CeFA as released: phase1/4@1_train.txt one frame per line, phase1/4@1_dev_ref.txt and
+# phase2/4@1_test_res.txt one video per line (test unlabelled; labels in 4@1_test_ref.txt).
+CEFA_TRAIN = [("1_000_1_1_1", 1, 2), ("1_000_1_2_2", 0, 2)]  # (video, label, frames listed)
+CEFA_DEV = [("003000", 1, 3), ("003001", 0, 2)]  # (video, label, frames in its folder)
+CEFA_TEST = [("000001", 0, 2), ("000002", 1, 1)]
+
+
+def _cefa_video(folder: Path, n: int, seed: int) -> None:
+    for k in range(1, n + 1):
+        write_image(folder / "profile" / f"{k:04d}.jpg", seed=seed + k)
+        write_image(folder / "depth" / f"{k:04d}.jpg", 90 + k)  # depth/IR saved as 3-channel jpgs, read as grayscale
+        write_image(folder / "ir" / f"{k:04d}.jpg", 160 + k)
 
 
 def make_cefa(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("4@1_train.txt", CEFA_TRAIN), ("4@1_test.txt", CEFA_TEST)):
-        (root / name).write_text("".join(
-            f"{s}/profile/0001.jpg {s}/depth/0001.jpg {s}/ir/0001.jpg {y}\n" for s, y in rows))
-    for i, (s, _) in enumerate(CEFA_TRAIN + CEFA_TEST):
-        write_image(root / s / "profile" / "0001.jpg", seed=i)
-        write_image(root / s / "depth" / "0001.jpg", 90 + i)  # depth/IR saved as 3-channel jpgs, read as grayscale
-        write_image(root / s / "ir" / "0001.jpg", 160 + i)
+    p1, p2 = root / "phase1", root / "phase2"
+    p1.mkdir(parents=True, exist_ok=True)
+    p2.mkdir(parents=True, exist_ok=True)
+    (p1 / "4@1_train.txt").write_text("".join(
+        f"train/{v}/profile/{k:04d}.jpg {y}\n" for v, y, n in CEFA_TRAIN for k in range(1, n + 1)))
+    (p1 / "4@1_dev_ref.txt").write_text("".join(f"dev/{v} {y}\n" for v, y, _ in CEFA_DEV))
+    (p1 / "4@1_dev_res.txt").write_text("".join(f"dev/{v}\n" for v, _, _ in CEFA_DEV))
+    (p2 / "4@1_test_res.txt").write_text("".join(f"test/{v}\n" for v, _, _ in CEFA_TEST))
+    (p2 / "4@1_test_ref.txt").write_text("".join(f"test/{v} {y}\n" for v, y, _ in CEFA_TEST))
+    for i, (v, _, n) in enumerate(CEFA_TRAIN):
+        _cefa_video(p1 / "train" / v, n, 10 * i)
+    for i, (v, _, n) in enumerate(CEFA_DEV):
+        _cefa_video(p1 / "dev" / v, n, 100 + 10 * i)
+    for i, (v, _, n) in enumerate(CEFA_TEST):
+        _cefa_video(p2 / "test" / v, n, 200 + 10 * i)
     return root
 
 

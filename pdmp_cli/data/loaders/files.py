@@ -5,20 +5,11 @@ below), and per modality a ``kind`` (see :mod:`pdmp_cli.data.modalities`), a ``p
 and its ``preprocessing``. Patterns are filled with each list row's fields: ``{id}`` always,
 plus what the format gives (``{label}``; AVE ``{start}``/``{end}``; CEFA ``{rgb}``...).
 
-List formats (``[splits.<train|val|test>] format``):
-
-  ``csv``       header row with ``id`` and ``label`` columns (others become fields); labels are
-                class names or integer indices
-  ``cremad``    OGM-GE's CREMA-D ``train.csv``/``test.csv``: rows ``clip_id,EMOTION``, no header
-  ``ave``       AVE's ``&``-separated lines ``Category&VideoID&Quality&StartTime&EndTime``
-  ``kinetics``  Kinetics csv with header ``label,youtube_id,time_start,time_end[,split]``;
-                id = ``<youtube_id>_<time_start:06d>_<time_end:06d>`` (the usual clip name)
-  ``vggsound``  VGGSound's ``vggsound.csv``: rows ``youtube_id,start_seconds,label,split``,
-                no header; id = ``<youtube_id>_<start:06d>``
-  ``ucf101``    ``trainlist01.txt`` / ``testlist01.txt`` lines ``Class/v_Class_g08_c01.avi [k]``;
-                id = the video's stem, label = its class folder
-  ``cefa``      CASIA-SURF-style protocol lines ``<rgb> <depth> <ir> <label>`` (paths relative
-                to the data root, label 1 live / 0 spoof); id = the rgb path
+List formats (``[splits.<train|val|test>] format``): see :mod:`pdmp_cli.data.lists` (csv,
+cremad, ave, kinetics, kslist, vggsound, ucf101, cefa). Duplicate ids and ids in two splits:
+the manifest's ``duplicates`` rule, :mod:`pdmp_cli.data.duplicates`. A path pattern must name
+a per-sample field (every sample its own file); a ``flow`` path may hold ``{axis}`` for
+separate x/y trees (TSN's ``u/`` and ``v/``, see :mod:`pdmp_cli.data.modalities.flow`).
 
 ``select`` keeps only rows whose ``split`` column equals it (one csv holding every split).
 
@@ -42,12 +33,13 @@ from torch.utils.data import Dataset
 
 from pdmp_cli.cache import stable_hash
 from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
+from pdmp_cli.data import duplicates as dup
 from pdmp_cli.data.check import Problem
+from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
 from pdmp_cli.errors import PdmpError
 
-Format = Literal["csv", "cremad", "ave", "kinetics", "vggsound", "ucf101", "cefa"]
-_SPLIT_COLUMN = {"csv", "kinetics", "vggsound"}  # formats that can carry a split column
+Format = Literal["csv", "cremad", "ave", "kinetics", "kslist", "vggsound", "ucf101", "cefa"]
 
 
 class SplitSpec(BaseModel):
@@ -56,11 +48,16 @@ class SplitSpec(BaseModel):
     list: str = Field(description="list file, relative to the data root")
     format: Format = "csv"
     select: str | None = Field(None, description="keep rows whose split column equals this")
+    labels: str | None = Field(None, description="cefa: '<video> <label>' file labelling an unlabelled list")
+    ids: Literal["auto", "padded", "plain"] = Field(
+        "auto", description="vggsound/kinetics: clip names <yt>_<start:06d>... (padded) or <yt>_<start> (plain)")
 
     @model_validator(mode="after")
     def _select(self):
-        if self.select is not None and self.format not in _SPLIT_COLUMN:
-            raise ValueError(f"select works with formats {sorted(_SPLIT_COLUMN)}, got format {self.format!r}")
+        if self.select is not None and self.format not in SPLIT_COLUMN:
+            raise ValueError(f"select works with formats {sorted(SPLIT_COLUMN)}, got format {self.format!r}")
+        if self.labels is not None and self.format != "cefa":
+            raise ValueError(f"labels works with format 'cefa', got format {self.format!r}")
         return self
 
 
@@ -80,6 +77,9 @@ class Splits(BaseModel):
         return self.model_dump(exclude={"val"} if self.val is None else set())
 
 
+_FIELD = re.compile(r"\{(?!axis\})[^{}]+\}")  # a {field} of the list rows ({axis} is flow's, not a row's)
+
+
 class ModalitySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +92,9 @@ class ModalitySpec(BaseModel):
     def _build(self):
         from pdmp_cli.specs import _one
 
+        if not _FIELD.search(self.path):
+            raise ValueError(f"path {self.path!r} names no per-sample field, so every sample would read the same "
+                             "file; put {id} in it (e.g. 'audio/{id}.wav')")
         if self.kind not in MODALITIES:
             raise ValueError(f"kind must be one of {', '.join(MODALITIES.names())}, got {self.kind!r}")
         cls = MODALITIES.get(self.kind)
@@ -128,6 +131,8 @@ class FilesManifest(ManifestBase):
     splits: Splits
     modalities: dict[str, ModalitySpec] = Field(min_length=1)
     prepare: PrepareSpec | None = None
+    duplicates: Literal["refuse", "first", "last", "drop"] = Field(
+        "refuse", description="duplicate ids and ids in two splits: see pdmp_cli.data.duplicates")
 
     @model_validator(mode="after")
     def _classes(self):
@@ -171,124 +176,6 @@ def resolve_root(manifest, data_root=None) -> tuple[Path, str]:
     return manifest._path.parent / root, "manifest folder"
 
 
-# --------------------------------------------------------------------------- list formats
-
-Row = tuple[int, dict[str, str]]  # (line number, fields)
-
-
-def _csv_rows(path: Path, problems: list[Problem], split: str, select: str | None) -> list[Row]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        if "id" not in cols or "label" not in cols:
-            problems.append(Problem("bad row", split, path, line=1, detail=f"needs a header row with id,label columns, got {cols}"))
-            return []
-        rows = []
-        for rec in reader:
-            rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-            if not rec.get("id") or rec.get("label", "") == "":
-                problems.append(Problem("bad row", split, path, line=reader.line_num, detail="empty id or label"))
-                continue
-            if select is not None and rec.get("split") != select:
-                continue
-            rows.append((reader.line_num, rec))
-    return rows
-
-
-def _plain_rows(path: Path, problems, split, select, fmt: str) -> list[Row]:
-    rows = []
-    with open(path, newline="") as f:
-        lines = list(csv.reader(f)) if fmt in ("cremad", "vggsound") else [ln.rstrip("\n") for ln in f]
-    for n, raw in enumerate(lines, start=1):
-        if fmt in ("cremad", "vggsound"):
-            cells = [c.strip() for c in raw]
-            if not any(cells):
-                continue
-        else:
-            if not raw.strip():
-                continue
-            cells = [c.strip() for c in raw.split("&")] if fmt == "ave" else raw.split()
-
-        def bad(msg):
-            problems.append(Problem("bad row", split, path, line=n, detail=msg))
-
-        if fmt == "cremad":
-            if len(cells) < 2:
-                bad(f"expected clip_id,EMOTION, got {raw}")
-                continue
-            rows.append((n, {"id": cells[0], "label": cells[1]}))
-        elif fmt == "ave":
-            if len(cells) != 5:
-                bad(f"expected Category&VideoID&Quality&StartTime&EndTime, got {raw!r}")
-                continue
-            if cells[1] == "VideoID":  # Annotations.txt header
-                continue
-            rows.append((n, dict(zip(["label", "id", "quality", "start", "end"], cells))))
-        elif fmt == "vggsound":
-            if len(cells) < 4 or not cells[1].isdigit():
-                bad(f"expected youtube_id,start_seconds,label,split, got {raw}")
-                continue
-            if select is not None and cells[3] != select:
-                continue
-            yt, start = cells[0], int(cells[1])
-            rows.append((n, {"id": f"{yt}_{start:06d}", "youtube_id": yt, "start_seconds": str(start),
-                             "label": cells[2], "split": cells[3]}))
-        elif fmt == "ucf101":
-            if len(cells) not in (1, 2) or "/" not in cells[0]:
-                bad(f"expected 'Class/v_Class_gXX_cXX.avi [k]', got {raw!r}")
-                continue
-            video = cells[0]
-            rows.append((n, {"id": Path(video).stem, "label": video.split("/")[0], "video": video}))
-        elif fmt == "cefa":
-            if len(cells) != 4:
-                bad(f"expected '<rgb> <depth> <ir> <label>', got {raw!r}")
-                continue
-            rows.append((n, {"id": cells[0], "rgb": cells[0], "depth": cells[1], "ir": cells[2], "label": cells[3]}))
-    return rows
-
-
-def _kinetics_rows(path: Path, problems, split, select) -> list[Row]:
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"label", "youtube_id", "time_start", "time_end"}
-        cols = set(reader.fieldnames or [])
-        if not need <= cols:
-            problems.append(Problem("bad row", split, path, line=1, detail=f"needs header columns {sorted(need)}, got {sorted(cols)}"))
-            return []
-        for rec in reader:
-            try:
-                ts, te = int(float(rec["time_start"])), int(float(rec["time_end"]))
-            except (TypeError, ValueError):
-                problems.append(Problem("bad row", split, path, line=reader.line_num, detail="time_start/time_end are not numbers"))
-                continue
-            if select is not None and rec.get("split") != select:
-                continue
-            rec = {k: (v or "").strip() for k, v in rec.items() if k}
-            rec["id"] = f"{rec['youtube_id']}_{ts:06d}_{te:06d}"
-            rows.append((reader.line_num, rec))
-    return rows
-
-
-def read_list(spec: SplitSpec, path: Path, problems: list[Problem], split: str) -> list[Row]:
-    if spec.format == "csv":
-        return _csv_rows(path, problems, split, spec.select)
-    if spec.format == "kinetics":
-        return _kinetics_rows(path, problems, split, spec.select)
-    return _plain_rows(path, problems, split, spec.select, spec.format)
-
-
-def read_classes_file(path: Path) -> list[str]:
-    """``classInd.txt`` (``1 ApplyEyeMakeup``) or one name per line."""
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        tok = line.split(maxsplit=1)
-        entries.append((int(tok[0]), tok[1].strip()) if len(tok) == 2 and tok[0].isdigit() else (n, line.strip()))
-    return [name for _, name in sorted(entries)]
-
-
 def _int_like(s: str) -> bool:
     return bool(re.fullmatch(r"[+-]?\d+", s.strip()))
 
@@ -317,17 +204,54 @@ class Index:
     splits: dict[str, list[Sample]]
     problems: list[Problem] = field(default_factory=list)
     list_files: list[Path] = field(default_factory=list)
+    dropped: list[Problem] = field(default_factory=list)  # rows left out on purpose (kind "dropped")
+
+
+def _fill(manifest: FilesManifest, m: str, r: dict, root: Path, fmt: str) -> Path:
+    mspec = manifest.modalities[m]
+    fields = {**r, "axis": "{axis}"} if mspec.kind == "flow" else r
+    try:
+        return root / mspec.path.format_map(fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise PdmpError(
+            f"manifest {manifest.name}: modalities.{m}.path {mspec.path!r} uses a field the "
+            f"{fmt} lists do not give ({e}); available: {', '.join('{' + k + '}' for k in r)}", 2
+        ) from None
+
+
+def _exists(p: Path) -> bool:
+    return p.exists() if "{axis}" not in str(p) else p.parent.parent.is_dir()
+
+
+def _pick_ids(manifest: FilesManifest, split_rows: list[Row], root: Path, spec: SplitSpec) -> None:
+    """Rows with an ``id_plain`` (vggsound, kinetics): use the clip name the files on disk have."""
+    if not split_rows or "id_plain" not in split_rows[0][1] or spec.ids == "padded":
+        return
+    plain = spec.ids == "plain"
+    if spec.ids == "auto":
+        m = next(iter(manifest.modalities))
+        for _, r in split_rows[:50]:
+            if _exists(_fill(manifest, m, r, root, spec.format)):
+                break
+            if _exists(_fill(manifest, m, {**r, "id": r["id_plain"]}, root, spec.format)):
+                plain = True
+                break
+    if plain:
+        for _, r in split_rows:
+            r["id_padded"], r["id"] = r["id"], r["id_plain"]
 
 
 def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
-    """Read the manifest's lists -> :class:`Index`. Raises PdmpError if the data root is missing
-    or a path pattern names a field the list format does not give."""
+    """Read the manifest's lists -> :class:`Index`. Raises PdmpError if the data root is missing,
+    a list is not UTF-8, or a path pattern names a field the list format does not give or gives
+    two samples the same file."""
     root, source = resolve_root(manifest, data_root)
     if not root.is_dir():
         raise PdmpError(
             f"data root {root} of dataset {manifest.name} does not exist (from {source}); put the data there "
             f"(see the comments in its manifest), or pass --data-root DIR, or set {root_env_var(manifest.name)}", 2)
     problems: list[Problem] = []
+    dropped: list[Problem] = []
     rows: dict[str, list[Row]] = {}
     list_files = []
     for split in manifest.splits.names():
@@ -338,7 +262,20 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
             problems.append(Problem("missing list", split, path, detail=f"{split} list ({spec.format} format) not found"))
             rows[split] = []
             continue
-        rows[split] = read_list(spec, path, problems, split)
+        labels = None
+        if spec.labels is not None:
+            lpath = root / spec.labels
+            list_files.append(lpath)
+            if not lpath.is_file():
+                problems.append(Problem("missing list", split, lpath, detail=f"{split} labels file not found"))
+            else:
+                labels = read_labels(lpath)
+        rows[split] = read_rows(spec.format, path, root, problems, dropped, split, spec.select, labels)
+        _pick_ids(manifest, rows[split], root, spec)
+    rows, dup_problems, dup_dropped = dup.resolve(
+        rows, {s: root / getattr(manifest.splits, s).list for s in rows}, manifest.duplicates)
+    problems += dup_problems
+    dropped += dup_dropped
 
     if manifest.classes is not None:
         class_names = list(manifest.classes)
@@ -360,6 +297,7 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
     for split in manifest.splits.names():
         spec = getattr(manifest.splits, split)
         out = []
+        owners: dict[str, dict[Path, str]] = {m: {} for m in manifest.modalities}
         for n, r in rows[split]:
             text = r["label"]
             if text in lookup:
@@ -370,20 +308,18 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
                 problems.append(Problem("unknown label", split, root / spec.list, r["id"], line=n,
                                         detail=f"label {text!r} is not one of the {len(class_names)} classes"))
                 continue
-            paths = {}
-            for m, mspec in manifest.modalities.items():
-                try:
-                    paths[m] = root / mspec.path.format_map(r)
-                except (KeyError, IndexError, ValueError) as e:
+            paths = {m: _fill(manifest, m, r, root, spec.format) for m in manifest.modalities}
+            for m, p in paths.items():
+                other = owners[m].setdefault(p, r["id"])
+                if other != r["id"]:
                     raise PdmpError(
-                        f"manifest {manifest.name}: modalities.{m}.path {mspec.path!r} uses a field the "
-                        f"{spec.format} lists do not give ({e}); available: {', '.join('{' + k + '}' for k in r)}", 2
-                    ) from None
+                        f"manifest {manifest.name}: modalities.{m}.path {manifest.modalities[m].path!r} gives samples "
+                        f"{other} and {r['id']} ({split}) the same file {p}; put a per-sample field such as {{id}} in it", 2)
             out.append(Sample(r["id"], y, paths, n, r))
         if not out and not any(p.kind == "missing list" and p.split == split for p in problems):
             problems.append(Problem("empty split", split, root / spec.list, detail=f"no usable {split} samples"))
         splits[split] = out
-    return Index(manifest.name, root, source, class_names, mods, splits, problems, list_files)
+    return Index(manifest.name, root, source, class_names, mods, splits, problems, list_files, dropped)
 
 
 # --------------------------------------------------------------------------- torch side
@@ -453,7 +389,7 @@ class FilesLoader:
         if fatal:
             raise PdmpError(f"dataset {manifest.name}: {fatal[0].describe()}; fix the lists or the manifest "
                             f"(`pdmp datasets check {manifest.name}` shows everything)")
-        labels_bad = [p for p in idx.problems if p.kind in ("unknown label", "bad row")]
+        labels_bad = [p for p in idx.problems if p.kind in ("unknown label", "bad row", "duplicate id", "leakage")]
         if labels_bad and not skip_bad:
             raise PdmpError(f"dataset {manifest.name}: {len(labels_bad)} list rows are unusable, first: "
                             f"{labels_bad[0].describe()}; fix the lists or the manifest's classes, or pass --skip-bad")

@@ -1,6 +1,9 @@
 """``flow``: optical flow stored as x/y grayscale frame pairs, one folder per clip, as UCF101
 two-stream pipelines (TSN's ``dense_flow``) lay it out: ``<clip>/flow_x_00001.jpg``,
-``<clip>/flow_y_00001.jpg``, ... with 128 meaning zero motion.
+``<clip>/flow_y_00001.jpg``, ... with 128 meaning zero motion. Layouts with separate x and y
+trees (the two-stream ``tvl1_flow/u/<clip>/frame000001.jpg`` + ``tvl1_flow/v/<clip>/...``):
+put ``{axis}`` in the manifest's path (``tvl1_flow/{axis}/{id}``); it becomes ``axes[0]`` for
+the x frames and ``axes[1]`` for the y frames (default ``u``, ``v``), each globbed with its pattern.
 
 ``frames`` = T segments; from each, ``stack`` consecutive flow pairs are stacked into
 2 x ``stack`` channels (x1, y1, x2, y2, ...): the segment's centre at evaluation, a random
@@ -32,6 +35,7 @@ class FlowPreprocessing(ImagePreprocessing):
     stack: int = Field(5, ge=1, description="consecutive flow pairs stacked per segment")
     x_pattern: str = "flow_x_*.jpg"
     y_pattern: str = "flow_y_*.jpg"
+    axes: tuple[str, str] = Field(("u", "v"), description="what {axis} in the path becomes for x, y")
     mean: list[float] | None = Field(None, description="one value for every channel (default 0.5)")
     std: list[float] | None = Field(None, description="one value for every channel (default 0.25)")
 
@@ -60,10 +64,11 @@ class FlowModality(Modality):
 
     def cache_params(self) -> dict:
         p = self.prep
-        return {"size": p.stored_size(), "x": p.x_pattern, "y": p.y_pattern}
+        return {"size": p.stored_size(), "x": p.x_pattern, "y": p.y_pattern, "axes": list(p.axes)}
 
     def _pairs(self, path: Path) -> tuple[list[Path], list[Path]]:
-        xs, ys = list_images(path, self.prep.x_pattern), list_images(path, self.prep.y_pattern)
+        xdir, ydir = (Path(str(path).replace("{axis}", a)) for a in self.prep.axes)
+        xs, ys = list_images(xdir, self.prep.x_pattern), list_images(ydir, self.prep.y_pattern)
         if not xs and not ys:
             raise BadFile(path, "missing", f"no {self.prep.x_pattern} / {self.prep.y_pattern} files")
         if len(xs) != len(ys):

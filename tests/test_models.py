@@ -134,6 +134,8 @@ def test_masked_forward_with_every_modality_is_the_fused_forward(fusion):
         assert torch.equal(model.masked(x, ["audio", "visual"])[0], out.logits)
         assert torch.equal(model.masked(x, ["visual"])[0], out.branch_logits["visual"])
         assert not torch.equal(out.branch_logits["visual"], out.logits)  # one modality is not the fused model
+        none = model.masked(x, [])[0]  # no modality at all (AGM's f of the empty set): reads no input
+        assert none.shape == (3, 3) and torch.equal(none, model.masked(_batch(channels, b=3, seed=1), [])[0])
     assert set(out.features) == {"audio", "visual"}
 
 

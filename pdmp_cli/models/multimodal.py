@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdmp_cli.models.base import MaskedFusionModel, ModelOutput  # noqa: F401 (MaskedFusionModel: the API)
+from pdmp_cli.models.base import MaskedFusionModel, ModelOutput, batchnorm_stats_frozen  # noqa: F401 (re-exported)
 from pdmp_cli.models.encoders import build_encoder
 from pdmp_cli.models.fusions import FUSIONS, Fusion, build_fusion, builds_model
 

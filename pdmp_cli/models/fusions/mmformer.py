@@ -133,11 +133,12 @@ class MMFormerModel(MaskedFusionModel):
                 x, frames[m] = self.tokenizers[m](inputs[m])
                 tokens[m] = self.intra[m](x, self.pos[m].repeat(1, frames[m], 1))
                 feats[m] = tokens[m].mean(dim=1)  # (B, D)
-        ref = next(iter(tokens.values()))
+        ref = self.pos[self.modalities[0]]
+        batch = next(iter(inputs.values())).shape[0]  # keep may be empty: f of no modality
         for m in self.modalities:  # MaskModal: a missing modality's tokens are zeros (as many; values unread)
             if m not in tokens:
                 frames[m] = inputs[m].shape[2] if inputs[m].dim() == 5 else 1
-                tokens[m] = ref.new_zeros(ref.shape[0], frames[m] * GRID * GRID, ref.shape[2])
+                tokens[m] = ref.new_zeros(batch, frames[m] * GRID * GRID, ref.shape[2])
         pos = torch.cat([self.pos[m].repeat(1, frames[m], 1) for m in self.modalities], dim=1)
         x = self.inter(torch.cat([tokens[m] for m in self.modalities], dim=1), pos)
         return self.classifier(self.norm(x).mean(dim=1)), feats

@@ -53,10 +53,11 @@ class MMTM(nn.Module):
         self.squeeze = nn.Linear(sum(channels.values()), hidden)
         self.excite = nn.ModuleDict({m: nn.Linear(hidden, c) for m, c in channels.items()})
 
-    def forward(self, pooled: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
-        """{m: (B, C_m) squeezed stream, or None when m is masked} -> {m: (B, C_m) gate} for the present m."""
-        ref = next(v for v in pooled.values() if v is not None)
-        s = [pooled[m] if pooled[m] is not None else ref.new_zeros(ref.shape[0], c) for m, c in self.channels.items()]
+    def forward(self, pooled: dict[str, torch.Tensor | None], batch: int, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{m: (B, C_m) squeezed stream, or None when m is masked} -> {m: (B, C_m) gate} for the present m.
+
+        ``ref``: any tensor on the model's device (the zeros of masked streams are made like it)."""
+        s = [pooled[m] if pooled[m] is not None else ref.new_zeros(batch, c) for m, c in self.channels.items()]
         z = torch.relu(self.squeeze(torch.cat(s, dim=1)))
         return {m: torch.sigmoid(self.excite[m](z)) for m, v in pooled.items() if v is not None}
 
@@ -93,21 +94,21 @@ class SEFusionModel(MaskedFusionModel):
         for m in kept:
             h[m], frames[m] = fold_frames(inputs[m])  # (B*T, C, H, W), T
             h[m] = self._stages[m].stem(h[m])
-        batch = h[kept[0]].shape[0] // frames[kept[0]]
+        ref = next(iter(inputs.values()))  # batch size and device only (keep may be empty: f of no modality)
+        batch = ref.shape[0]
         gates = iter(self.mmtm)
-        for i in range(len(self._stages[kept[0]].blocks)):
+        for i in range(len(self.positions) + 1):
             h = {m: self._stages[m].blocks[i](x) for m, x in h.items()}
             if i not in self.positions:
                 continue
             pooled = {m: (h[m].view(batch, frames[m], h[m].shape[1], -1).mean(dim=(1, 3)) if m in h else None)
                       for m in self.modalities}
-            for m, e in next(gates)(pooled).items():  # (B, C_m) -> every frame of clip b gets gate b
+            for m, e in next(gates)(pooled, batch, ref).items():  # (B, C_m) -> every frame of clip b gets gate b
                 h[m] = h[m] * e.repeat_interleave(frames[m], dim=0)[:, :, None, None]
         feats = {}
         for m, x in h.items():
             z = self._stages[m].head(x)  # (B*T, D)
             feats[m] = z.view(batch, frames[m], -1).mean(dim=1)  # (B, D)
-        ref = feats[kept[0]]
         cat = [feats[m] if m in feats else ref.new_zeros(batch, self.encoders[m].out_dim) for m in self.modalities]
         return self.head(torch.cat(cat, dim=1)), feats
 

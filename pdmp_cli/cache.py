@@ -17,12 +17,28 @@ def cache_dir() -> Path:
 
 
 def open_cache(name: str):
-    """A diskcache.Cache under :func:`cache_dir` (process- and thread-safe, SQLite-backed)."""
+    """A diskcache.Cache under :func:`cache_dir` (process- and thread-safe, SQLite-backed).
+
+    Raises:
+        PdmpError: the cache folder cannot be made or written (one line: set PDMP_CACHE_DIR).
+    """
+    import sqlite3
+
     import diskcache
 
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.fsutil import make_dir
+
     path = cache_dir() / name
-    path.mkdir(parents=True, exist_ok=True)
-    return diskcache.Cache(str(path), size_limit=2**34)
+    fix = "set PDMP_CACHE_DIR to a writable folder"
+    make_dir(path, fix)
+    db = path / "cache.db"
+    if not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise PdmpError(f"the cache folder {path} is not writable; {fix}", 1)
+    try:
+        return diskcache.Cache(str(path), size_limit=2**34)
+    except (OSError, sqlite3.Error) as e:
+        raise PdmpError(f"cannot open the cache in {path} ({e}); {fix}", 1) from None
 
 
 def stable_hash(obj) -> str:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pdmp_cli.fsutil import write_text
 from pdmp_cli.report import Report
 from pdmp_cli.sweep import SweepResult
 
@@ -111,14 +112,16 @@ def run(
     if result.stopped:
         from pdmp_cli.errors import PdmpError
 
-        raise PdmpError(f"demo stopped: {result.stopped.replace('the sweep', 'the demo')}", 130)
+        from pdmp_cli.runtime import interrupt_exit_code
+
+        raise PdmpError(f"demo stopped: {result.stopped.replace('the sweep', 'the demo')}", interrupt_exit_code())
 
     # 3. table and plots ----------------------------------------------------------------------------
     console.rule("3/3 results")
     rep = report.build([o.run_dir for o in result.outcomes], profiles=[outcome.path])
     console.print(report.rich_tables(rep, title=f"{name}: vanilla vs OGM-GE vs PDMP", profiles=False))
     report_md = out / "report.md"
-    _write_text(report_md, report.markdown(rep))
+    write_text(report_md, report.markdown(rep), fix="choose another --out folder")
     written = plots.write_plots(rep, out / "plots")
     comparison = next((w for w in written if w.name.startswith("compare-")), None)
 
@@ -137,13 +140,3 @@ def run(
         soft_wrap=True,
     )
     return DemoResult(out, outcome.path, outcome.cached, result, rep, report_md, written, comparison, seconds)
-
-
-def _write_text(path: Path, text: str) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

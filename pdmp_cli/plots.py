@@ -13,13 +13,15 @@ temporary file and renamed, so a crash never leaves half a PNG.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
 import statistics
-import tempfile
+from collections import Counter
 from pathlib import Path
 
+from pdmp_cli.fsutil import atomic_write
 from pdmp_cli.report import USES_GAMMA_P, Report, Row, RunRecord
 
 DPI = 100
@@ -40,21 +42,28 @@ def _figure(size: tuple[int, int], ncols: int = 1):
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_write(path, "wb", fix="choose another --plot folder") as f:
+        fig.savefig(f, format="png", dpi=DPI)
+    return Path(path)
 
 
 def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "plot"
+
+
+def file_names(prefix: str, items: list[tuple[str, Path]]) -> list[str]:
+    """``<prefix>-<safe name>.png`` for each (name, path). Where two names come out alike (run
+    directories of the same name in two folders) or a name had to be changed (non-ASCII
+    characters, spaces), 8 hex digits of the sha256 of the resolved path are appended, so no two
+    runs or profiles share a file, within one report or across reports into one folder."""
+    safe = [safe_name(name) for name, _ in items]
+    counts = Counter(safe)
+    out = []
+    for (name, path), s in zip(items, safe):
+        if counts[s] > 1 or s != name:
+            s += "-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+        out.append(f"{prefix}-{s}.png")
+    return out
 
 
 def _epochs(ax) -> None:
@@ -215,9 +224,9 @@ def write_plots(rep: Report, out_dir: str | os.PathLike) -> list[Path]:
     measured profile. Returns the paths written."""
     out = Path(out_dir)
     written: list[Path] = []
-    for rec in rep.records:
-        if rec.metrics:
-            written.append(plot_run(rec, out / f"run-{safe_name(rec.path.name)}.png"))
+    runs = [rec for rec in rep.records if rec.metrics]
+    for rec, name in zip(runs, file_names("run", [(rec.path.name, rec.path) for rec in runs])):
+        written.append(plot_run(rec, out / name))
     complete = [w for w in rep.rows if w.status == "complete"]
     for ds, fu in sorted({(w.dataset, w.fusion) for w in complete}):
         group = [w for w in complete if (w.dataset, w.fusion) == (ds, fu) and any(r.metrics for r in w.runs)]
@@ -229,7 +238,7 @@ def write_plots(rep: Report, out_dir: str | os.PathLike) -> list[Path]:
         group = [w for w in complete if w.dataset == ds]
         if len({w.gamma_p for w in group if w.gamma_p is not None}) >= 2:
             written.append(plot_sweep(group, out / f"sweep-{safe_name(ds)}.png", title=f"{ds}: accuracy against γp"))
-    for pr in rep.profiles:
-        if pr.profile.results:
-            written.append(plot_profile(pr, out / f"profile-{safe_name(pr.path.stem)}.png"))
+    profiles = [pr for pr in rep.profiles if pr.profile.results]
+    for pr, name in zip(profiles, file_names("profile", [(pr.path.stem, pr.path) for pr in profiles])):
+        written.append(plot_profile(pr, out / name))
     return written

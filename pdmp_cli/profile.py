@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli.fsutil import write_json
 
 SCHEMA_VERSION = 1
 
@@ -113,15 +113,5 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Kept for callers of the old name: :func:`pdmp_cli.fsutil.write_json`."""
+    return write_json(path, obj)

@@ -51,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pdmp_cli.errors import PdmpError  # noqa: E402
 
 Device = Literal["auto", "cpu", "cuda"]
+GAMMA_P_MAX = 3.4028234663852886e38  # the largest float32 (torch.finfo(torch.float32).max)
+GAMMA_P_MIN = 1 / GAMMA_P_MAX  # 1/gamma_p must be a float32 too
 
 
 def _check_registered(family: str, name: str) -> str:
@@ -182,7 +184,7 @@ class TrainSpec(OptimSpec):
     method_args: dict[str, dict[str, Any]] = Field(
         {}, description="method name -> its hyperparameters (the method's Args); resolved: the chosen method's, all fields"
     )
-    gamma_p: float = Field(10.0, gt=0, description="gamma_p of Eq. 10; gamma_r follows by Eq. 12")
+    gamma_p: float = Field(10.0, gt=0, allow_inf_nan=False, description="gamma_p of Eq. 10; gamma_r follows by Eq. 12")
     grad_clip: float | None = Field(None, gt=0)
     run_dir: str | None = Field(None, description="default runs/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>")
     runs_root: str = "runs"
@@ -205,6 +207,17 @@ class TrainSpec(OptimSpec):
     @classmethod
     def _fusion(cls, v: str) -> str:
         return _check_registered("fusion", v)
+
+    @field_validator("gamma_p")
+    @classmethod
+    def _gamma_p(cls, v: float) -> float:
+        # Eq. 12 multiplies float32 gradients by gamma_p and by 1/gamma_p: both must be finite there
+        if not GAMMA_P_MIN <= v <= GAMMA_P_MAX:
+            raise ValueError(
+                f"must be a finite number from {GAMMA_P_MIN:.3g} to {GAMMA_P_MAX:.3g} (gamma_p and 1/gamma_p "
+                f"scale float32 gradients), got {v!r}"
+            )
+        return v
 
     @field_validator("method")
     @classmethod

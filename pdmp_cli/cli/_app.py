@@ -7,6 +7,7 @@ red line on stderr and a non-zero exit, never a traceback (``pdmp --verbose`` ke
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import typer
@@ -51,20 +52,32 @@ def fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
+# OSErrors that mean "this place cannot be written/read by you", never a bug of pdmp's
+_PLACE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+
+
 def command(fn):
-    """Wrap a command body: PdmpError -> one line + exit code, Ctrl-C -> exit 130."""
+    """Wrap a command body: PdmpError -> one line + exit code; Ctrl-C -> exit 130 and SIGTERM
+    (schedulers, ``kill``) -> exit 143, both after the command's Ctrl-C handling (a run saves a
+    resumable checkpoint); an unwritable or unreadable place -> one line, exit 1."""
     from pdmp_cli.errors import PdmpError
+    from pdmp_cli.runtime import interrupt_exit_code, sigterm_as_interrupt
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except PdmpError as e:
             if _state["verbose"]:
                 raise
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted", interrupt_exit_code())
+        except OSError as e:
+            if _state["verbose"] or e.errno not in _PLACE_ERRNOS:
+                raise
+            fail(f"{e.filename or 'a file'}: {e.strerror}; choose a location you can write (or read)", 1)
 
     return wrapper
 

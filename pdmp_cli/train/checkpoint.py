@@ -9,30 +9,22 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli.fsutil import atomic_write
 
 FORMAT_VERSION = 1
 
 
 def save(path: str | os.PathLike, obj: dict) -> Path:
     """torch.save to a temp file beside ``path``, then rename: never half a checkpoint."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT_VERSION, **obj}, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_write(path, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, **obj}, f)
+    return Path(path)
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -50,7 +50,7 @@ from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile, write_json_atomic
 from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
-from pdmp_cli.runtime import GracefulInterrupt, place_model, resolve_device, seed_everything, to_device
+from pdmp_cli.runtime import GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, distributed, health
 from pdmp_cli.train.schedule import LRSchedule
@@ -274,6 +274,7 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
     )
 
 
+        worker_init_fn=ignore_stop_signals,  # SIGTERM to the process group: the main process saves first
 def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
     """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync)."""
     return {
@@ -288,6 +289,7 @@ class EpochStats:
     Read once per epoch by :meth:`means`. Saved in a mid-epoch checkpoint, so a resumed epoch
     reports the same numbers as an uninterrupted one. Steps with a non-finite gradient norm (an
     fp16 step the GradScaler skips) are left out of the gradient-norm means.
+        worker_init_fn=ignore_stop_signals,
     """
 
     def __init__(self, modalities: list[str], device: torch.device):

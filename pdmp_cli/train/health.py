@@ -1,0 +1,90 @@
+"""Is the model still a model? Non-finite weights, buffers and gradients, and what to try instead.
+
+The loop watches the loss every ``CHECK_EVERY`` steps, but a loss can stay finite while the model
+has blown up: with a huge γp the modulated encoder's weights grow to ~1e13 and its BatchNorm
+running variances overflow to ``inf`` (training normalises with batch statistics, so the loss
+does not notice; evaluation uses the running ones, and that branch sits at chance). So, once per
+epoch and before any checkpoint is written, :func:`blown_up` looks at
+
+- every floating-point parameter and buffer (``torch.isfinite(t).all()`` per tensor, stacked:
+  one device sync per epoch, never one per step), and
+- the encoder gradient norms the loop already computes every step (``EpochStats.norm_steps``
+  counts the steps whose norms were all finite; read once at epoch end). fp16 is exempt: there
+  a non-finite gradient is the GradScaler's signal to skip the step, and the weights stay as
+  they were.
+
+A run where either check fails is ``diverged``: its message names what blew up and what to try
+(:func:`remedy`), and no checkpoint of that state is ever written.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+
+from pdmp_cli import rundir
+from pdmp_cli.train import distributed
+
+SHOWN = 3  # tensor names shown in a message
+
+
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers holding a nan or inf (one device sync)."""
+    named = [
+        (n, t)
+        for n, t in itertools.chain(model.named_parameters(), model.named_buffers())
+        if t.is_floating_point()
+    ]
+    if not named:
+        return []
+    with torch.no_grad():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
+    if bool(ok.all()):
+        return []
+    return [n for (n, _), good in zip(named, ok.tolist()) if not good]
+
+
+def nonfinite_grad_steps(stats, precision_kind: str) -> int:
+    """Steps of this epoch whose encoder gradient norms were not all finite (0 under fp16)."""
+    if precision_kind == "fp16" or stats.steps == 0:
+        return 0
+    return max(0, stats.steps - round(float(stats.norm_steps.item())))
+
+
+def blown_up(model: torch.nn.Module, stats, precision_kind: str) -> str | None:
+    """What is non-finite after this epoch's steps, as a phrase, or None when all is finite.
+
+    Under DDP every rank calls it at the same point (one collective), and all get the same answer.
+    """
+    tensors = nonfinite_tensors(model)
+    grads = nonfinite_grad_steps(stats, precision_kind)
+    if not distributed.any_rank(bool(tensors or grads)):
+        return None
+    parts = []
+    if tensors:
+        more = f" and {len(tensors) - SHOWN} more" if len(tensors) > SHOWN else ""
+        parts.append(f"the weights or buffers hold inf/nan ({', '.join(tensors[:SHOWN])}{more})")
+    if grads:
+        parts.append(f"the encoder gradients were inf/nan in {grads} of {stats.steps} steps")
+    return "; ".join(parts) if parts else "another process's model holds inf/nan"
+
+
+def remedy(spec) -> str:
+    """What to try after a divergence: γp toward 1 for the methods that scale by it, else a
+    smaller lr; and gradient clipping when it is off."""
+    g = spec.gamma_p
+    if spec.method in ("pdmp", "lr-scale") and g != 1:
+        knob = f"try a smaller --gamma-p than {g:g}" if g > 1 else f"try a --gamma-p closer to 1 than {g:g}"
+    else:
+        knob = f"try a smaller --lr than {spec.lr:g}"
+    return knob + (" or --grad-clip 1.0" if spec.grad_clip is None else "")
+
+
+def kept_note(run_dir: Path, epochs_done: int) -> str:
+    """Which checkpoint a diverged run leaves behind."""
+    last = Path(run_dir) / rundir.CHECKPOINTS / "last.pt"
+    if last.exists():
+        return f"the last good checkpoint ({last}, {epochs_done} epochs done) is kept"
+    return "no checkpoint was written (no epoch finished)"

@@ -206,3 +206,55 @@ def test_analysis_refuses_a_broken_dataset_and_writes_nothing(ds, tmp_path):
     with pytest.raises(PdmpError, match="1 missing file"):
         run(spec, progress=False)
     assert training_steps.value == before and not out.exists()
+
+
+# ------------------------------------------------------------- issue 14: nothing silent in the lists
+
+
+def test_path_without_a_per_sample_field_is_refused(ds):
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+    from pdmp_cli.data import load_manifest
+
+    (ds / "m.toml").write_text(MANIFEST.replace('path = "audio/{id}.wav"', 'path = "audio/clip01.wav"'))
+    with pytest.raises(PdmpError, match=r"modalities.audio: path 'audio/clip01.wav' names no per-sample field, "
+                                        r"so every sample would read the same file; put \{id\} in it"):
+        load_manifest(ds / "m.toml")
+    res = CliRunner().invoke(app, ["datasets", "check", str(ds / "m.toml")])
+    assert res.exit_code == 2 and "names no per-sample field" in res.output and "Traceback" not in res.output
+    # a field that is not per-sample ({label}): two samples, one file
+    (ds / "m.toml").write_text(MANIFEST.replace('path = "audio/{id}.wav"', 'path = "audio/{label}.wav"'))
+    with pytest.raises(PdmpError, match=r"gives samples clip01 and clip03 \(train\) the same file .*audio/cat.wav"):
+        load_dataset(ds / "m.toml")
+
+
+def test_duplicate_ids_and_leakage_are_reported_and_refused(ds):
+    (ds / "train.csv").write_text("id,label\nclip01,cat\nclip02,dog\nclip03,cat\nclip04,dog\nclip02,cat\nclip05,cat\n")
+    r = check_dataset(ds / "m.toml")
+    assert r.counts == {"duplicate id": 1, "leakage": 1}
+    dup, leak = r.problems
+    assert (dup.split, dup.sample, dup.line) == ("train", "clip02", 6)
+    assert dup.detail == "id clip02 is listed 2 times (lines 3, 6) with labels cat, dog"
+    assert (leak.split, leak.sample, leak.line, leak.detail) == ("train", "clip05", 7, "id clip05 is also in the test split")
+    with pytest.raises(PdmpError, match=r"1 duplicate id, 1 leakage .*--skip-bad"):
+        load_checked(ds / "m.toml")
+    with pytest.raises(PdmpError, match="list rows are unusable, first: duplicate id"):
+        load_dataset(ds / "m.toml")
+    bundle, report = load_checked(ds / "m.toml", skip_bad=True)  # both copies of clip02, the train clip05
+    assert [s.id for s in bundle.train.samples] == ["clip01", "clip03", "clip04"] and report.skipped == 2
+    assert [s.id for s in bundle.test.samples] == ["clip05", "clip06"]
+
+
+def test_lists_must_be_utf8_and_may_carry_a_bom(ds):
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    (ds / "train.csv").write_bytes("\ufeffid,label\r\nclip01,cat\r\nclip02,dog\r\nclip03,cat\r\nclip04,dog\r\n".encode())
+    assert check_dataset(ds / "m.toml").ok  # Excel's "CSV UTF-8"
+    (ds / "train.csv").write_bytes("id,label\nclip01,cat\nclip02,dög\n".encode("latin-1"))
+    res = CliRunner().invoke(app, ["datasets", "check", str(ds / "m.toml")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert "train.csv is not UTF-8 text (byte 0xf6 on line 3); save it as UTF-8" in res.output.replace("\n", "")

@@ -30,9 +30,9 @@ def _one_error_line(result, code: int) -> str:
 def runs(tmp_path):
     root = tmp_path / "runs"
     for seed, final in enumerate([0.80, 0.90]):
-        make_run(root, f"pdmp-s{seed}", accs=[0.5, final], seed=seed)
-    make_run(root, "vanilla-s0", method="vanilla", accs=[0.5, 0.6])
-    make_run(root, "killed", accs=[0.4], seed=7, status="running", epochs_planned=2)
+        make_run(root, f"pdmp-s{seed}", accs=[0.5, final], vals=[0.4, 0.7], seed=seed)
+    make_run(root, "vanilla-s0", method="vanilla", accs=[0.5, 0.6], vals=[0.4, 0.5])
+    make_run(root, "killed", accs=[0.4], vals=[0.3], seed=7, status="running", epochs_planned=2)
     return root
 
 
@@ -65,7 +65,10 @@ def test_report_table_fits_a_narrow_terminal(runs, width):
     assert max(len(line) for line in lines) <= 80
     i = next(i for i, line in enumerate(lines) if line.split()[:3] == ["pdmp", "10", "2"])
     assert lines[i].split()[3] == "85.0" and lines[i + 1].split()[:2] == ["±", "7.1"]  # std on the next line
-    assert any(line.rstrip().endswith("1/2 running") for line in lines)
+    assert "±63.5" in lines[i].split()  # the 95% CI's half-width: t(0.975, 1) x 7.07 / sqrt(2)
+    k = next(k for k, line in enumerate(lines) if line.rstrip().endswith("1/2"))
+    assert lines[k + 1].strip() == "running"  # the status under the epochs
+    assert "wall s" not in r.output  # the narrowest layout leaves out w and wall time
 
 
 def test_report_json_csv_markdown_parse(runs):

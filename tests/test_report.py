@@ -25,6 +25,7 @@ def make_run(
     *,
     method: str = "pdmp",
     accs: list[float],
+    vals: list[float] | None = None,
     fusion: str = "concat",
     gamma_p: float = 10.0,
     seed: int = 0,
@@ -42,7 +43,9 @@ def make_run(
     """A run directory as `pdmp train` writes it, with the numbers given.
 
     Epoch e has eval accuracy ``accs[e]``, macro-F1 ``accs[e] + f1_offset``; the last epoch has
-    branch accuracies ``branch`` and w ``w`` (earlier epochs: branch 0.1 each, w 1.0).
+    branch accuracies ``branch`` and w ``w`` (earlier epochs: branch 0.1 each, w 1.0). ``vals``:
+    validation accuracy per epoch, as pdmp writes today; without, a run from before the
+    validation split (its spec has no val_fraction; its epoch was chosen on test).
     """
     d = root / name
     (d / rundir.CHECKPOINTS).mkdir(parents=True)
@@ -52,7 +55,7 @@ def make_run(
         "seed": seed, "encoder": "small", "device": "auto", "num_workers": 0, "data_root": None,
         "profile": "profiles/x.json", "dataset": dataset, "fusion": fusion, "method": method, "gamma_p": gamma_p,
         "ogm_alpha": 0.1, "ogm_start": 0, "ogm_end": 50, "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
-        "skip_bad": False, **(spec_extra or {}),
+        "skip_bad": False, **({"val_fraction": 0.1, "select_on_test": False} if vals else {}), **(spec_extra or {}),
     }  # fmt: skip
     write_json_atomic(d / rundir.SPEC, spec)
     branch = branch or {m: 0.5 for m in modalities}
@@ -61,6 +64,7 @@ def make_run(
         last = i == len(accs) - 1
         m = EpochMetrics(
             epoch=i + 1, train_loss=1.0 / (i + 1), eval_accuracy=a, eval_macro_f1=a + f1_offset,
+            val_accuracy=vals[i] if vals else None,
             branch_accuracy=branch if last else {m: 0.1 for m in modalities},
             w=(w if last else 1.0) if len(modalities) == 2 else None,
             shares={m: 1 / len(modalities) for m in modalities},
@@ -71,7 +75,12 @@ def make_run(
         history.append(m)
     if summary:
         best = max(history, key=lambda m: m.eval_accuracy)
-        s = RunSummary(
+        chosen = max(history, key=lambda m: m.val_accuracy) if vals else None
+        on_val = dict(
+            selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.eval_accuracy,
+            selected_macro_f1=chosen.eval_macro_f1, val_accuracy=chosen.val_accuracy,
+        ) if vals else {}  # fmt: skip
+        s = RunSummary(**on_val,
             dataset=dataset, method=method, fusion=fusion, encoder="small", gamma_p=gamma_p,
             gamma=gamma if gamma is not None else ({"audio": 1 / gamma_p, "visual": gamma_p} if method == "pdmp" else {m: 1.0 for m in modalities}),
             seed=seed, profile_sha256="0" * 64, status=status, epochs_planned=epochs_planned, epochs_done=len(history),
@@ -131,6 +140,8 @@ def test_best_per_column_within_a_dataset(runs):
     rep = report.build([runs])
     pdmp, van, ogm = _row(rep, "pdmp"), _row(rep, "vanilla"), _row(rep, "ogm-ge")
     assert pdmp.best == {"accuracy", "best_accuracy", "macro_f1", "branch/visual"}
+    # the headline's mark needs a significant paired test: vanilla shares 2 seeds (p = 0.24), ogm-ge 1
+    assert "selected_accuracy" not in pdmp.best
     assert van.best == {"branch/audio"}  # 0.55 beats pdmp's 0.41 and ogm's 0.50
     assert ogm.best == set()
     # a dataset with one row highlights nothing; ave's 0.99 does not beat synthetic's rows
@@ -142,9 +153,12 @@ def test_table_cells_show_mean_std_and_single_seed_without_std(runs):
     rep = report.build([runs])
     header, body, _ = report.table_cells(rep.rows)
     cells = {row[1][0]: dict(zip(header, (c for c, _ in row))) for row in body}
-    assert cells["pdmp"]["acc %"] == "85.0 ± 5.0"
-    assert cells["vanilla"]["acc %"] == "65.0 ± 7.1"
-    assert cells["ogm-ge"]["acc %"] == "75.0"  # one seed: no ± part
+    assert cells["pdmp"]["final acc %"] == "85.0 ± 5.0"
+    assert cells["vanilla"]["final acc %"] == "65.0 ± 7.1"
+    assert cells["ogm-ge"]["final acc %"] == "75.0"  # one seed: no ± part
+    # runs written before the validation split chose their epoch on test: the headline says so
+    assert cells["pdmp"]["chosen on"] == "TEST" and cells["pdmp"]["acc % (best val epoch)"] == "90.0 ± 5.0"
+    assert cells["pdmp"]["95% CI"] == "[77.6, 102.4]" and cells["ogm-ge"]["95% CI"] == "-"  # t(0.975, 2) = 4.303
     assert cells["pdmp"]["w"] == "0.50 ± 0.10"
     assert cells["pdmp"]["γp"] == "10" and cells["vanilla"]["γp"] == "-"
     assert cells["pdmp"]["γ"] == "audio 0.1, visual 10"
@@ -273,7 +287,10 @@ def test_every_format_parses(runs):
     data = json.loads(report.render(rep, "json"))
     by = {(r["method"], r["status"]): r for r in data["rows"]}
     pd = by[("pdmp", "complete")]
-    assert pd["metrics"]["accuracy"] == {"mean": pytest.approx(0.85), "std": pytest.approx(0.05), "n": 3}
+    assert pd["metrics"]["accuracy"] == {
+        "mean": pytest.approx(0.85), "std": pytest.approx(0.05), "n": 3, "ci": [pytest.approx(0.72579, abs=1e-5), pytest.approx(0.97421, abs=1e-5)],
+    }  # fmt: skip
+    assert pd["selection"] == "test" and pd["compare"] is None
     assert pd["seeds"] == [0, 1, 2] and pd["gamma_p"] == 10.0 and "accuracy" in pd["best"]
     assert by[("pdmp", "interrupted")]["n"] == 1 and data["notes"]
 
@@ -292,9 +309,9 @@ def test_every_format_parses(runs):
     assert all(len(r) == len(cells[0]) for r in cells)
     head = cells[0]
     pdmp_line = next(r for r in cells if r[1] == "pdmp" and r[-1] == "complete")
-    assert pdmp_line[head.index("acc %")] == "**85.0 ± 5.0**"
+    assert pdmp_line[head.index("final acc %")] == "**85.0 ± 5.0**"
     inter = next(r for r in cells if r[-1] == "interrupted (1/10 epochs)")
-    assert inter[head.index("acc %")] == "50.0"
+    assert inter[head.index("final acc %")] == "50.0"
 
     with pytest.raises(PdmpError, match="--format must be one of table, markdown, csv, json"):
         report.render(rep, "html")

@@ -25,21 +25,27 @@ def report_cli(
     profile: Optional[List[str]] = typer.Option(
         None, "--profile", help="Also report this profile JSON, or every profile in a folder (repeatable)."
     ),
+    compare: Optional[str] = typer.Option(
+        None, "--compare", help="Paired difference of every row against this method over shared seeds (95% CI, paired t-test)."
+    ),
 ):
     """Tabulate runs like the paper's tables: one row per configuration, mean ± std over seeds.
 
-    Columns: dataset, method, fusion, γp, γ per modality, n, final and best accuracy, macro-F1,
-    each branch's accuracy, final w (Eq. 5), epochs, wall time; the best mean of each accuracy
-    column is highlighted. Unfinished runs (running, interrupted, diverged) get their own rows.
+    Columns: dataset, method, fusion, γp, γ per modality, n; the headline (test accuracy at the
+    epoch with the best validation accuracy) with its 95% confidence interval; final accuracy,
+    the best test epoch's (the paper's convention), macro-F1, each branch's accuracy, final w
+    (Eq. 5), epochs, wall time. The best mean of each accuracy column is highlighted; the
+    headline's only when a paired t-test says it beats every other row. Unfinished runs
+    (running, interrupted, diverged) get their own rows.
 
-    Example: pdmp report runs/ --method pdmp,vanilla --format markdown --plot plots/
+    Example: pdmp report runs/ --method pdmp,vanilla --compare vanilla --format markdown --plot plots/
     """
     from pdmp_cli import report
     from pdmp_cli.errors import PdmpError
 
     if fmt not in report.FORMATS:
         raise PdmpError(f"--format must be one of {', '.join(report.FORMATS)}, got {fmt!r}", 2)
-    rep = report.build(runs or None, dataset=dataset, method=method, fusion=fusion, profiles=profile)
+    rep = report.build(runs or None, dataset=dataset, method=method, fusion=fusion, profiles=profile, compare=compare)
     out = report.render(rep, fmt)
     if fmt == "table":
         console.print(out)

@@ -47,11 +47,22 @@ from pdmp_cli.report.render import (
     to_csv,
     to_json,
 )
-from pdmp_cli.report.stats import HIGHER_IS_BETTER, METHOD_ORDER, Row, Stat, aggregate, metric_columns
+from pdmp_cli.report.stats import (
+    HEADLINE,
+    HIGHER_IS_BETTER,
+    METHOD_ORDER,
+    Paired,
+    Row,
+    Stat,
+    aggregate,
+    compare_to,
+    metric_columns,
+    paired,
+)
 from pdmp_cli.report.sweep_table import sweep_grid, sweep_table
 
 __all__ = [
-    "FORMATS", "HIGHER_IS_BETTER", "METHOD_ORDER", "NOT_SETTINGS", "USES_GAMMA_P", "USES_OGM",
+    "FORMATS", "HEADLINE", "HIGHER_IS_BETTER", "Paired", "compare_to", "paired", "METHOD_ORDER", "NOT_SETTINGS", "USES_GAMMA_P", "USES_OGM",
     "ProfileRow", "Report", "Row", "RunRecord", "Stat", "_dataset_name", "aggregate", "build",
     "column_title", "find_run_dirs", "fmt_gamma", "fmt_stat", "fmt_status", "is_run_dir", "markdown",
     "metric_columns", "profile_cells", "read_profiles", "read_run", "render", "rich_tables", "row_dict",

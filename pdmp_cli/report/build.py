@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.report.read import ProfileRow, RunRecord, find_run_dirs, read_profiles, read_run
-from pdmp_cli.report.stats import Row, aggregate
+from pdmp_cli.report.stats import Row, aggregate, compare_to
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Report:
     rows: list[Row]
     profiles: list[ProfileRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    compare: str | None = None  # the method every row was compared with (--compare)
 
 
 def _values(s: str | list[str] | None) -> list[str] | None:
@@ -55,12 +56,16 @@ def build(
     fusion: str | list[str] | None = None,
     profiles: list[str | os.PathLike] | None = None,
     require_runs: bool = True,
+    compare: str | None = None,
 ) -> Report:
     """Read every run below ``runs`` (default ``["runs"]``; none when only ``profiles`` are
     given) and the ``profiles``, apply the filters (comma-separated values allowed) and aggregate.
 
+    ``compare``: a method; every complete row gets its paired difference against that method's
+    row with the same dataset, fusion and settings (``row.compare``, :func:`~pdmp_cli.report.stats.paired`).
+
     Raises PdmpError: a path that does not exist, no run found (when ``require_runs``), or a
-    filter value that no run has (the message lists the values present).
+    filter value (or ``compare`` method) that no run has (the message lists the values present).
     """
     notes: list[str] = []
     if runs is None:
@@ -104,6 +109,14 @@ def build(
         if not r.complete:
             notes.append(_status_note(r))
     rows = aggregate(records)
+    if compare:
+        present = sorted({w.method for w in rows if w.status == "complete"})
+        if compare not in present:
+            raise PdmpError(
+                f"--compare {compare}: no complete run of that method here; methods present: {', '.join(present) or 'none'}",
+                2,
+            )
+        notes.extend(compare_to(rows, compare))
     for w in rows:
         repeated = sorted({s for s in w.seeds if w.seeds.count(s) > 1})
         if repeated:
@@ -111,7 +124,7 @@ def build(
                 f"{w.label} on {w.dataset} averages {w.n} runs, several with the same seed "
                 f"({', '.join(map(str, repeated))}): the same run repeated? n counts runs, not seeds"
             )
-    return Report(sources=sources, records=records, rows=rows, profiles=prows, notes=notes)
+    return Report(sources=sources, records=records, rows=rows, profiles=prows, notes=notes, compare=compare)
 
 
 def _status_note(r: RunRecord) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pdmp_cli import rundir
+from pdmp_cli.data.split import LEGACY_SPEC
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 
@@ -40,11 +41,14 @@ class RunRecord:
     status: str  # complete | running | interrupted | diverged | unknown (no readable summary.json)
     epochs_done: int
     epochs_planned: int | None
-    values: dict[str, float | None]  # accuracy, best_accuracy, macro_f1, w, wall_seconds, branch/<m>
+    # selected_accuracy (the headline: test accuracy at the epoch chosen on validation), accuracy
+    # (final epoch's), best_accuracy (best test epoch: the paper's convention), macro_f1, w, wall_seconds, branch/<m>
+    values: dict[str, float | None]
     best_epoch: int | None
     metrics: list[EpochMetrics]
     settings: dict  # spec fields that change results, minus the ones shown as columns
     message: str | None = None
+    selection: str = "test"  # what chose the headline's epoch: validation, or test (no validation split)
 
     @property
     def complete(self) -> bool:
@@ -74,11 +78,14 @@ def settings_key(spec: dict) -> dict:
 def spec_with_defaults(spec: dict) -> dict:
     """A saved spec.json as this version of pdmp reads it: a field added since the run was
     written takes its default (the behaviour the run had), a field no longer known is dropped.
-    So runs from before e.g. ``precision`` existed still match new runs with the default."""
+    So runs from before e.g. ``precision`` existed still match new runs with the default. Runs from
+    before the validation split trained on all of train and chose on test: they read as
+    ``val_fraction = 0, select_on_test``, not as the new defaults."""
     from pydantic_core import PydanticUndefined
 
     from pdmp_cli.specs import TrainSpec
 
+    spec = {**LEGACY_SPEC, **spec}
     out = {}
     for name, f in TrainSpec.model_fields.items():
         if name in spec:
@@ -130,7 +137,13 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             notes.append(f"{p / rundir.SUMMARY}: not a run summary ({e.error_count()} problems); read from spec.json and metrics")
 
     if summary is not None:
+        selected, selection = summary.selected_accuracy, summary.selection
+        if selected is None:  # a summary written before the validation split: from the epochs
+            chosen = rundir.select_epoch(metrics)
+            selected = chosen.eval_accuracy if chosen else summary.best_accuracy
+            selection = "validation" if chosen is not None and chosen.val_accuracy is not None else "test"
         values = {
+            "selected_accuracy": selected,
             "accuracy": summary.final_accuracy,
             "best_accuracy": summary.best_accuracy,
             "macro_f1": summary.final_macro_f1,
@@ -150,12 +163,15 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             gamma_p=summary.gamma_p, gamma=dict(summary.gamma), seed=summary.seed, status=summary.status,
             epochs_done=summary.epochs_done, epochs_planned=summary.epochs_planned, values=values,
             best_epoch=summary.best_epoch, metrics=metrics, settings={}, message=summary.message,
+            selection=selection,
         )  # fmt: skip
     elif spec is not None and all(k in spec for k in ("method", "fusion", "gamma_p", "seed")):
         notes.append(f"{p}: no readable summary.json; shown from spec.json and {len(metrics)} epochs of metrics")
         best = max(metrics, key=lambda m: m.eval_accuracy) if metrics else None
         last = metrics[-1] if metrics else None
+        chosen = rundir.select_epoch(metrics)
         values = {
+            "selected_accuracy": chosen.eval_accuracy if chosen else None,
             "accuracy": last.eval_accuracy if last else None,
             "best_accuracy": best.eval_accuracy if best else None,
             "macro_f1": last.eval_macro_f1 if last else None,
@@ -170,6 +186,7 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             gamma=dict(last.gamma) if last and spec["method"] == "pdmp" else {}, seed=int(spec["seed"]),
             status="unknown", epochs_done=len(metrics), epochs_planned=spec.get("epochs"), values=values,
             best_epoch=best.epoch if best else None, metrics=metrics, settings={},
+            selection="validation" if chosen is not None and chosen.val_accuracy is not None else "test",
         )  # fmt: skip
     else:
         notes.append(f"{p}: neither a readable summary.json nor spec.json; not shown")

@@ -12,21 +12,26 @@ from pathlib import Path
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.report.build import Report
 from pdmp_cli.report.read import ProfileRow
-from pdmp_cli.report.stats import Row, Stat, metric_columns
+from pdmp_cli.report.stats import HEADLINE, Row, Stat, metric_columns
 
 FORMATS = ("table", "markdown", "csv", "json")
 
 
 COLUMN_TITLES = {
-    "accuracy": "acc %",
-    "best_accuracy": "best acc %",
-    "macro_f1": "macro-F1 %",
+    "selected_accuracy": "acc % (best val epoch)",
+    "accuracy": "final acc %",
+    "best_accuracy": "best-test acc % (paper's convention)",
+    "macro_f1": "final macro-F1 %",
     "w": "w",
     "wall_seconds": "wall s",
 }
 
 
-SHORT_TITLES = {"accuracy": "acc", "best_accuracy": "best", "macro_f1": "F1", "w": "w", "wall_seconds": "wall s"}
+SHORT_TITLES = {
+    "selected_accuracy": "acc", "accuracy": "final", "best_accuracy": "best test", "macro_f1": "F1", "w": "w",
+    "wall_seconds": "wall s",
+}  # fmt: skip
+CI_TITLE = "95% CI"
 
 
 def column_title(col: str, short: bool = False) -> str:
@@ -48,6 +53,26 @@ def fmt_stat(s: Stat | None, col: str) -> str:
     else:
         f = lambda x: f"{100 * x:.1f}"  # noqa: E731
     return f(s.mean) + (f" ± {f(s.std)}" if s.std is not None else "")
+
+
+def fmt_ci(ci: tuple[float, float] | None, short: bool = False) -> str:
+    """``[80.1, 89.9]`` (accuracies in %; ``short``: the half-width of the symmetric t-interval,
+    ``±4.9``); ``-`` for n < 2."""
+    if not ci:
+        return "-"
+    return f"±{50 * (ci[1] - ci[0]):.1f}" if short else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def fmt_paired(w: Row) -> tuple[str, str]:
+    """The ``Δ vs METHOD`` and ``p`` cells: ``+2.1 [-0.5, 4.7]`` (points of %), ``0.081``; ``ref`` for the method itself."""
+    if w.is_reference:
+        return "ref", "-"
+    c = w.compare
+    if c is None or c.mean is None:
+        return "-", "-"
+    diff = f"{100 * c.mean:+.1f}" + (f" {fmt_ci(c.ci)}" if c.ci else f" (n={c.n})")  # n: the shared seeds
+    p = "-" if c.p is None else "<0.001" if c.p < 0.001 else f"{c.p:.3f}"
+    return diff, p
 
 
 def fmt_gamma(g: dict[str, float]) -> str:
@@ -133,11 +158,23 @@ def table_cells(rows: list[Row], compact: bool = False) -> tuple[list[str], list
             else:
                 kept.append((name, get))
         fields, tail = [f for f in kept if f[0] != "epochs"], [f for f in kept if f[0] == "epochs"]
-    header = [name for name, _ in fields] + [column_title(c, compact) for c in cols] + [name for name, _ in tail]
+    metrics = []  # (title, w -> (text, is_best))
+    for c in cols:
+        metrics.append((column_title(c, compact), lambda w, c=c: (fmt_stat(w.stats.get(c), c), c in w.best)))
+        if c == HEADLINE:
+            ci = lambda w: w.stats[HEADLINE].ci if HEADLINE in w.stats else None  # noqa: E731
+            metrics.append((CI_TITLE, lambda w: (fmt_ci(ci(w), short=compact), False)))
+            if any(w.compare is not None or w.is_reference for w in rows):
+                vs = next(w.method for w in rows if w.is_reference)
+                metrics.append((f"Δ vs {vs}", lambda w: (fmt_paired(w)[0], False)))
+                metrics.append(("p", lambda w: (fmt_paired(w)[1], False)))
+    if any(w.selection != "validation" for w in rows):  # say which rows chose their epoch on test
+        metrics.insert(0, ("chosen on", lambda w: ("val" if w.selection == "validation" else "TEST", False)))
+    elif compact:
+        context.append("epoch chosen on validation")
+    header = [name for name, _ in fields] + [title for title, _ in metrics] + [name for name, _ in tail]
     body = [
-        [(get(w), False) for _, get in fields]
-        + [(fmt_stat(w.stats.get(c), c), c in w.best) for c in cols]
-        + [(get(w), False) for _, get in tail]
+        [(get(w), False) for _, get in fields] + [get(w) for _, get in metrics] + [(get(w), False) for _, get in tail]
         for w in rows
     ]
     return header, body, context
@@ -225,16 +262,25 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
     if rep.rows:
         header, body, context = table_cells(rep.rows, compact=True)
         caption = (
-            "% of the test split: final accuracy (acc), best epoch's (best), final macro-F1 (F1), each "
-            "branch's final accuracy; w: final Eq. 5; bold green: best mean of a column in a dataset"
-        )
-        numeric = {"γp", "n", "epochs"} | {column_title(c, True) for c in metric_columns(rep.rows)}
+            "% of the test split. acc: test accuracy at the epoch with the best validation accuracy (the "
+            "headline), mean ± std over seeds; 95% CI: half-width of its Student-t interval; final: last epoch; "
+            "best test: the best test epoch (the paper's convention, optimistic: chosen on test); F1: final "
+            "macro-F1; branches: final; w: final Eq. 5. Bold green: best mean of a column in a dataset; for acc "
+            "only when significantly better than every other row (paired t-test over shared seeds, p < 0.05)"
+            + (f". Δ vs {rep.compare}: mean paired difference over shared seeds, points of %, [95% CI]; "
+               "p: two-sided paired t-test" if rep.compare else "")
+        )  # fmt: skip
+        numeric = {"γp", "n", "epochs", CI_TITLE, "p"} | {column_title(c, True) for c in metric_columns(rep.rows)}
+        numeric |= {f"Δ vs {rep.compare}"} if rep.compare else set()
 
-        def make(narrow: bool):
+        def make(narrow: bool, drop: tuple[str, ...] = ()):
             t = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
-            for i, h in enumerate(header):
+            keep = [i for i, h in enumerate(header) if h not in drop]
+            for i in keep:
+                h = header[i]
                 t.add_column(h, justify="right" if h in numeric else "left", min_width=_word(h, *(r[i][0] for r in body)))
             for w, cells in zip(rep.rows, body):
+                cells = [cells[i] for i in keep]
                 texts = [c.replace(" ± ", "\n± ") if narrow else c for c, _ in cells]
                 t.add_row(
                     *(f"[bold green]{escape(c)}[/]" if best else escape(c) for c, (_, best) in zip(texts, cells)),
@@ -245,7 +291,8 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
         parts.append(f"[bold]{escape(title)}[/]")
         if context:
             parts.append(escape(" · ".join(context)))
-        parts.append(_FitToWidth(lambda: make(False), lambda: make(True)))
+        # narrower terminals: std under the mean, then without w and wall time (--format markdown has them)
+        parts.append(_FitToWidth(lambda: make(False), lambda: make(True), lambda: make(True, ("w", "wall s"))))
         parts.append(f"[dim]{escape(caption)}[/]")
     if rep.profiles and profiles:
         header, body, context = profile_cells(rep.profiles, compact=True)
@@ -339,6 +386,8 @@ def row_dict(w: Row) -> dict:
         "settings": w.settings,
         "variant": w.variant,
         "metrics": {c: vars(w.stats[c]) for c in cols if c in w.stats},
+        "selection": w.selection,
+        "compare": vars(w.compare) if w.compare is not None else ("reference" if w.is_reference else None),
         "best": sorted(w.best),
         "runs": [str(r.path) for r in w.runs],
     }
@@ -374,17 +423,24 @@ def to_csv(rep: Report) -> str:
     names = [c.replace("/", "_") for c in cols]
     wr.writerow(
         ["dataset", "method", "fusion", "gamma_p", "gamma", "settings", "status", "n", "seeds", "epochs_done",
-         "epochs_planned", *(f"{n}_{k}" for n in names for k in ("mean", "std")), "best", "runs"]
+         "epochs_planned", "selection", *(f"{n}_{k}" for n in names for k in ("mean", "std")),
+         f"{HEADLINE}_ci_low", f"{HEADLINE}_ci_high", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_p", "diff_n",
+         "best", "runs"]
     )  # fmt: skip
     for w in rep.rows:
         nums = []
         for c in cols:
             s = w.stats.get(c)
             nums += [_num(s.mean if s else None), _num(s.std if s else None)]
+        ci = w.stats[HEADLINE].ci if HEADLINE in w.stats else None
+        nums += [_num(ci[0] if ci else None), _num(ci[1] if ci else None)]
+        c = w.compare
+        nums += [_num(c.mean if c else None), _num(c.ci[0] if c and c.ci else None),
+                 _num(c.ci[1] if c and c.ci else None), _num(c.p if c else None), _num(c.n if c else None)]  # fmt: skip
         wr.writerow(
             [w.dataset, w.method, w.fusion, _num(w.gamma_p), ";".join(f"{m}={v:g}" for m, v in w.gamma.items()),
              ";".join(f"{k}={v}" for k, v in w.variant.items()), w.status, w.n, ";".join(map(str, w.seeds)),
-             w.epochs_done, _num(w.epochs_planned), *nums, ";".join(sorted(w.best)),
+             w.epochs_done, _num(w.epochs_planned), w.selection, *nums, ";".join(sorted(w.best)),
              ";".join(str(r.path) for r in w.runs)]
         )  # fmt: skip
     return buf.getvalue()

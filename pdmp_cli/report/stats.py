@@ -1,35 +1,80 @@
 """Aggregation over seeds for ``pdmp report``: complete runs of one configuration (same
 dataset, method, fusion, gamma_p where the method uses it, gamma, and every other training
-setting) are averaged over their seeds; a run that did not finish stays on its own row."""
+setting) are averaged over their seeds; a run that did not finish stays on its own row.
+
+Statistics (scipy): every column gets n, mean, sample std and a 95 % Student-t confidence
+interval of the mean (:class:`Stat`). Two rows are compared over the seeds they share
+(:func:`paired`: mean paired difference, its 95 % t-interval, and a two-sided paired t-test,
+``scipy.stats.ttest_rel``). The headline column's "best" mark needs evidence: the row with the
+highest mean is marked only when it is significantly better (p < 0.05) than every other
+complete row of its dataset in a paired test on at least two shared seeds. (Requiring every
+pairwise test to pass is an intersection-union test: no multiplicity correction is needed.)
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+import warnings
 from dataclasses import dataclass, field
 
 from pdmp_cli.report.read import USES_GAMMA_P, RunRecord
 
 METHOD_ORDER = ("vanilla", "ogm-ge", "lr-scale", "pdmp")  # baselines first, as in the paper's tables
-# metric columns averaged over seeds; the first four (and each branch) get a "best" highlight
-HIGHER_IS_BETTER = ("accuracy", "best_accuracy", "macro_f1")
+# metric columns averaged over seeds; these (and each branch) get a "best" highlight. The first
+# is the headline: test accuracy at the epoch chosen on validation (accuracy: the final epoch's;
+# best_accuracy: the best test epoch, the paper's convention)
+HEADLINE = "selected_accuracy"
+HIGHER_IS_BETTER = (HEADLINE, "accuracy", "best_accuracy", "macro_f1")
+CONFIDENCE = 0.95
+ALPHA = 0.05  # significance level of the paired tests
+
+
+def t_interval(mean: float, std: float | None, n: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The Student-t confidence interval of a mean from n samples (None for n < 2)."""
+    from scipy import stats
+
+    if n < 2 or std is None:
+        return None
+    if std == 0:
+        return (mean, mean)
+    lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return (float(lo), float(hi))
 
 
 @dataclass
 class Stat:
-    """Mean, sample standard deviation (None for n < 2) and n of one column over seeds."""
+    """Mean, sample standard deviation and 95 % t-interval of the mean (both None for n < 2), n."""
 
     mean: float | None
     std: float | None
     n: int
+    ci: tuple[float, float] | None = None
 
     @classmethod
     def of(cls, xs: list[float | None]) -> "Stat":
         xs = [x for x in xs if x is not None and math.isfinite(x)]
         if not xs:
             return cls(None, None, 0)
-        return cls(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+        mean, std = statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+        return cls(mean, std, len(xs), t_interval(mean, std, len(xs)))
+
+
+@dataclass
+class Paired:
+    """A row against another over the seeds both have: mean difference (row - other), its 95 %
+    t-interval and the two-sided paired t-test's p-value (interval and p None for n < 2)."""
+
+    against: str  # the other row's label
+    n: int
+    mean: float | None
+    ci: tuple[float, float] | None
+    p: float | None
+
+    @property
+    def significant(self) -> bool:
+        return self.p is not None and self.p < ALPHA
 
 
 @dataclass
@@ -50,6 +95,13 @@ class Row:
     settings: dict
     variant: dict = field(default_factory=dict)  # settings that tell apart rows that look alike
     best: set[str] = field(default_factory=set)
+    compare: Paired | None = None  # against the --compare method's matching row (None: none, or this is it)
+    is_reference: bool = False  # this row is the --compare method's
+
+    @property
+    def selection(self) -> str:
+        """``validation`` when every run chose its headline epoch on validation, else ``test``."""
+        return "validation" if self.runs and all(r.selection == "validation" for r in self.runs) else "test"
 
     @property
     def n(self) -> int:
@@ -69,6 +121,62 @@ def _method_rank(m: str) -> tuple:
     if m in METHODS:
         return (METHODS.get(m).table_order, m)
     return (METHOD_ORDER.index(m) * 100 / max(len(METHOD_ORDER) - 1, 1) if m in METHOD_ORDER else 50, m)
+
+
+def paired(a: Row, b: Row, col: str = HEADLINE) -> Paired:
+    """``a`` minus ``b`` on ``col`` over the seeds both have (a repeated seed: its first run)."""
+    from scipy import stats
+
+    def by_seed(w: Row) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for r in w.runs:
+            x = r.values.get(col)
+            if x is not None and math.isfinite(x):
+                out.setdefault(r.seed, x)
+        return out
+
+    xa, xb = by_seed(a), by_seed(b)
+    seeds = sorted(set(xa) & set(xb))
+    d = [xa[s] - xb[s] for s in seeds]
+    if not d:
+        return Paired(b.label, 0, None, None, None)
+    mean = statistics.fmean(d)
+    if len(d) < 2:
+        return Paired(b.label, 1, mean, None, None)
+    std = statistics.stdev(d)
+    with warnings.catch_warnings():  # equal differences on every seed: scipy warns, p is 0 (or nan if all 0)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel([xa[s] for s in seeds], [xb[s] for s in seeds]).pvalue)
+    return Paired(b.label, len(d), mean, t_interval(mean, std, len(d)), p if math.isfinite(p) else None)
+
+
+def _shared_settings(w: Row) -> str:
+    """The settings two rows of different methods must share to be compared (method-specific ones dropped)."""
+    s = {k: v for k, v in w.settings.items() if not k.startswith("ogm_") and k != "method_args"}
+    return json.dumps([w.dataset, w.fusion, s], sort_keys=True, default=str)
+
+
+def compare_to(rows: list[Row], method: str) -> list[str]:
+    """Set ``row.compare`` of every complete row against ``method``'s row with the same dataset,
+    fusion and shared settings; returns notes for rows that have no such row."""
+    refs: dict[str, list[Row]] = {}
+    for w in rows:
+        if w.status == "complete" and w.method == method:
+            refs.setdefault(_shared_settings(w), []).append(w)
+    notes = []
+    for w in rows:
+        if w.status != "complete":
+            continue
+        if w.method == method:
+            w.is_reference = True
+            continue
+        match = refs.get(_shared_settings(w), [])
+        if len(match) == 1:
+            w.compare = paired(w, match[0])
+        else:
+            why = "no" if not match else f"{len(match)}"
+            notes.append(f"{w.label} on {w.dataset}: {why} {method} row with the same settings to compare with")
+    return notes
 
 
 def aggregate(records: list[RunRecord]) -> list[Row]:
@@ -121,7 +229,7 @@ def _mark_variants(rows: list[Row]) -> None:
 
 
 def metric_columns(rows: list[Row]) -> list[str]:
-    """accuracy, best_accuracy, macro_f1, branch/<m> (modalities in first-seen order), w, wall_seconds."""
+    """selected_accuracy, accuracy, best_accuracy, macro_f1, branch/<m> (modalities in first-seen order), w, wall_seconds."""
     mods: list[str] = []
     for w in rows:
         for r in w.runs:
@@ -131,14 +239,33 @@ def metric_columns(rows: list[Row]) -> list[str]:
     return [*HIGHER_IS_BETTER, *(f"branch/{m}" for m in mods), "w", "wall_seconds"]
 
 
+def _significantly_best(cands: list[Row]) -> Row | None:
+    """The row with the highest headline mean, if a paired test says it beats every other row."""
+    scored = [w for w in cands if HEADLINE in w.stats and w.stats[HEADLINE].mean is not None]
+    if len(scored) < 2:
+        return None
+    top = max(scored, key=lambda w: w.stats[HEADLINE].mean)
+    for w in cands:
+        if w is not top:
+            pr = paired(top, w)
+            if not (pr.significant and pr.mean > 0):
+                return None
+    return top
+
+
 def _mark_best(rows: list[Row]) -> None:
-    """Per dataset, the highest mean of every accuracy-like column among complete rows (ties: all)."""
+    """Per dataset, the highest mean of every accuracy-like column among complete rows (ties: all);
+    the headline column only when that row is significantly better than each other (:func:`paired`)."""
     for ds in {w.dataset for w in rows}:
         cands = [w for w in rows if w.dataset == ds and w.status == "complete"]
         if len(cands) < 2:
             continue
         for col in metric_columns(cands):
             if col not in HIGHER_IS_BETTER and not col.startswith("branch/"):
+                continue
+            if col == HEADLINE:
+                if (win := _significantly_best(cands)) is not None:
+                    win.best.add(col)
                 continue
             means = [w.stats[col].mean for w in cands if col in w.stats and w.stats[col].mean is not None]
             if not means:

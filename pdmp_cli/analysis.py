@@ -35,13 +35,14 @@ from pathlib import Path
 
 from pdmp_cli import __version__
 from pdmp_cli.errors import PdmpError
+from pdmp_cli.data.split import eval_split, with_validation
 from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso, write_json_atomic
 from pdmp_cli.specs import AnalyzeSpec
 
 # how --parallel starts its processes: spawn is safe with CUDA and with OpenMP thread pools
 # (fork is not); each process then imports torch itself
 START_METHOD = "spawn"
-ANALYSIS_VERSION = 1  # bump when the training or evaluation below changes its numbers
+ANALYSIS_VERSION = 2  # bump when the training or evaluation below changes its numbers (2: on validation)
 NOISE_Z = 2.0  # a ranking is uncertain when its top two are < NOISE_Z binomial SEs apart
 
 
@@ -102,6 +103,70 @@ def _uncertainty_warning(what: str, accuracy: dict[str, float], n: int, subset: 
     )
 
 
+TREND_MIN = 3  # epochs a trend is fitted over, at least (shorter curves: unknown)
+
+
+def trend_window(epochs: int) -> int:
+    """The last epochs a curve's trend is fitted over: a quarter of them, at least :data:`TREND_MIN`."""
+    return min(epochs, max(TREND_MIN, math.ceil(epochs / 4)))
+
+
+def curve_trend(curve: list[float], eval_size: int, z: float = NOISE_Z) -> tuple[bool | None, float | None]:
+    """``(still_rising, rise)``: is the curve still climbing at its end, beyond evaluation noise?
+
+    A least-squares line (``scipy.stats.linregress``) through the last :func:`trend_window`
+    epochs; ``rise`` is its slope times the window's span, the accuracy it gained over those
+    epochs. Still rising when ``rise`` exceeds ``z`` binomial standard errors of one accuracy
+    at the window's mean level, ``z * sqrt(p (1 - p) / n)``: more than re-measuring the same
+    model could move it. ``(None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
+    """
+    from scipy import stats
+
+    k = trend_window(len(curve))
+    if len(curve) < TREND_MIN:
+        return None, None
+    tail = curve[-k:]
+    rise = float(stats.linregress(range(k), tail).slope) * (k - 1)
+    p = sum(tail) / k
+    return rise > z * math.sqrt(p * (1 - p) / eval_size), rise
+
+
+class EarlyStopping:
+    """``--epochs auto``: stop once validation accuracy has not improved for ``patience`` epochs
+    (never before ``min_epochs``), or at ``cap``. ``best_epoch`` is 1-based."""
+
+    def __init__(self, patience: int, cap: int, min_epochs: int = 1):
+        self.patience, self.cap, self.min_epochs = patience, cap, min_epochs
+        self.best, self.best_epoch, self.epoch = -math.inf, 0, 0
+
+    def update(self, accuracy: float) -> bool:
+        """Record one epoch's validation accuracy; True when training should stop now."""
+        self.epoch += 1
+        if accuracy > self.best:
+            self.best, self.best_epoch = accuracy, self.epoch
+        if self.epoch >= self.cap:
+            return True
+        return self.epoch >= self.min_epochs and self.epoch - self.best_epoch >= self.patience
+
+
+def stop_epoch(curve: list[float], patience: int, cap: int, min_epochs: int = 1) -> int:
+    """The epoch :class:`EarlyStopping` stops at on ``curve`` (its length if it never does)."""
+    stop = EarlyStopping(patience, cap, min_epochs)
+    for acc in curve:
+        if stop.update(acc):
+            return stop.epoch
+    return len(curve)
+
+
+def _late(curve: list[float], auto: bool) -> float:
+    """The converged accuracy: the last epoch's, or with early stopping the best epoch's (first of equals)."""
+    return max(curve) if auto else curve[-1]
+
+
+def _ranking_text(ranking: list[str]) -> str:
+    return " > ".join(ranking)
+
+
 def build_profile(
     *,
     dataset: str,
@@ -116,18 +181,35 @@ def build_profile(
     probe: dict | None = None,
     command: str = "",
     notes: list[str] | None = None,
+    auto: bool = False,
+    seed_curves: dict[int, dict[str, list[float]]] | None = None,
+    validation: dict | None = None,
 ) -> tuple[Profile, list[str]]:
     """The profile and its warnings from per-modality accuracy curves (pure).
 
-    ``curves[m][e]`` is modality m's evaluation accuracy after epoch e+1; early accuracy is read
-    after ``early_epochs`` epochs, late accuracy after the last one. ``probe`` (optional) holds the
-    multimodal probe's ``branch_accuracy``; when given, its ranking decides m_o.
+    ``curves[m][e]`` is modality m's validation accuracy after epoch e+1; early accuracy is read
+    after ``early_epochs`` epochs, late accuracy after the last one (``auto``: early stopping,
+    curves may differ in length and late accuracy is the best epoch's). ``probe`` (optional)
+    holds the multimodal probe's ``branch_accuracy``; when given, its ranking decides m_o.
+    ``seed_curves`` (``--seeds``): seed -> curves; accuracies are then means over the seeds and
+    ``ranking_frequency`` counts each seed's rankings (``curves`` is the first seed's).
+
+    Besides the noise rule (:func:`ranking_uncertain`), each curve's trend is checked
+    (:func:`curve_trend`): a modality ranked below the first whose curve was still rising
+    could still overtake it, so the ranking is flagged (``uncertain["late_trend"]``) with a
+    warning naming it.
     """
-    epochs = {len(c) for c in curves.values()}
-    if len(epochs) != 1 or early_epochs > epochs.pop() or early_epochs < 1:
-        raise ValueError("every curve needs the same length, at least early_epochs long")
-    early = {m: curves[m][early_epochs - 1] for m in modalities}
-    late = {m: curves[m][-1] for m in modalities}
+    runs = seed_curves or {seed: curves}
+    for cs in runs.values():
+        lengths = {len(c) for c in cs.values()}
+        if min(lengths) < max(early_epochs, 1) or (len(lengths) != 1 and not auto):
+            raise ValueError("every curve needs the same length, at least early_epochs long")
+    per_seed = {
+        s: ({m: cs[m][early_epochs - 1] for m in modalities}, {m: _late(cs[m], auto) for m in modalities})
+        for s, cs in runs.items()
+    }
+    early = {m: sum(e[m] for e, _ in per_seed.values()) / len(runs) for m in modalities}
+    late = {m: sum(lt[m] for _, lt in per_seed.values()) / len(runs) for m in modalities}
     early_ranking, late_ranking = rank(early, modalities), rank(late, modalities)
     uncertain = {
         "early_ranking": ranking_uncertain(early, eval_size),
@@ -138,6 +220,33 @@ def build_profile(
         warnings.append(_uncertainty_warning("the performance (late) ranking", late, eval_size, subset))
     if uncertain["early_ranking"]:
         warnings.append(_uncertainty_warning("the optimization (early) ranking", early, eval_size, subset))
+
+    # trends: a modality still rising at the end may overtake the ones above it
+    trends = {m: [curve_trend(cs[m], eval_size) for cs in runs.values()] for m in modalities}
+    rising = {m: (any(r for r, _ in tr) if all(r is not None for r, _ in tr) else None) for m, tr in trends.items()}
+    rises = {m: (sum(x for _, x in tr) / len(tr) if all(x is not None for _, x in tr) else None) for m, tr in trends.items()}
+    climbers = [m for m in late_ranking[1:] if rising[m]]
+    uncertain["late_trend"] = bool(climbers)
+    for m in climbers:
+        k = trend_window(min(len(cs[m]) for cs in runs.values()))
+        warnings.append(
+            f"the performance (late) ranking could still flip at subset {subset:g}: {m} (ranked "
+            f"{late_ranking.index(m) + 1}, {late[m]:.3f} vs {late_ranking[0]} {late[late_ranking[0]]:.3f}) was still "
+            f"improving when training stopped (+{rises[m]:.3f} over its last {k} epochs, beyond evaluation noise); "
+            f"train longer (more --epochs, or --epochs auto)"
+        )
+
+    frequency = None
+    if len(runs) > 1:
+        frequency = {"late": {}, "early": {}}
+        for e, lt in per_seed.values():
+            for key, acc in (("late", lt), ("early", e)):
+                text = _ranking_text(rank(acc, modalities))
+                frequency[key][text] = frequency[key].get(text, 0) + 1
+        uncertain["late_seeds"] = len(frequency["late"]) > 1
+        if uncertain["late_seeds"]:
+            counts = ", ".join(f"{r} on {n} of {len(runs)}" for r, n in frequency["late"].items())
+            warnings.append(f"the performance (late) ranking differs between seeds at subset {subset:g}: {counts}")
     notes = list(notes or [])
 
     m_o, criterion, probe_out = early_ranking[0], "unimodal-early", None
@@ -154,15 +263,19 @@ def build_profile(
                 f"the multimodal probe ranks {probe_ranking[0]} first, the unimodal early accuracy "
                 f"{early_ranking[0]}; the probe decided (Alg. 1, line 2)"
             )
+    first = next(iter(runs.values()))
     profile = Profile(
         dataset=dataset,
         dataset_identity=identity,
         modalities=modalities,
         subset=subset,
-        seed=seed,
+        seed=next(iter(runs)),
         settings=settings,
         results={
-            m: ModalityResult(curve=curves[m], early_accuracy=early[m], late_accuracy=late[m], eval_size=eval_size)
+            m: ModalityResult(
+                curve=first[m], early_accuracy=early[m], late_accuracy=late[m], eval_size=eval_size,
+                still_rising=rising[m], rise=rises[m], stopped_epoch=len(first[m]) if auto else None,
+            )  # fmt: skip
             for m in modalities
         },
         early_ranking=early_ranking,
@@ -172,6 +285,9 @@ def build_profile(
         optimization_criterion=criterion,
         probe=probe_out,
         uncertain=uncertain,
+        validation=validation,
+        seeds=list(runs) if len(runs) > 1 else None,
+        ranking_frequency=frequency,
         notes=notes + warnings,
         provenance=Provenance(tool_version=__version__, created=now_iso(), command=command, source="measured"),
     )
@@ -179,8 +295,10 @@ def build_profile(
 
 
 def subset_study_rows(outcomes: list[AnalysisOutcome]) -> list[dict]:
-    """The subset-scale study (the paper's Table VI) as rows: late accuracy per modality,
-    the gap between the top two, the ranking and whether it is uncertain."""
+    """The subset-scale study (the paper's Table VI) as rows: late accuracy per modality, the gap
+    between the top two, the ranking, whether it is uncertain (noise, or a modality below the
+    first still rising: ``rising`` names them), and whether it agrees with the largest subset's."""
+    largest = max(outcomes, key=lambda o: o.subset).profile.late_ranking if outcomes else []
     rows = []
     for o in outcomes:
         p = o.profile
@@ -193,6 +311,8 @@ def subset_study_rows(outcomes: list[AnalysisOutcome]) -> list[dict]:
                 "difference": late[top] - late[second],
                 "ranking": list(p.late_ranking),
                 "uncertain": p.uncertain.get("late_ranking", False),
+                "rising": [m for m in p.late_ranking if p.results[m].still_rising],
+                "agrees": list(p.late_ranking) == list(largest),
                 "cached": o.cached,
             }
         )
@@ -271,11 +391,17 @@ def _check_writable(path: Path) -> None:
 _MEASURED_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "encoder")
 
 
-def cache_key(kind: str, identity: str, modalities: list[str], subset: float, spec: AnalyzeSpec, device: str) -> str:
-    """Everything that changes a measurement: data, subset, seed, settings, device, code version."""
+def cache_key(
+    kind: str, identity: str, modalities: list[str], subset: float, spec: AnalyzeSpec, device: str,
+    validation: dict | None = None,
+) -> str:  # fmt: skip
+    """Everything that changes a measurement: data, subset, seed, settings, the validation split
+    (``validation``: :func:`~pdmp_cli.data.split.record_of`), device, code version."""
     from pdmp_cli.cache import stable_hash
 
     settings = {k: getattr(spec, k) for k in _MEASURED_SETTINGS}
+    if spec.epochs == "auto":
+        settings.update(patience=spec.patience, max_epochs=spec.max_epochs, early_epochs=spec.early_epochs)
     if kind == "probe":
         settings.update(probe_epochs=spec.probe_epochs, probe_fusion=spec.probe_fusion)
     return stable_hash(
@@ -287,6 +413,7 @@ def cache_key(kind: str, identity: str, modalities: list[str], subset: float, sp
             "modalities": modalities,
             "subset": subset,
             "settings": settings,
+            "validation": validation,
             "device": device,
         }
     )
@@ -352,8 +479,8 @@ def _loaders(bundle, indices: list[int], spec: AnalyzeSpec):
         generator=torch.Generator().manual_seed(spec.seed),
         num_workers=spec.num_workers,
     )
-    test = DataLoader(bundle.test, batch_size=max(spec.batch_size, 256), num_workers=spec.num_workers)
-    return train, test
+    evaluation, _ = eval_split(bundle)  # the validation split (test only under --select-on-test)
+    return train, DataLoader(evaluation, batch_size=max(spec.batch_size, 256), num_workers=spec.num_workers)
 
 
 def _optimizer(model, spec: AnalyzeSpec):
@@ -363,7 +490,12 @@ def _optimizer(model, spec: AnalyzeSpec):
 
 
 def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> list[float]:
-    """Train one unimodal model on ``indices`` of the training split; accuracy after each epoch."""
+    """Train one unimodal model on ``indices`` of the training split; its accuracy on the
+    validation split (:func:`~pdmp_cli.data.split.eval_split`) after each epoch.
+
+    ``spec.epochs == "auto"``: until validation accuracy stops improving (:class:`EarlyStopping`:
+    ``spec.patience`` epochs without a new best, at least ``early_epochs``, at most ``spec.max_epochs``).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -373,9 +505,11 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     seed_everything(spec.seed)  # each modality starts from the same seed, whatever ran before
     model = place_model(build_unimodal(spec.encoder, bundle.in_channels[modality], bundle.num_classes), device)
     opt = _optimizer(model, spec)
-    train_loader, test_loader = _loaders(bundle, indices, spec)
+    train_loader, eval_loader = _loaders(bundle, indices, spec)
+    n_eval = len(eval_loader.dataset)
+    stop = EarlyStopping(spec.patience, spec.max_epochs, spec.early_epochs) if spec.epochs == "auto" else None
     curve = []
-    for _ in range(spec.epochs):
+    for _ in range(spec.max_epochs if stop else spec.epochs):
         model.train()
         for inputs, y in train_loader:
             x, y = place_input(inputs[modality], device), y.to(device)
@@ -387,12 +521,14 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
         model.eval()
         correct = 0
         with torch.no_grad():
-            for inputs, y in test_loader:
+            for inputs, y in eval_loader:
                 pred = model(place_input(inputs[modality], device)).argmax(dim=1)
                 correct += (pred == y.to(device)).sum().item()
-        curve.append(correct / len(bundle.test))
+        curve.append(correct / n_eval)
         if advance:
             advance(curve[-1])
+        if stop is not None and stop.update(curve[-1]):
+            break
     return curve
 
 
@@ -409,6 +545,7 @@ def _unimodal_worker(queue, spec: AnalyzeSpec, modality: str, indices: list[int]
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         bundle = load_dataset(spec.dataset, data_root=spec.data_root)  # from the cache: the parent's data
+        bundle, _ = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
         before = training_steps.value
         curve = train_unimodal(bundle, modality, indices, spec, dev, lambda acc: queue.put(("epoch", modality, acc)))
         queue.put(("done", modality, (curve, training_steps.value - before)))
@@ -485,7 +622,7 @@ def train_unimodal_parallel(bundle, indices: list[int], spec: AnalyzeSpec, devic
 
 
 def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> dict:
-    """A short vanilla multimodal run (``probe_fusion``): fused and per-branch accuracy per epoch."""
+    """A short vanilla multimodal run (``probe_fusion``): fused and per-branch validation accuracy per epoch."""
     import torch
     import torch.nn.functional as F
 
@@ -495,7 +632,7 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
     seed_everything(spec.seed)
     model = place_model(build_multimodal(spec.encoder, spec.probe_fusion, bundle.in_channels, bundle.num_classes), device)
     opt = _optimizer(model, spec)
-    train_loader, test_loader = _loaders(bundle, indices, spec)
+    train_loader, eval_loader = _loaders(bundle, indices, spec)
     fused, branches = [], {m: [] for m in bundle.modalities}
     for _ in range(spec.probe_epochs):
         model.train()
@@ -509,13 +646,13 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
         model.eval()
         correct = {"fused": 0, **{m: 0 for m in bundle.modalities}}
         with torch.no_grad():
-            for inputs, y in test_loader:
+            for inputs, y in eval_loader:
                 y = y.to(device)
                 out = model(to_device(inputs, device))
                 correct["fused"] += (out.logits.argmax(1) == y).sum().item()
                 for m, s in out.branch_logits.items():
                     correct[m] += (s.argmax(1) == y).sum().item()
-        n = len(bundle.test)
+        n = len(eval_loader.dataset)
         fused.append(correct["fused"] / n)
         for m in bundle.modalities:
             branches[m].append(correct[m] / n)
@@ -528,42 +665,6 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
         "branch_curves": branches,
         "branch_accuracy": {m: c[-1] for m, c in branches.items()},
     }
-
-
-class _Progress:
-    """rich progress: one bar per model being trained (or nothing when disabled)."""
-
-    def __init__(self, enabled: bool, console=None):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epochs  acc {task.fields[acc]}"),
-                TimeElapsedColumn(),
-                console=console,
-            )
-
-        self.started = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.started:
-            self.bar.stop()
-
-    def task(self, description: str, total: int):
-        if not self.bar:
-            return None
-        if not self.started:  # shown only once something trains (a cache hit prints no bars)
-            self.bar.start()
-            self.started = True
-        tid = self.bar.add_task(description, total=total, acc="-")
-        return lambda acc: self.bar.update(tid, advance=1, acc=f"{acc:.3f}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,7 +680,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
     device = resolve_device(spec.device)
     # a broken dataset (missing or corrupt files, unknown labels) stops here with one line
-    bundle, _ = load_checked(spec.dataset, spec.data_root)
+    bundle, _ = load_checked(spec.dataset, spec.data_root, skip_bad=spec.skip_bad)
     many = len(spec.subset) > 1
     paths = [profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
     for p in paths:
@@ -590,41 +691,54 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
             console.print("another pdmp analyze is computing the same analysis; waiting for its result")
 
     outcomes = []
-    with _Progress(progress, console) as bars:
+    from pdmp_cli.progress import EpochBars  # bars on a terminal, one line per epoch with an ETA otherwise
+
+    seeds = spec.seeds or [spec.seed]
+    epochs = spec.max_epochs if spec.epochs == "auto" else spec.epochs  # the bars' length (auto: the cap)
+    with EpochBars(progress, console) as bars:
         for subset, path in zip(spec.subset, paths):
-            indices = stratified_subset(bundle.train_labels, subset, spec.seed)
+            # one measurement per seed, each with its own validation split and subset, cached alone
+            seed_curves, splits, keys, cached, indices = {}, {}, [], True, []
+            for seed in seeds:
+                sspec = spec.model_copy(update={"seed": seed})
+                sbundle, split = with_validation(bundle, spec.val_fraction, seed, select_on_test=spec.select_on_test)
+                sidx = stratified_subset(sbundle.train_labels, subset, seed)
+                what = f"subset {subset:g}" + (f" · seed {seed}" if len(seeds) > 1 else "")
 
-            def measure_unimodal():
-                t0 = time.perf_counter()
-                if spec.parallel and len(bundle.modalities) > 1:  # one process per modality
-                    curves = train_unimodal_parallel(
-                        bundle, indices, spec, device, lambda m: bars.task(f"subset {subset:g} · {m}", spec.epochs)
-                    )
-                else:
-                    curves = {
-                        m: train_unimodal(
-                            bundle, m, indices, spec, device, bars.task(f"subset {subset:g} · {m}", spec.epochs)
+                def measure_unimodal(sbundle=sbundle, sidx=sidx, sspec=sspec, what=what):
+                    t0 = time.perf_counter()
+                    if spec.parallel and len(sbundle.modalities) > 1:  # one process per modality
+                        curves = train_unimodal_parallel(
+                            sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs)
                         )
-                        for m in bundle.modalities
-                    }
-                return {"curves": curves, "measured": now_iso(), "seconds": time.perf_counter() - t0}
+                    else:
+                        curves = {
+                            m: train_unimodal(sbundle, m, sidx, sspec, device, bars.task(f"{what} · {m}", epochs))
+                            for m in sbundle.modalities
+                        }
+                    return {"curves": curves, "measured": now_iso(), "seconds": time.perf_counter() - t0}
 
-            key = cache_key("unimodal", bundle.identity, bundle.modalities, subset, spec, device.type)
-            record, cached = _cached(key, measure_unimodal, spec.cache, waiting)
+                key = cache_key("unimodal", bundle.identity, bundle.modalities, subset, sspec, device.type, split)
+                record, hit = _cached(key, measure_unimodal, spec.cache, waiting)
+                seed_curves[seed], splits[seed], cached = record["curves"], split, cached and hit
+                keys.append(key)
+                if seed == seeds[0]:
+                    first_bundle, indices, measured = sbundle, sidx, record["measured"]
             probe, probe_cached = None, True
-            if spec.probe_epochs > 0:
-                pkey = cache_key("probe", bundle.identity, bundle.modalities, subset, spec, device.type)
+            if spec.probe_epochs > 0:  # on the first seed
+                sspec = spec.model_copy(update={"seed": seeds[0]})
+                pkey = cache_key("probe", bundle.identity, bundle.modalities, subset, sspec, device.type, splits[seeds[0]])
                 probe, probe_cached = _cached(
                     pkey,
                     lambda: train_probe(
-                        bundle, indices, spec, device, bars.task(f"subset {subset:g} · probe", spec.probe_epochs)
+                        first_bundle, indices, sspec, device, bars.task(f"subset {subset:g} · probe", spec.probe_epochs)
                     ),
                     spec.cache,
                     waiting,
                 )
             notes = []
             if cached:
-                notes.append(f"unimodal curves served from the analysis cache (measured {record['measured']})")
+                notes.append(f"unimodal curves served from the analysis cache (measured {measured})")
             settings = {
                 **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device", "parallel"}),
                 "device": device.type,
@@ -634,16 +748,20 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 dataset=bundle.name,
                 identity=bundle.identity,
                 modalities=list(bundle.modalities),
-                curves=record["curves"],
-                eval_size=len(bundle.test),
+                curves=seed_curves[seeds[0]],
+                eval_size=len(eval_split(first_bundle)[0]),
                 early_epochs=spec.early_epochs,
                 subset=subset,
-                seed=spec.seed,
+                seed=seeds[0],
                 settings=settings,
                 probe=probe,
                 command=command,
                 notes=notes,
+                auto=spec.epochs == "auto",
+                seed_curves=seed_curves if len(seeds) > 1 else None,
+                validation=splits[seeds[0]],
             )
+            key = keys[0]
             spath = spec_path_for(path)
             try:
                 write_json_atomic(spath, spec.model_copy(update={"subset": [subset], "out": str(path)}).model_dump(mode="json"))

@@ -127,6 +127,9 @@ class AnalyzeSpec(OptimSpec):
     patience: int = Field(5, gt=0, description="--epochs auto: stop after this many epochs without a new best")
     max_epochs: int = Field(100, gt=0, description="--epochs auto: the cap")
     seeds: list[int] | None = Field(None, description="repeat the analysis with each seed; rankings counted")
+    skip_bad: bool = Field(
+        False, description="leave out unreadable samples (the ones `pdmp train --skip-bad` leaves out: same data identity)"
+    )
 
     @field_validator("subset", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -227,6 +228,7 @@ def run(
     from pdmp_cli import report as report_mod
     from pdmp_cli import train
     from pdmp_cli.profile import Profile
+    from pdmp_cli.progress import duration
     from pdmp_cli.train.loop import resume_spec
 
     if console is None or quiet:
@@ -241,6 +243,7 @@ def run(
     command = command or shlex.join(["pdmp", *sys.argv[1:]])
     outcomes: list[Outcome] = []
     stopped = None
+    trained_seconds, trained = 0.0, 0  # the sweep's ETA: mean time of a trained run x runs left
     for i, spec in enumerate(specs, 1):
         what = f"[{i}/{len(specs)}] {describe(spec)}"
         spec = spec.model_copy(update={"dataset": spec.dataset or ident["dataset"]})
@@ -251,6 +254,7 @@ def run(
             console.print(f"{what}: already in {done[0]} ({done[1]}); skipped", highlight=False, soft_wrap=True)
         else:
             paused = next((d for d, s in matches if s == "interrupted"), None)
+            t_run = time.monotonic()
             with _EpochBar(console, what, spec.epochs) as bar:
                 if paused is not None:
                     res = train.run(resume_spec(paused), command, resume=True, quiet=True, on_step=bar.step)
@@ -260,8 +264,11 @@ def run(
                     action = "trained"
             o = Outcome(spec, action, res.run_dir, res.summary.status)
             s = res.summary
+            trained_seconds, trained = trained_seconds + time.monotonic() - t_run, trained + 1
+            left = len(specs) - i
+            eta = f"; sweep ETA {duration(trained_seconds / trained * left)}" if left else ""
             acc = f"final accuracy {s.final_accuracy:.4f}, best {s.best_accuracy:.4f}" if s.final_accuracy is not None else "no epoch finished"
-            console.print(f"{what}: {action}, {s.status}; {acc}; {res.run_dir}", highlight=False, soft_wrap=True)
+            console.print(f"{what}: {action}, {s.status}; {acc}; {res.run_dir}{eta}", highlight=False, soft_wrap=True)
             if s.status == "interrupted":
                 stopped = f"{s.message}; give the same command again to continue the sweep"
         outcomes.append(o)
@@ -275,29 +282,25 @@ def run(
 
 
 class _EpochBar:
-    """One rich progress bar per run, advanced by the loop's per-step callback (epochs done)."""
+    """Progress of one run, advanced by the loop's per-step callback: a bar on a terminal, one
+    line per finished epoch with an ETA otherwise (:class:`pdmp_cli.progress.EpochBars`)."""
 
     def __init__(self, console, description: str, epochs: int):
-        self.console, self.description, self.epochs = console, description, epochs
-        self.progress = None
+        from pdmp_cli.progress import EpochBars
+
+        self.bars = EpochBars(True, console)
+        self.description, self.epochs = description, epochs
+        self.advance, self.done = None, 0
 
     def __enter__(self):
-        if not self.console.quiet and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-                TimeElapsedColumn(), console=self.console, transient=True,
-            )  # fmt: skip
-            self.progress.start()
-            self.task = self.progress.add_task(self.description, total=self.epochs)
         return self
 
     def step(self, info) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=info.epoch)
+        if self.advance is None:  # the first step: a resumed run starts at its checkpoint's epoch
+            self.advance, self.done = self.bars.task(self.description, self.epochs, info.epoch), info.epoch
+        while self.advance is not None and self.done < info.epoch:
+            self.advance()
+            self.done += 1
 
     def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False
+        return self.bars.__exit__(*exc)

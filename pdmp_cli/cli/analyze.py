@@ -30,12 +30,18 @@ def analyze_cli(
         None, "--probe-epochs", help="Also run a vanilla multimodal probe for N epochs; its branch ranking decides m_o."
     ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json)."),
-    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (TOML or JSON) with any of these options."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any of these options."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even if the analysis is cached."),
+    skip_bad: bool = typer.Option(
+        None, "--skip-bad", help="Leave out unreadable samples (then train with --skip-bad too: the same samples)."
+    ),
     parallel: bool = typer.Option(
         None, "--parallel/--sequential", help="Train the unimodal models at once, one process per modality (one GPU each)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check spec, data and --out, try one batch per modality, estimate the time; write nothing."
     ),
 ):
     """Rank the modalities: train one unimodal model per modality on a class-stratified subset.
@@ -54,9 +60,14 @@ def analyze_cli(
     flags = overrides(
         dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
         batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
-        cache=False if no_cache else None, parallel=parallel,
+        cache=False if no_cache else None, parallel=parallel, skip_bad=skip_bad,
     )  # fmt: skip
     resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)
+    if dry_run:
+        from pdmp_cli.dryrun import dry_run_analyze
+
+        dry_run_analyze(resolved, console)
+        return
 
     outcomes = analysis.run(resolved, command=shlex.join(["pdmp", *sys.argv[1:]]), console=err_console)
 

@@ -26,7 +26,7 @@ def sweep_cli(
     encoder: Optional[str] = typer.Option(None, "--encoder", help="resnet18 (paper) or small."),
     ogm_alpha: Optional[float] = typer.Option(None, "--ogm-alpha", help="OGM-GE alpha."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where the runs go and are looked for (default runs/)."),
-    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (TOML or JSON) with any `pdmp train` option; flags win."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any `pdmp train` option; flags win."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),

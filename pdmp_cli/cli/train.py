@@ -11,7 +11,7 @@ import typer
 from pdmp_cli.cli._app import app, command, console, err_console, fail, overrides
 
 # flags a resumed run may change; every other flag is refused with --resume
-_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root"}
+_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "tensorboard"}
 
 
 @app.command("train")
@@ -41,6 +41,13 @@ def train_cli(
     precision: str = typer.Option(None, "--precision", help="fp32 (default), bf16 (autocast; CUDA or CPU) or fp16 (autocast + loss scaling; CUDA)."),
     val_fraction: float = typer.Option(None, "--val-fraction", help="Validation split carved from train when the dataset has none (default 0.1)."),
     select_on_test: bool = typer.Option(None, "--select-on-test", help="No validation split: choose the best epoch on test (the paper's convention; labelled so)."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="none (default, the paper's constant lr), step or cosine."),
+    lr_step_size: int = typer.Option(None, "--lr-step-size", help="step: epochs between lr drops (default 70, OGM-GE's)."),
+    lr_step_gamma: float = typer.Option(None, "--lr-step-gamma", help="step: factor of each drop (default 0.1)."),
+    lr_min: float = typer.Option(None, "--lr-min", help="cosine: the lr it anneals to (default 0)."),
+    lr_cosine_epochs: int = typer.Option(None, "--lr-cosine-epochs", help="cosine: epochs it anneals over (default: --epochs)."),
+    tensorboard: bool = typer.Option(None, "--tensorboard", help="Also write TensorBoard event files into the run directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check spec, data and profile, build and try one batch, estimate the time; write nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
     """Train a multimodal model with PDMP gradient modulation (Eq. 10-12) or a baseline.
@@ -65,7 +72,8 @@ def train_cli(
         batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, ogm_alpha=ogm_alpha, grad_clip=grad_clip,
         num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
         devices=devices, precision=precision, val_fraction=val_fraction, select_on_test=select_on_test,
-        method_args=parse_set(set_),
+        method_args=parse_set(set_), lr_schedule=lr_schedule, lr_step_size=lr_step_size, lr_step_gamma=lr_step_gamma,
+        lr_min=lr_min, lr_cosine_epochs=lr_cosine_epochs, tensorboard=tensorboard,
     )
     from pdmp_cli.train import distributed
 
@@ -103,6 +111,11 @@ def train_cli(
                 ) from None
         train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
 
+    if dry_run:
+        from pdmp_cli.dryrun import dry_run_train
+
+        dry_run_train(train_spec, console, resume=bool(resume))
+        return
     if train_spec.devices > 1 and not distributed.launched():
         # torchrun starts `devices` copies of this same command line; each trains its shard
         distributed.per_rank_batch(train_spec.batch_size, train_spec.devices)  # refuse before starting any

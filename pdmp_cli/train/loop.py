@@ -114,17 +114,25 @@ def check_profile(profile: Profile, profile_path: str, dataset: str, bundle) -> 
         )
 
 
+def check_run_dir(spec: TrainSpec) -> None:
+    """Refuse a ``spec.run_dir`` that already holds a run (writes nothing; ``--dry-run`` uses it too)."""
+    if not spec.run_dir:
+        return
+    p = Path(spec.run_dir)
+    taken = [n for n in (rundir.SPEC, rundir.SUMMARY, rundir.METRICS, rundir.CHECKPOINTS) if (p / n).exists()]
+    if taken:
+        raise PdmpError(
+            f"run directory {p} already holds a run; continue it with `pdmp train --resume {p}` "
+            "or choose another --run-dir",
+            exit_code=2,
+        )
+
+
 def make_run_dir(spec: TrainSpec, dataset_name: str) -> Path:
     """``spec.run_dir``, else ``<runs_root>/<time>-<dataset>-<method>-<fusion>-g<gamma_p>-s<seed>``."""
     if spec.run_dir:
+        check_run_dir(spec)
         p = Path(spec.run_dir)
-        taken = [n for n in (rundir.SPEC, rundir.SUMMARY, rundir.METRICS, rundir.CHECKPOINTS) if (p / n).exists()]
-        if taken:
-            raise PdmpError(
-                f"run directory {p} already holds a run; continue it with `pdmp train --resume {p}` "
-                "or choose another --run-dir",
-                exit_code=2,
-            )
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{Path(dataset_name).stem}-{spec.method}-{spec.fusion}-g{spec.gamma_p:g}-s{spec.seed}"
@@ -200,6 +208,18 @@ class EpochContext:
             return val
         raise ValueError(f"split must be 'train' or 'val' (never test), got {split!r}")
 
+    def batches(self, split: str, shuffle_seed=None):
+        """Yield every ``(inputs, labels)`` batch of ``split`` on the device, on every rank (not
+        sharded); shuffled by a generator seeded with ``hash(shuffle_seed)`` when given."""
+        data = self.dataset(split)
+        gen = None if shuffle_seed is None else torch.Generator().manual_seed(hash(shuffle_seed) % 2**63)
+        loader = DataLoader(
+            data, batch_size=self.spec.batch_size, shuffle=shuffle_seed is not None, generator=gen,
+            num_workers=self.spec.num_workers,
+        )
+        for inputs, labels in loader:
+            yield to_device(inputs, self.device), labels.to(self.device)
+
     @torch.no_grad()
     def outputs(self, split: str, fraction: float = 1.0):
         """Yield ``(ModelOutput, labels)`` batches of ``split`` (model in eval mode, no grad)."""
@@ -254,6 +274,7 @@ def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step:
         num_workers=spec.num_workers,
         generator=data_gen,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,  # SIGTERM to the process group: the main process saves first
     )
 
 
@@ -268,13 +289,13 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
         num_workers=spec.num_workers,
         generator=torch.Generator().manual_seed(0),  # keeps evaluation off the global RNG
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,
         # built once per run: its workers start once, not at every epoch's evaluation (~0.35 s per
         # start for 2 workers here; benchmarks/hot_path.py). Evaluation draws nothing random.
         persistent_workers=spec.num_workers > 0,
     )
 
 
-        worker_init_fn=ignore_stop_signals,  # SIGTERM to the process group: the main process saves first
 def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
     """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync)."""
     return {
@@ -289,7 +310,6 @@ class EpochStats:
     Read once per epoch by :meth:`means`. Saved in a mid-epoch checkpoint, so a resumed epoch
     reports the same numbers as an uninterrupted one. Steps with a non-finite gradient norm (an
     fp16 step the GradScaler skips) are left out of the gradient-norm means.
-        worker_init_fn=ignore_stop_signals,
     """
 
     def __init__(self, modalities: list[str], device: torch.device):
@@ -483,7 +503,8 @@ def save_last(
 
 
 def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
-    best = max(history, key=lambda m: m.eval_accuracy) if history else None  # first of equals
+    tested = [m for m in history if m.eval_accuracy is not None]  # none: trained without the test split
+    best = max(tested, key=lambda m: m.eval_accuracy) if tested else None  # first of equals
     chosen = rundir.select_epoch(history)  # on validation (on test only without a validation split)
     last = history[-1] if history else None
     on_val = chosen is not None and chosen.val_accuracy is not None
@@ -526,9 +547,10 @@ def _epoch_line(m: EpochMetrics, epochs: int) -> str:
     branches = " ".join(f"{k} {v:.3f}" for k, v in m.branch_accuracy.items())
     gammas = " ".join(f"{k} {v:.3g}" for k, v in m.gamma.items())
     val = f"val {m.val_accuracy:.4f}  " if m.val_accuracy is not None else ""
+    test = f"acc {m.eval_accuracy:.4f}  f1 {m.eval_macro_f1:.4f}  " if m.eval_accuracy is not None else ""
     return (
-        f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  {val}acc {m.eval_accuracy:.4f}  "
-        f"f1 {m.eval_macro_f1:.4f}  w {w}  branch acc: {branches}  gamma: {gammas}  {m.epoch_seconds:.1f}s"
+        f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  {val}{test}w {w}  branch acc: {branches}  "
+        f"gamma: {gammas}  {m.epoch_seconds:.1f}s"
     )
 
 
@@ -567,6 +589,7 @@ def run(
     console=None,
     quiet: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Train one multimodal model as ``spec`` says and write its run directory.
 
@@ -579,6 +602,9 @@ def run(
     Started by torchrun (several processes), every process calls this: it joins the process
     group, trains its shard in DDP, and rank 0 alone writes the run directory and prints.
 
+    ``evaluate_test=False`` (``pdmp tune``): no test sample is ever read; each epoch's test
+    fields are None and its branch accuracies, w and shares are measured on the validation split.
+
     Raises:
         PdmpError: a profile that does not fit the dataset, a method that cannot run with this
             profile or dataset, an occupied run directory, a resume that does not fit its run,
@@ -588,13 +614,13 @@ def run(
     try:
         return _run(
             spec, device, command, resume=resume, console=console,
-            quiet=quiet or not distributed.is_main(), on_step=on_step,
+            quiet=quiet or not distributed.is_main(), on_step=on_step, evaluate_test=evaluate_test,
         )
     finally:
         distributed.teardown(started)
 
 
-def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console, quiet, on_step) -> RunResult:
+def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console, quiet, on_step, evaluate_test=True) -> RunResult:
     t0 = time.monotonic()
     if console is None or quiet:
         from rich.console import Console
@@ -618,6 +644,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     check_profile(profile, profile_path, dataset, bundle)
     # the epoch is chosen on validation: the manifest's own split, else one carved from train
     bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
+    if not evaluate_test and bundle.val is None:
+        raise PdmpError("training without the test split needs a validation split; drop --select-on-test", 2)
     spec = spec.model_copy(update={"dataset": dataset, "devices": distributed.world_size()})
 
     # -- model, method, optimizer (everything that can refuse happens before any file is written)
@@ -637,7 +665,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     start_epoch, start_step, wall_before = 0, 0, 0.0
 
     if resume:
-        ckpt = checkpoint.load(run_dir / rundir.CHECKPOINTS / "last.pt")
+        ckpt = checkpoint.load_last(run_dir)
         saved, now = {**LEGACY_SPEC, **ckpt["spec"]}, spec.model_dump(mode="json")
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
@@ -715,7 +743,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     where = f" (resuming at epoch {start_epoch + 1}" + (f", after step {start_step})" if start_step else ")")
     console.print(f"run directory: {run_dir}" + (where if resume else ""), soft_wrap=True)
     console.print(
-        f"data: {bundle.name}, {len(bundle.train)} train / {_val_words(val_split)} / {len(bundle.test)} test, "
+        f"data: {bundle.name}, {len(bundle.train)} train / {_val_words(val_split)} / "
+        f"{f'{len(bundle.test)} test' if evaluate_test else 'test split not read'}, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
         f"{spec.fusion} fusion; device {device}{_scale_note(spec, device)}",
         soft_wrap=True,
@@ -726,7 +755,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     summary = write_summary("running")
 
     # -- the loop ---------------------------------------------------------------------------------
-    test_loader = eval_loader(bundle, spec, device)
+    test_loader = eval_loader(bundle, spec, device) if evaluate_test else None
     val_loader = eval_loader(bundle, spec, device, bundle.val) if bundle.val is not None else None
     best_acc = max((selection_score(m) for m in history), default=None)
     from pdmp_cli.progress import Rate, cpu_estimate_line
@@ -805,14 +834,15 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     summary = write_summary("interrupted", msg)
                     return RunResult(run_dir, summary, history)
 
-                ev = evaluate(model, test_loader, device, bundle.num_classes, method.predict)
                 vev = evaluate(model, val_loader, device, bundle.num_classes, method.predict) if val_loader is not None else {}
+                test_ev = evaluate(model, test_loader, device, bundle.num_classes, method.predict) if test_loader is not None else None
+                ev = test_ev or vev  # the branch accuracies, w and shares: on test, else on validation
                 means = stats.means()
                 m = EpochMetrics(
                     epoch=epoch + 1,
                     train_loss=means["train_loss"],
-                    eval_accuracy=ev["accuracy"],
-                    eval_macro_f1=ev["macro_f1"],
+                    eval_accuracy=test_ev["accuracy"] if test_ev else None,
+                    eval_macro_f1=test_ev["macro_f1"] if test_ev else None,
                     val_accuracy=vev.get("accuracy"),
                     val_macro_f1=vev.get("macro_f1"),
                     branch_accuracy=ev["branch_accuracy"],

@@ -28,8 +28,8 @@ class EpochMetrics(BaseModel):
 
     epoch: int = Field(description="1-based")
     train_loss: float
-    eval_accuracy: float = Field(description="on the test split")
-    eval_macro_f1: float
+    eval_accuracy: float | None = Field(description="on the test split (None: trained without it, pdmp tune)")
+    eval_macro_f1: float | None
     val_accuracy: float | None = Field(None, description="on the validation split (None: none, selected on test)")
     val_macro_f1: float | None = None
     branch_accuracy: dict[str, float] = Field(description="modality -> accuracy of s_m alone")

@@ -521,7 +521,7 @@ def _objective(plan: Plan, trainer: Trainer, log: Callable[[str], None]):
             if len(prog.curve) >= target:
                 continue
             done = len(prog.curve)
-            log(f"{cand.label}: training epochs {done + 1}-{target}")
+            log(f"{cand.label}: training epoch{f's {done + 1}-' if target > done + 1 else ' '}{target}")
             prog = trainer.advance(cand, target)
             if prog.status == "interrupted":
                 for epoch in range(done + 1, len(prog.curve) + 1):
@@ -699,7 +699,8 @@ def chosen_spec(result: TuneResult) -> dict:
     """The spec file of the choice: ``base`` with its values, for the whole ``base.epochs``."""
     c = result.choice.candidate
     spec = result.plan.spec_for(c)
-    return spec.model_dump(mode="json", exclude={"run_dir"})
+    # what to train, not where or on what: pdmp train's own defaults and flags decide those
+    return spec.model_dump(mode="json", exclude={"run_dir", "runs_root", "device", "devices", "num_workers"})
 
 
 def write_outputs(result: TuneResult) -> None:
@@ -710,7 +711,76 @@ def write_outputs(result: TuneResult) -> None:
     write_json_atomic(d / SUMMARY, result.to_json())
 
 
+# -----------------------------------------------------------------------------------------------
+# the command line's helpers: values, names, what is printed
+
+
+def parse_values(items: list[str] | None, gamma_p: list[float] | None = None) -> dict[str, list]:
+    """``["ogm-ge.alpha=0.1,0.8"]`` (``--values``) and ``--gamma-p`` -> ``{"ogm-ge.alpha": [0.1, 0.8], "gamma_p": [...]}``."""
+    import json
+
+    out: dict[str, list] = {"gamma_p": list(gamma_p)} if gamma_p else {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        vals = [v.strip() for v in text.split(",") if v.strip()]
+        if not (eq and key.strip() and vals):
+            raise PdmpError(f"--values needs FIELD=v1,v2 (e.g. --values ogm-ge.alpha=0.1,0.8), got {item!r}", 2)
+
+        def parse(v):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError:
+                return v
+
+        out[key.strip()] = list(dict.fromkeys(parse(v) for v in vals))
+    return out
+
+
+def values_for(method: str, given: dict[str, list]) -> dict[str, list]:
+    """The grid of ``method``: what it registers, with the given values replacing or adding to it
+    (``gamma_p`` only for a method that reads it; ``<method>.<field>`` only for that method;
+    a plain spec field such as ``lr`` for every method)."""
+    from pdmp_cli.methods import METHODS
+
+    space = method_space(method)
+    for k, v in given.items():
+        if k == "gamma_p" and not METHODS.get(method).uses_gamma_p:
+            continue
+        if "." in k and not k.startswith(f"{method}."):
+            continue
+        space[k] = v
+    return space
+
+
+def dir_name(base: TrainSpec) -> str:
+    """``synthetic-pdmp-s0``: a plan's folder under ``--tune-dir``."""
+    return f"{Path(str(base.dataset)).stem}-{base.method}-s{base.seed}"
+
+
 def curve_text(curve: list[float], budget: int) -> str:
     """``0.41 0.55 0.62 ...``: the validation curve within the budget, two decimals each."""
     return " ".join(f"{v:.2f}" for v in curve[:budget]) or "-"
+
+
+def table(result: TuneResult):
+    """Each candidate's state and validation curve (a rich table; the notes are ``r.note``)."""
+    from rich.table import Table
+
+    t = Table(title=f"pdmp tune: {result.plan.base.method}, validation accuracy per epoch", title_justify="left")
+    for col in ("candidate", "state", "epochs", "best val (epoch)", "validation curve"):
+        t.add_column(col, overflow="fold", justify="right" if col == "epochs" else "left")
+    for r in result.candidates:
+        mark = " *" if r is result.choice else ""
+        best = f"{r.value:.4f} ({r.best_epoch})" if r.value is not None else "-"
+        t.add_row(r.candidate.label + mark, r.state, str(len(r.curve)), best, curve_text(r.curve, result.plan.budget))
+    return t
+
+
+def compute_line(result: TuneResult) -> str:
+    n, b = len(result.candidates), result.plan.budget
+    pct = 100 * result.spent_epochs / result.full_epochs if result.full_epochs else 0
+    return (
+        f"compute: {result.spent_epochs} of {result.full_epochs} epochs ({pct:.0f}% of a full sweep of "
+        f"{n} candidates x {b} epochs), {result.seconds:.0f} s of training"
+    )
 

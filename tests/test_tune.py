@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from torch.utils.data import Dataset
 
 from pdmp_cli import sweep, tune
 from pdmp_cli.errors import PdmpError
@@ -99,9 +100,9 @@ def _profile(path: Path, **update) -> str:
     return str(p.model_copy(update=update).save(path))
 
 
-def _plan(tmp_path, tiny_manifest, profile=None, **kw):
+def _plan(tmp_path, tiny_manifest, profile=None, flags=None, **kw):
     prof = profile or _profile(tmp_path / "profile.json")
-    base = sweep.base_spec(prof, dataset=str(tiny_manifest), flags={"runs_root": str(tmp_path / "runs")})
+    base = sweep.base_spec(prof, dataset=str(tiny_manifest), flags={"runs_root": str(tmp_path / "runs"), **(flags or {})})
     kw.setdefault("values", {"gamma_p": [1, 2, 5, 10, 15, 20]})
     kw.setdefault("budget", 8)
     kw.setdefault("min_epochs", 2)
@@ -214,3 +215,44 @@ def test_method_hyperparameters_and_bad_plans(tmp_path, tiny_manifest):
         prof = _profile(tmp_path / "profile.json")
         base = sweep.base_spec(prof, dataset=str(tiny_manifest), flags={"select_on_test": True, "val_fraction": 0})
         tune.make_plan(base, tmp_path / "t")
+
+
+class _Unreadable(Dataset):
+    """A test split that fails on any read."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        raise AssertionError("pdmp tune read the test split")
+
+
+def test_real_tuning_never_reads_the_test_split(tmp_path, tiny_manifest, monkeypatch):
+    """Two γp candidates, 2 epochs each at most (rung at 1): real runs through pdmp_cli.train.run."""
+    from dataclasses import replace
+
+    import pdmp_cli.train.loop as loop
+
+    real = loop.load_checked
+
+    def no_test(*a, **kw):
+        bundle, report = real(*a, **kw)
+        return replace(bundle, test=_Unreadable(len(bundle.test))), report
+
+    monkeypatch.setattr(loop, "load_checked", no_test)
+    plan = _plan(tmp_path, tiny_manifest, flags={"device": "cpu", "val_fraction": 0.2}, values={"gamma_p": [1, 5]}, budget=2, min_epochs=1)
+    result = tune.run(plan, command="pdmp tune (test)")
+    assert result.stopped is None and result.choice is not None
+    for r in result.candidates:
+        assert r.state in ("complete", "stopped") and 1 <= len(r.curve) <= 2
+        metrics = [json.loads(ln) for ln in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert all(m["eval_accuracy"] is None and m["val_accuracy"] is not None for m in metrics)
+        assert [m["val_accuracy"] for m in metrics] == r.curve
+    # the run directory of the first candidate was continued past the rung, not restarted
+    first = result.candidates[0]
+    assert first.state == "complete" and json.loads((Path(first.run_dir) / "summary.json").read_text())["epochs_done"] == 2
+    chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
+    assert chosen["gamma_p"] == result.choice.candidate.params["gamma_p"] and chosen["epochs"] == plan.base.epochs

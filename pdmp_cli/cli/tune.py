@@ -1,0 +1,132 @@
+"""``pdmp tune``: choose γp (or a baseline's hyperparameter) on the validation split by successive halving."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from pdmp_cli.cli._app import app, command, console, err_console, fail, overrides
+
+
+@app.command("tune")
+@command
+def tune_cli(
+    profile: str = typer.Option(None, "--profile", help="Dominance profile JSON (from `pdmp analyze` or by hand)."),
+    method: str = typer.Option(None, "--method", help="Method(s) to tune, e.g. pdmp or pdmp,ogm-ge (same budget each; default pdmp)."),
+    gamma_p: Optional[str] = typer.Option(None, "--gamma-p", help="γp candidates (default 1,2,5,10,15,20)."),
+    values: list[str] = typer.Option(None, "--values", help="Candidates of another hyperparameter, METHOD.FIELD=v1,v2 (e.g. ogm-ge.alpha=0.1,0.8); repeatable."),
+    branches: Optional[bool] = typer.Option(None, "--branches/--no-branches", help="Try both branches of Eq. 12 (default: when the profile cannot settle m_o)."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Epochs a candidate that is never stopped reaches (default: the spec's epochs)."),
+    min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="First rung: epochs before the first comparison (default budget // eta^3)."),
+    eta: int = typer.Option(2, "--eta", help="Reduction factor: 1/eta of the candidates go on at each rung (2: the better half)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name or manifest path; default: the profile's."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every candidate's run (default 0)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of the final run the chosen spec asks for."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="resnet18 (paper) or small."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="concat (default), sum, film, gated..."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Validation split carved from train when the dataset has none (default 0.1)."),
+    set_: list[str] = typer.Option(None, "--set", help="A fixed method hyperparameter, METHOD.FIELD=VALUE; repeatable."),
+    tune_dir: str = typer.Option("tune", "--tune-dir", help="Where the candidates' runs, the study and chosen.json go: <dir>/<dataset>-<method>-s<seed>/."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage shared by several workers (default sqlite:///<tune dir>/study.db; e.g. postgresql://host/db)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Optuna study name (default: derived from the settings, so workers agree)."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any `pdmp train` option; flags win."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; only the result."),
+):
+    """Choose γp on the validation split by successive halving, reusing every partial run.
+
+    Every candidate trains a few epochs; at each rung only the better 1/eta (on validation
+    accuracy) go on (Optuna's SuccessiveHalvingPruner). Runs are continued, never repeated:
+    after Ctrl-C the same command goes on where it stopped. The test split is never read.
+    Prints each candidate's validation curve, the choice and why, the compute spent against a
+    full sweep, and writes chosen.json: train it with `pdmp train --spec <tune dir>/chosen.json`.
+    With PDMP, when the profile's m_o criteria disagree or its ranking is uncertain, both
+    branches of Eq. 12 are tried. Baselines get the same budget: --method pdmp,ogm-ge.
+
+    Several workers: start the same command on each (same --storage; a database URL on a cluster).
+
+    Example: pdmp tune --profile profiles/synthetic.json --gamma-p 1,2,5,10,15,20
+    """
+    import shlex
+    import sys
+
+    from pdmp_cli import sweep, tune
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.methods import parse_set
+    from pdmp_cli.specs import read_spec_file
+
+    file_layer = read_spec_file(spec) if spec else {}
+    profile = profile or file_layer.get("profile")
+    if not profile:
+        raise PdmpError("--profile is required: make one with `pdmp analyze --dataset NAME` or write it by hand", 2)
+    flags = overrides(
+        seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, encoder=encoder, fusion=fusion,
+        val_fraction=val_fraction, method_args=parse_set(set_), device=device, num_workers=num_workers,
+        data_root=data_root,
+    )  # fmt: skip
+    methods = sweep.parse_list(method, str, "--method") or [file_layer.get("method") or "pdmp"]
+    given = tune.parse_values(values, sweep.parse_list(gamma_p, float, "--gamma-p"))
+    if len(methods) > 1 and (storage or study):
+        raise PdmpError("--storage/--study name one study; tune one --method at a time with them", 2)
+    command = shlex.join(["pdmp", *sys.argv[1:]])
+    plans = []
+    for m in methods:  # every plan is checked before anything trains
+        base = sweep.base_spec(profile, dataset=dataset, file_layer=file_layer, flags={**flags, "method": m})
+        where = f"{tune_dir}/{tune.dir_name(base)}"
+        plans.append(
+            tune.make_plan(
+                base, where, values=tune.values_for(m, given), budget=budget, min_epochs=min_epochs, eta=eta,
+                storage=storage, study_name=study, branches=branches,
+            )
+        )  # fmt: skip
+    stopped = None
+    for plan in plans:
+        result = _tune_one(plan, command, quiet)
+        stopped = stopped or result.stopped
+        if result.stopped:
+            break
+    if stopped:
+        fail(stopped, 130)
+
+
+def _tune_one(plan, command: str, quiet: bool):
+    from pdmp_cli import tune
+
+    base = plan.base
+    log = (lambda s: None) if quiet else (lambda s: err_console.print(s, highlight=False, soft_wrap=True))
+    log(
+        f"tuning {base.method} on {base.dataset} (seed {base.seed}): {len(plan.candidates)} candidates, "
+        f"budget {plan.budget} epochs, rungs at epochs {', '.join(map(str, plan.rungs())) or '-'} (eta {plan.eta}); "
+        f"study {plan.study_name} in {plan.storage}"
+    )
+    for n in plan.notes:
+        log(f"note: {n}")
+    result = tune.run(plan, command=command, log=log)
+    console.print(tune.table(result))
+    for r in result.candidates:
+        if r.note:
+            console.print(f"{r.candidate.label}: {r.note}", highlight=False, soft_wrap=True)
+    if result.pending:
+        console.print(
+            f"{len(result.pending)} candidates not settled ({', '.join(r.state for r in result.pending)}); "
+            "the choice is written when the last one finishes (here or in another worker)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    else:
+        console.print(f"choice: {result.why}", highlight=False, soft_wrap=True)
+        if result.branch_note:
+            console.print(result.branch_note, highlight=False, soft_wrap=True)
+    console.print(tune.compute_line(result), highlight=False, soft_wrap=True)
+    if result.spec_path is not None:
+        console.print(
+            f"wrote {result.spec_path}; train it to the end: pdmp train --spec {result.spec_path}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    elif not result.pending and result.choice is None:
+        fail(result.why, 1)
+    return result

@@ -161,8 +161,10 @@ class Method(nn.Module):
 
 
 def build_method(name: str, model, spec, profile) -> Method:
-    """The method ``name`` for ``model``; unknown names list the valid ones."""
-    return METHODS.get(name)(model, spec, profile)
+    """The method ``name`` for ``model``, on the model's device; unknown names list the valid ones."""
+    method = METHODS.get(name)(model, spec, profile)
+    p = next(model.parameters(), None)
+    return method.to(p.device) if p is not None else method  # its heads and buffers beside the model
 
 
 def uses_gamma_p(name: str) -> bool:

@@ -178,7 +178,17 @@ class TrainStep(torch.nn.Module):
         self.model, self.method = model, method
 
     def forward(self, inputs, labels, epoch: int, part=None):
-        return self.method.forward_loss(self.model, inputs, labels, epoch, part)
+        out, loss = self.method.forward_loss(self.model, inputs, labels, epoch, part)
+        # DDP looks for the parameters that took part in its outputs' tensors: only the loss
+        # counts (``out`` may hold tensors of a modality this step does not train: MLA, UDI)
+        return _Carried(out), loss
+
+
+class _Carried:
+    """Hands a value through DDP's forward without DDP looking into it."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 @dataclass
@@ -413,7 +423,8 @@ def train_one_epoch(
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
         for part in method.parts(epoch):  # one optimizer step each; every method but MLA: one
             with precision.autocast():
-                out, loss = forward(inputs, labels, epoch, part)  # method.forward_loss: CE of the fused logits
+                carried, loss = forward(inputs, labels, epoch, part)  # method.forward_loss: CE of the fused logits
+                out = carried.value
             optimizer.zero_grad(set_to_none=True)
             method.backward(loss, precision)  # DDP: every rank now holds the same gradients, averaged over ranks
             precision.unscale_(optimizer)  # fp16: true gradients before the norms and the modulation

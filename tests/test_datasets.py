@@ -281,10 +281,7 @@ def test_manifest_defaults_are_the_papers_and_reach_the_specs():
 
 
 def test_manifest_val_split_loads_unaugmented_and_enters_the_identity(tmp_path):
-    root = M.make_custom(tmp_path / "mine")
-    (root / "val.csv").write_text("id,label\nclip07,dog\nclip08,cat\n")
-    for k, i in enumerate(("clip07", "clip08")):
-        M.write_image(root / "visual" / f"{i}.png", seed=10 + k)
+    root = M.make_custom(tmp_path / "mine")  # val.csv: clip07 dog, clip08 cat
     head = 'loader = "files"\n[splits.train]\nlist = "train.csv"\n[splits.test]\nlist = "test.csv"\n'
     mods = '[modalities.visual]\nkind = "image"\npath = "visual/{id}.png"\npreprocessing = { size = 24 }\n'
     (root / "noval.toml").write_text(head + mods)

@@ -140,6 +140,20 @@ def test_masked_forward_with_every_modality_is_the_fused_forward(fusion):
 
 
 @pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
+def test_intermediate_fusions_take_clips_of_frames(fusion):
+    """A (B, C, T, H, W) clip beside (B, C, H, W) inputs: its frames are folded, and its branch
+    reads the clip alone."""
+    model = _small(fusion, {"audio": 1, "visual": 3}).eval()
+    x = {"audio": torch.randn(2, 1, 32, 32), "visual": torch.randn(2, 3, 4, 32, 32)}
+    with torch.no_grad():
+        out = model(x)
+        other = model({**x, "audio": torch.randn(2, 1, 32, 32)})
+    assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all()
+    assert torch.equal(out.branch_logits["visual"], other.branch_logits["visual"])
+    assert not torch.equal(out.logits, other.logits)
+
+
+@pytest.mark.parametrize("fusion", [n for n in FUSIONS.names() if builds_model(n)])
 def test_branch_passes_in_training_leave_batchnorm_statistics_alone(fusion):
     channels = {"audio": 1, "visual": 3}
     model = _small(fusion, channels).train()

@@ -52,7 +52,7 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert [c[:2] for c in commands] == [["datasets", "check"], ["analyze", "--dataset"], ["train", "--profile"]]
     runner = CliRunner()
     res = runner.invoke(app, commands[0])
-    assert res.exit_code == 0 and "ok my-data: 6 samples (train 4, test 2), no problems" in res.output
+    assert res.exit_code == 0 and "ok my-data: 8 samples (train 4, val 2, test 2), no problems" in res.output
     res = runner.invoke(app, commands[1] + ["--epochs", "1", "--early-epochs", "1", "--batch-size", "4"])
     assert res.exit_code == 0, res.output
     profile = tmp_path / "my-data" / "profile.json"

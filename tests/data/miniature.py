@@ -191,16 +191,17 @@ def make_cefa(root: Path) -> Path:
 
 CUSTOM_TRAIN = [("clip01", "cat"), ("clip02", "dog"), ("clip03", "cat"), ("clip04", "dog")]
 CUSTOM_TEST = [("clip05", "cat"), ("clip06", "dog")]
+CUSTOM_VAL = [("clip07", "dog"), ("clip08", "cat")]  # val.csv: read only by a manifest with [splits.val]
 
 
 def make_custom(root: Path, visual: str = "image", int_labels: bool = False, audio_ext: str = ".wav") -> Path:
-    """The README layout: audio/<id>.wav, visual/<id>.png (or visual/<id>/ frames), train.csv/test.csv."""
+    """The README layout: audio/<id>.wav, visual/<id>.png (or visual/<id>/ frames), train.csv/val.csv/test.csv."""
     root.mkdir(parents=True, exist_ok=True)
     names = ["cat", "dog"]
-    for fname, rows in (("train.csv", CUSTOM_TRAIN), ("test.csv", CUSTOM_TEST)):
+    for fname, rows in (("train.csv", CUSTOM_TRAIN), ("test.csv", CUSTOM_TEST), ("val.csv", CUSTOM_VAL)):
         body = "".join(f"{i},{names.index(lab) if int_labels else lab}\n" for i, lab in rows)
         (root / fname).write_text("id,label\n" + body)
-    for k, (i, lab) in enumerate(CUSTOM_TRAIN + CUSTOM_TEST):
+    for k, (i, lab) in enumerate(CUSTOM_TRAIN + CUSTOM_TEST + CUSTOM_VAL):
         write_audio(root / "audio" / f"{i}{audio_ext}", 0.25, 16000, 300 if lab == "cat" else 900, seed=k)
         if visual == "image":
             write_image(root / "visual" / f"{i}.png", seed=k)

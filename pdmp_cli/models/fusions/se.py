@@ -101,14 +101,15 @@ class SEFusionModel(MaskedFusionModel):
             h = {m: self._stages[m].blocks[i](x) for m, x in h.items()}
             if i not in self.positions:
                 continue
-            pooled = {m: (h[m].view(batch, frames[m], h[m].shape[1], -1).mean(dim=(1, 3)) if m in h else None)
+            pooled = {m: (h[m].reshape(batch, frames[m], h[m].shape[1], -1).mean(dim=(1, 3)) if m in h else None)
                       for m in self.modalities}
             for m, e in next(gates)(pooled, batch, ref).items():  # (B, C_m) -> every frame of clip b gets gate b
-                h[m] = h[m] * e.repeat_interleave(frames[m], dim=0)[:, :, None, None]
+                e = e if frames[m] == 1 else e.repeat_interleave(frames[m], dim=0)
+                h[m] = h[m] * e[:, :, None, None]
         feats = {}
         for m, x in h.items():
             z = self._stages[m].head(x)  # (B*T, D)
-            feats[m] = z.view(batch, frames[m], -1).mean(dim=1)  # (B, D)
+            feats[m] = z if frames[m] == 1 else z.view(batch, frames[m], -1).mean(dim=1)  # (B, D)
         cat = [feats[m] if m in feats else ref.new_zeros(batch, self.encoders[m].out_dim) for m in self.modalities]
         return self.head(torch.cat(cat, dim=1)), feats
 

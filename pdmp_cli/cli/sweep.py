@@ -15,7 +15,7 @@ def sweep_cli(
     profile: str = typer.Option(None, "--profile", help="Dominance profile JSON (from `pdmp analyze` or by hand)."),
     gamma_p: Optional[str] = typer.Option(None, "--gamma-p", help="γp values, e.g. 1,5,10,15,20,25 (paper Table V)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the spec's seed, 0)."),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusions, e.g. concat,sum,film,gated (default concat)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusions, e.g. concat,sum,film,gated,se,mmformer (default concat)."),
     method: Optional[str] = typer.Option(
         None, "--method", help="Methods, e.g. pdmp,vanilla,mla (default pdmp); all: every method, paper: the paper's Table I methods; methods without γp run once per fusion and seed."
     ),

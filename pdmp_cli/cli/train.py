@@ -20,7 +20,7 @@ def train_cli(
     profile: str = typer.Option(None, "--profile", help="Dominance profile JSON (from `pdmp analyze` or written by hand)."),
     dataset: str = typer.Option(None, "--dataset", help="Dataset name or manifest path; default: the profile's (must match it)."),
     method: str = typer.Option(None, "--method", help="Method name (default pdmp); `pdmp methods` lists them with their hyperparameters."),
-    fusion: str = typer.Option(None, "--fusion", help="concat (default), sum, film or gated."),
+    fusion: str = typer.Option(None, "--fusion", help="concat (default), sum, film, gated (after the encoders); se, mmformer (inside them)."),
     gamma_p: float = typer.Option(None, "--gamma-p", help="gamma_p of Eq. 10 (default 10); lr-scale multiplies every lr by it."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs (paper: 100; synthetic presets: 20)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size (paper: 64)."),

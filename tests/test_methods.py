@@ -45,7 +45,7 @@ def _backward(model, x, y):
 def test_spec_method_is_checked_against_the_registry():
     for name in METHODS.names():
         assert _spec(method=name).method == name
-    with pytest.raises(PdmpError, match=r"^method: unknown method; choose one of \['lr-scale'"):
+    with pytest.raises(PdmpError, match=r"^method: unknown method; choose one of \['agm', 'dr', .*'vanilla'\], got 'nope'$"):
         resolve_spec(TrainSpec, {"profile": "p.json", "method": "nope"})
     with pytest.raises(PdmpError, match="unknown method 'nope'; choose one of: " + ", ".join(METHODS.names())):
         build_method("nope", None, None, None)
@@ -165,3 +165,185 @@ def test_pdmp_method_uses_the_modulator_and_needs_optimization_dominant():
     for name in ("vanilla", "ogm-ge", "lr-scale"):
         build_method(name, model, _spec(method=name), unknown)  # fine without it
     assert math.isclose(method.gamma["audio"] * method.gamma["visual"], 1.0)
+
+
+# --- AGM ---------------------------------------------------------------------------------------------
+
+
+def test_agm_coefficients_hand_computed():
+    from pdmp_cli.methods.agm import agm_coefficients, agm_ratio
+
+    # two modalities, s = (0.5, 1.0): r_a = exp(s_v - s_a) = exp(0.5), r_v = exp(-0.5)
+    s = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    assert agm_ratio(s).tolist() == pytest.approx([math.exp(0.5), math.exp(-0.5)])
+    # running means S = (0.8, 0.9): r^_a = exp(0.1), r^_v = exp(-0.1); alpha 1.5:
+    # k_a = exp(1.5 (1.105171 - 1.648721)) = 0.442495, k_v = exp(1.5 (0.904837 - 0.606531)) = 1.564334
+    k = agm_coefficients(s, torch.tensor([0.8, 0.9], dtype=torch.float64), alpha=1.5)
+    assert k.tolist() == pytest.approx([0.4424952589, 1.5643339424], abs=1e-8)
+    # three modalities, s = (0.2, 0.5, 1.1), mean 0.6: r = exp(3/2 (0.6 - s)) = (1.822119, 1.161834, 0.472367);
+    # S all 0.4 -> r^ = 1; alpha 1: k = exp(1 - r) = (0.439499, 0.850582, 1.694916)
+    k3 = agm_coefficients(torch.tensor([0.2, 0.5, 1.1], dtype=torch.float64), torch.full((3,), 0.4, dtype=torch.float64), 1.0)
+    assert k3.tolist() == pytest.approx([0.4394994557, 0.8505821830, 1.6949164495], abs=1e-8)
+    # min(r^ - r, 10): far behind its target, a modality's k stops at exp(alpha * 10)
+    capped = agm_coefficients(torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 20.0], dtype=torch.float64), 0.1)
+    assert capped[0].item() == pytest.approx(math.exp(1.0))
+
+
+def test_agm_responses_are_shapley_and_concat_branch_logits():
+    from pdmp_cli.methods.agm import shapley_responses, subset_logits
+
+    a, v, av, none = (torch.tensor([[x]]) for x in (3.0, 5.0, 11.0, 1.0))
+    f = {frozenset(): none, frozenset({"a"}): a, frozenset({"v"}): v, frozenset({"a", "v"}): av}
+    m = shapley_responses(f, ["a", "v"])
+    assert m["a"].item() == 0.5 * (11 - 5 + 3) and m["v"].item() == 0.5 * (11 - 3 + 5)  # the reference's formula
+    model, x, y = _setup(channels={"audio": 1, "visual": 3, "depth": 1})
+    out = model(x)
+    f3 = {frozenset(s): subset_logits(model, out, x, s) for s in
+          [(), ("audio",), ("visual",), ("depth",), ("audio", "visual"), ("audio", "depth"), ("visual", "depth")]}
+    f3[frozenset(model.modalities)] = out.logits
+    m3 = shapley_responses(f3, model.modalities)
+    torch.testing.assert_close(sum(m3.values()), out.logits)  # the responses add up to the fused logits
+    for mod in model.modalities:  # concat is additive: each response is the exact branch logit s_m
+        torch.testing.assert_close(m3[mod], out.branch_logits[mod])
+
+
+def test_agm_scales_each_modalitys_gradient_by_its_coefficient():
+    from pdmp_cli.methods import Method
+
+    model, x, y = _setup()
+    _, ref = _backward(model, x, y)
+    method = build_method("agm", model, _spec(method="agm"), PROFILE)
+    method.k.copy_(torch.tensor([0.5, 2.0]))  # the first step of an epoch keeps k as it is
+    model.zero_grad(set_to_none=True)
+    out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
+    torch.testing.assert_close(loss, Method.forward_loss(method, model, x, y, 0, None)[1])  # value: the fused CE
+    loss.backward()
+    for n, p in model.named_parameters():
+        f = 0.5 if n.startswith("encoders.audio") else 2.0 if n.startswith("encoders.visual") else None
+        if f is not None:
+            torch.testing.assert_close(p.grad, ref[n] * f, rtol=1e-5, atol=1e-7)
+    assert method.after_backward(out, y, 0) == {"audio": method.k[0], "visual": method.k[1]}
+    # the next step updates the running means and k from this batch
+    method.forward_loss(model, x, y, epoch=0, part=None)
+    assert method.t.item() == 1 and torch.equal(method.k, torch.ones(2))  # t = 1: S = s, so r^ = r and k = 1
+
+
+# --- PMR ---------------------------------------------------------------------------------------------
+
+
+def test_pmr_prototypes_distances_and_the_modality_that_gets_the_extra_loss():
+    from pdmp_cli.methods.pmr import class_means, extra_loss_weights, prototype_similarity
+
+    feats = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    protos, seen = class_means(feats, torch.tensor([0, 0, 1]), num_classes=3)
+    assert protos.tolist() == [[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]] and seen.tolist() == [True, True, False]
+    # f = (0, 0): distances 1 and 2 to the two prototypes -> sim = (-1, -2)
+    assert prototype_similarity(torch.zeros(1, 2), protos[:2]).tolist() == [[-1.0, -2.0]]
+    # two modalities: scores (1.2, 0.8), rho_a = 1.5 > 1 -> visual is weaker and gets alpha
+    assert extra_loss_weights(torch.tensor([1.2, 0.8]), 2.0).tolist() == [0.0, 2.0]
+    assert extra_loss_weights(torch.tensor([1.0, 1.0]), 2.0).tolist() == [0.0, 0.0]  # a tie: nobody
+    # three: rho = 1/2.5, 2/2, 3/1.5 -> only the first is below 1
+    assert extra_loss_weights(torch.tensor([1.0, 2.0, 3.0]), 2.0).tolist() == [2.0, 0.0, 0.0]
+
+
+def test_pmr_epoch_start_sets_prototypes_with_momentum_and_the_loss_adds_the_weaker_ce():
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from pdmp_cli.methods.pmr import prototype_similarity
+
+    model, x, y = _setup()
+    method = build_method("pmr", model, TrainSpec(profile="p", encoder="small", method="pmr",
+                                                  method_args={"pmr": {"momentum": 0.5, "alpha": 3.0}}), PROFILE)
+    method.proto_audio.fill_(1.0)
+    feats = {"audio": torch.randn(6, 128), "visual": torch.randn(6, 128)}
+    labels = torch.tensor([0, 0, 1, 1, 1, 0])  # class 2 absent: keeps its old prototype
+    method.on_epoch_start(SimpleNamespace(features=lambda split, fraction: (feats, labels)))
+    want = 0.5 * feats["audio"][labels == 0].mean(0) + 0.5
+    torch.testing.assert_close(method.proto_audio[0], want)
+    assert torch.equal(method.proto_audio[2], torch.ones(128))
+    model.eval()  # BatchNorm in eval: the loss below is recomputed from the same features
+    out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
+    sims = {m: prototype_similarity(out.features[m], getattr(method, f"proto_{m}")) for m in ("audio", "visual")}
+    score = {m: torch.softmax(s, 1).gather(1, y[:, None]).sum() for m, s in sims.items()}
+    weaker = "audio" if score["audio"] < score["visual"] else "visual"
+    expected = F.cross_entropy(out.logits, y) + 3.0 * F.cross_entropy(sims[weaker], y)
+    torch.testing.assert_close(loss, expected)
+    _, outside = method.forward_loss(model, x, y, epoch=71, part=None)  # after the window: the fused CE only
+    torch.testing.assert_close(outside, F.cross_entropy(out.logits, y))
+
+
+# --- G-Blending ----------------------------------------------------------------------------------------
+
+
+def test_g_blending_weights_from_train_and_validation_losses():
+    from pdmp_cli.methods.g_blending import blend_weights
+
+    # heads (audio, visual, fused): dG = max(0, V1 - V2) = (0.2, 0, 0.3);
+    # dO = (V2 - T2) - (V1 - T1) = (0.4 - 0.3, 0.4 - 0.2, 0.5 - 0.4) = (0.1, 0.2, 0.1)
+    # w = dG / dO^2 = (20, max(1e-8, 0), 30) -> normalised (0.4, 2e-10, 0.6)
+    w = blend_weights(t1=[1.0, 1.0, 1.0], v1=[1.3, 1.2, 1.4], t2=[0.7, 0.8, 0.6], v2=[1.1, 1.2, 1.1])
+    assert w.tolist() == pytest.approx([0.4, 2e-10, 0.6], rel=1e-9)
+    # dO = 0 -> dO^2 is clamped to 1e-8 (that head takes almost all the weight)
+    assert blend_weights([1.0, 1.0], [1.2, 1.2], [0.9, 0.8], [1.1, 1.1]).tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+
+
+def test_g_blending_loss_is_the_weighted_sum_of_head_losses():
+    import torch.nn.functional as F
+
+    model, x, y = _setup()
+    method = build_method("g-blending", model, _spec(method="g-blending"), PROFILE)
+    assert method.w.tolist() == pytest.approx([1 / 3] * 3)  # before the first estimate
+    method.w.copy_(torch.tensor([0.2, 0.3, 0.5]))
+    out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
+    heads = [F.cross_entropy(method.heads[m](out.features[m]), y) for m in ("audio", "visual")]
+    torch.testing.assert_close(loss, 0.2 * heads[0] + 0.3 * heads[1] + 0.5 * F.cross_entropy(out.logits, y))
+    assert method.predict(out) is out.logits  # the fused head predicts
+
+
+# --- MMPareto --------------------------------------------------------------------------------------------
+
+
+def test_mmpareto_min_norm_weights_and_rescaling():
+    from pdmp_cli.methods.mmpareto import combine, min_norm_2, pareto_weights
+
+    # conflicting: g1 = (1, 0), g2 = (-1, 1): g1.g1 = 1, g1.g2 = -1, g2.g2 = 2 -> c = (2 + 1) / (1 + 2 + 2) = 0.6
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
+    assert pareto_weights(g1, g2) == pytest.approx((0.6, 0.4))
+    assert pareto_weights(g1, torch.tensor([1.0, 1.0])) == (0.5, 0.5)  # agreeing (cosine > 0): equal weights
+    assert min_norm_2(g1, torch.tensor([2.0, 0.0])) == pytest.approx((0.999, 0.001))  # g1 is the min-norm point
+    # new = 2 (0.6 g1 + 0.4 g2) = (0.4, 0.8), |new| = 0.894427
+    k = (0.6, 0.4)
+    stretched = combine(torch.tensor([0.0, 1.0]), g1, g2, k, scale=1.5)  # |g_sum| = 1 > |new|: new / 0.894427 x 1.5
+    assert stretched.tolist() == pytest.approx([0.6708203932, 1.3416407865])
+    kept = combine(torch.tensor([0.0, 0.5]), g1, g2, k, scale=1.5)  # |g_sum| smaller: new x 1.5
+    assert kept.tolist() == pytest.approx([0.6, 1.2])
+
+
+def test_mmpareto_step_sets_encoder_grads_and_leaves_the_heads_the_summed_gradient():
+    from pdmp_cli.methods.mmpareto import combine, pareto_weights
+    from pdmp_cli.train.amp import Precision
+
+    model, x, y = _setup()
+    method = build_method("mmpareto", model, _spec(method="mmpareto"), PROFILE)
+    model.zero_grad(set_to_none=True)
+    out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
+    terms = dict(method._terms)
+    per_term = {}
+    for name, t in terms.items():
+        per_term[name] = torch.autograd.grad(t, list(model.parameters()) + list(method.parameters()), retain_graph=True, allow_unused=True)
+    method.backward(loss, Precision("fp32", torch.device("cpu")))
+    summed = {n: p.grad.clone() for n, p in [*model.named_parameters(), *method.named_parameters()]}
+    method.after_backward(out, y, 0)
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in method.named_parameters()]
+    for m in ("audio", "visual"):
+        idx = [i for i, n in enumerate(names) if n.startswith(f"encoders.{m}")]
+        flat = [torch.cat([per_term[t][i].flatten() for i in idx]) for t in ("mm", m)]
+        k = pareto_weights(*flat)
+        for i in idx:
+            p = dict(model.named_parameters())[names[i]]
+            want = combine(summed[names[i]], per_term["mm"][i], per_term[m][i], k, 1.5)
+            torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-8)
+    for n, p in [*model.fusion.named_parameters(prefix="fusion"), *method.named_parameters()]:
+        assert torch.equal(p.grad, summed[n]), n  # heads: the gradient of L_mm + sum_m L_m

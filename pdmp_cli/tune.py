@@ -501,7 +501,7 @@ def _objective(plan: Plan, trainer: Trainer, log: Callable[[str], None]):
             for epoch in range(start + 1, min(len(curve), plan.budget) + 1):
                 best.append(max(best[-1], curve[epoch - 1]) if best else curve[epoch - 1])
                 trial.report(best[-1], epoch)
-                if trial.should_prune():
+                if epoch < plan.budget and trial.should_prune():  # the budget's end is no rung: it finished
                     n = sum(1 for t in _LiveTrials(trial.study).get_trials(deepcopy=False) if epoch in t.intermediate_values)
                     note = (
                         f"stopped after epoch {epoch}: best validation accuracy {best[-1]:.4f} was not in the "

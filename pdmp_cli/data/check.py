@@ -295,7 +295,8 @@ def list_datasets(data_root=None) -> list[DatasetStatus]:
         if not root.is_dir():
             status, detail = "missing", ""
         else:
-            lists = {getattr(m.splits, s).list for s in m.splits.names()} | ({m.classes_file} if m.classes_file else set())
+            specs = [getattr(m.splits, s) for s in m.splits.names()]
+            lists = {f for sp in specs for f in (sp.list, sp.labels) if f} | ({m.classes_file} if m.classes_file else set())
             absent = sorted(f for f in lists if not (root / f).is_file())
             status, detail = ("incomplete", "missing " + ", ".join(absent)) if absent else ("present", "")
         out.append(DatasetStatus(name, m.loader, m.description, classes, mods, str(root), source, status, detail))

@@ -72,9 +72,13 @@ class Splits(BaseModel):
         return ["train"] + (["val"] if self.val is not None else []) + ["test"]
 
     def identity(self) -> dict:
-        """What of the splits enters the dataset identity (no ``val`` key when there is none,
-        so identities of manifests written before ``[splits.val]`` existed do not change)."""
-        return self.model_dump(exclude={"val"} if self.val is None else set())
+        """What of the splits enters the dataset identity. Keys added later (``val``, a split's
+        ``labels`` and ``ids``) enter only when set, so older manifests keep their identity."""
+        out = {}
+        for name in self.names():
+            spec = getattr(self, name)
+            out[name] = spec.model_dump(exclude={k for k in ("labels", "ids") if k not in spec.model_fields_set})
+        return out
 
 
 _FIELD = re.compile(r"\{(?!axis\})[^{}]+\}")  # a {field} of the list rows ({axis} is flow's, not a row's)

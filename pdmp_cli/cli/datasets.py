@@ -75,5 +75,8 @@ def check_cli(
         console.print(f"  {p.describe()}", markup=False, highlight=False, soft_wrap=True)
     if len(report.problems) > show:
         console.print(f"  ... and {len(report.problems) - show} more (--show N lists more)")
-    console.print("fix these files, or train with --skip-bad to leave the affected samples out")
+    if report.fatal:  # a missing list or an empty split: leaving samples out cannot fix it
+        console.print("fix these lists; --skip-bad cannot help with a missing list or an empty split")
+    else:
+        console.print("fix these files, or pass --skip-bad to pdmp analyze and pdmp train to leave the affected samples out")
     raise typer.Exit(1)

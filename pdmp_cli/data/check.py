@@ -236,18 +236,18 @@ def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool 
     list file or an empty split is never skippable.
     """
     from pdmp_cli.data.base import LOADERS
-    from pdmp_cli.data.manifest import load_manifest
+    from pdmp_cli.data.manifest import check_command, load_manifest
 
     manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     report = check_dataset(manifest, data_root, deep=deep, progress=progress, workers=workers)
-    name = manifest.name
+    name, check = manifest.name, check_command(manifest, data_root)
     if report.fatal:
         raise PdmpError(f"dataset {name} cannot be used: {report.first()}; fix the lists "
-                        f"(see `pdmp datasets check {name}`)")
+                        f"(see `{check}`)")
     if not report.ok and not skip_bad:
         raise PdmpError(f"dataset {name} has {report.counts_text()} ({len(report.bad_samples)} samples): "
-                        f"{report.first()}; fix them (`pdmp datasets check {name}` lists all) "
-                        "or pass --skip-bad to train without those samples")
+                        f"{report.first()}; fix them (`{check}` lists all) "
+                        "or pass --skip-bad (pdmp analyze and pdmp train alike) to leave those samples out")
     if not _is_files(manifest):
         return LOADERS.get(manifest.loader).build(manifest, data_root=data_root), report
     from pdmp_cli.data.loaders.files import FilesLoader

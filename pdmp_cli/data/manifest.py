@@ -67,6 +67,16 @@ def load_manifest(name_or_path: str | os.PathLike):
     return manifest
 
 
+def check_command(manifest, data_root: str | os.PathLike | None = None) -> str:
+    """The ``pdmp datasets check`` command for this manifest, as a user can paste it: by name for
+    a manifest of :func:`manifest_dir`, else by its path (a custom ``my-data/manifest.toml``)."""
+    import shlex
+
+    path = getattr(manifest, "_path", None)
+    ref = manifest.name if path is None or Path(path).resolve().parent == manifest_dir().resolve() else str(path)
+    return shlex.join(["pdmp", "datasets", "check", ref, *(["--data-root", str(data_root)] if data_root else [])])
+
+
 def load_dataset(name_or_path: str | os.PathLike, data_root: str | os.PathLike | None = None):
     """Manifest name or path -> :class:`~pdmp_cli.data.base.DatasetBundle`."""
     from pdmp_cli.data.base import LOADERS

@@ -68,10 +68,16 @@ def build(
     filter value (or ``compare`` method) that no run has (the message lists the values present).
     """
     notes: list[str] = []
+    # exit codes, as grep's: 2 = a wrong argument (a path that is not there, a filter no run has),
+    # 1 = nothing to report (no runs under a folder, or no runs/ yet when no folder was given)
+    default = runs is None and not profiles
     if runs is None:
         runs = [] if profiles else ["runs"]
     sources = [Path(r) for r in runs]
     for s in sources:
+        if default and not s.exists():
+            raise PdmpError("no runs found: there is no runs/ folder here yet; train one with "
+                            "`pdmp train --profile P` or run `pdmp demo`, or give the runs directory", 1)
         if not s.exists():
             raise PdmpError(f"{s} does not exist; give the runs directory `pdmp train` wrote to (default runs/)", 2)
         if not s.is_dir():

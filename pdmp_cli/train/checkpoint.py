@@ -40,6 +40,29 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
+def load_last(run_dir: str | os.PathLike, map_location="cpu") -> dict:
+    """``<run_dir>/checkpoints/last.pt``, to resume from. Missing, the message says whether the
+    run finished no epoch or its checkpoint was deleted (``summary.json`` records epochs)."""
+    import json
+
+    from pdmp_cli import rundir
+
+    run_dir = Path(run_dir)
+    p = run_dir / rundir.CHECKPOINTS / "last.pt"
+    if not p.is_file():
+        try:
+            done = int(json.loads((run_dir / rundir.SUMMARY).read_text()).get("epochs_done") or 0)
+        except (OSError, ValueError, AttributeError, TypeError):
+            done = 0
+        if done:
+            raise PdmpError(
+                f"cannot resume {run_dir}: {p} is missing, though summary.json records {done} finished "
+                "epochs (was it deleted or moved?); put it back, or start a new run",
+                1,
+            )
+    return load(p, map_location)
+
+
 def rng_state() -> dict:
     """Python, NumPy, torch (CPU and CUDA) RNG states as tensors and plain types."""
     _, keys, pos, has_gauss, cached = np.random.get_state()

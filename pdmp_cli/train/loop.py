@@ -904,7 +904,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         return RunResult(run_dir, summary, history)
     except (PdmpError, OSError) as e:  # a write failed (run directory no longer writable), or the data
         err = e if isinstance(e, PdmpError) else PdmpError(f"{type(e).__name__}: {e}", 1)
-        msg = f"stopped after {len(history)} epochs: {err}" + (
+        msg = f"the run stopped: {err}" + (
             f"; then continue with `pdmp train --resume {run_dir}`"
             if (run_dir / rundir.CHECKPOINTS / "last.pt").exists() else ""
         )

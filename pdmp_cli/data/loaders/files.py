@@ -36,6 +36,7 @@ from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
 from pdmp_cli.data import duplicates as dup
 from pdmp_cli.data.check import Problem
 from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
+from pdmp_cli.data.manifest import check_command
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
 from pdmp_cli.errors import PdmpError
 
@@ -298,8 +299,12 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
 
     mods = {m: spec.modality for m, spec in manifest.modalities.items()}
     splits: dict[str, list[Sample]] = {}
+    no_classes = not class_names and manifest.classes is None and manifest.classes_file is None
     for split in manifest.splits.names():
         spec = getattr(manifest.splits, split)
+        if no_classes and split != "train":  # an empty training list: its "empty split" is the one problem,
+            splits[split] = []  # not one "unknown label" per sample of the other splits
+            continue
         out = []
         owners: dict[str, dict[Path, str]] = {m: {} for m in manifest.modalities}
         for n, r in rows[split]:
@@ -336,8 +341,10 @@ class FilesSplit(Dataset):
     ``finish`` (random crop/flip/frame choice when ``train``). Safe with DataLoader workers.
     """
 
-    def __init__(self, dataset: str, samples: list[Sample], modalities: dict[str, Modality], train: bool, features):
+    def __init__(self, dataset: str, samples: list[Sample], modalities: dict[str, Modality], train: bool, features,
+                 check: str | None = None):
         self.dataset = dataset
+        self.check = check or f"pdmp datasets check {dataset}"  # the command that lists every bad file
         self.samples = samples
         self.modalities = modalities
         self.train = train
@@ -357,7 +364,7 @@ class FilesSplit(Dataset):
             try:
                 decoded = self.features.load(mod, s.paths[m])
             except BadFile as e:
-                raise PdmpError(f"{e}; run `pdmp datasets check {self.dataset}` to list every bad file, "
+                raise PdmpError(f"{e}; run `{self.check}` to list every bad file, "
                                 "or pass --skip-bad") from None
             out[m] = mod.finish(decoded, self.train)
         return out, s.label
@@ -392,7 +399,7 @@ class FilesLoader:
         fatal = [p for p in idx.problems if p.kind in ("missing list", "empty split")]
         if fatal:
             raise PdmpError(f"dataset {manifest.name}: {fatal[0].describe()}; fix the lists or the manifest "
-                            f"(`pdmp datasets check {manifest.name}` shows everything)")
+                            f"(`{check_command(manifest, data_root)}` shows everything)")
         labels_bad = [p for p in idx.problems if p.kind in ("unknown label", "bad row", "duplicate id", "leakage")]
         if labels_bad and not skip_bad:
             raise PdmpError(f"dataset {manifest.name}: {len(labels_bad)} list rows are unusable, first: "
@@ -402,7 +409,7 @@ class FilesLoader:
         for sp, v in splits.items():
             if not v:
                 raise PdmpError(f"dataset {manifest.name}: the {sp} split is empty after leaving out bad samples; "
-                                f"fix the data (`pdmp datasets check {manifest.name}`)")
+                                f"fix the data (`{check_command(manifest, data_root)}`)")
 
         features = features or FeatureCache()
         in_channels = {}
@@ -410,7 +417,7 @@ class FilesLoader:
             try:
                 in_channels[m] = mod.channels(example=splits["train"][0].paths[m])
             except BadFile as e:
-                raise PdmpError(f"{e}; run `pdmp datasets check {manifest.name}`") from None
+                raise PdmpError(f"{e}; run `{check_command(manifest, data_root)}`") from None
 
         lists = []
         for p in idx.list_files:
@@ -424,9 +431,10 @@ class FilesLoader:
             "files": {sp: _file_sizes(v, idx.root) for sp, v in splits.items()},
         })
 
-        train = FilesSplit(manifest.name, splits["train"], idx.modalities, True, features)
-        test = FilesSplit(manifest.name, splits["test"], idx.modalities, False, features)
-        val = FilesSplit(manifest.name, splits["val"], idx.modalities, False, features) if "val" in splits else None
+        check = check_command(manifest, data_root)
+        train = FilesSplit(manifest.name, splits["train"], idx.modalities, True, features, check)
+        test = FilesSplit(manifest.name, splits["test"], idx.modalities, False, features, check)
+        val = FilesSplit(manifest.name, splits["val"], idx.modalities, False, features, check) if "val" in splits else None
         return DatasetBundle(
             name=manifest.name,
             identity=identity,

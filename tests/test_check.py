@@ -237,6 +237,13 @@ def test_duplicate_ids_and_leakage_are_reported_and_refused(ds):
     assert (dup.split, dup.sample, dup.line) == ("train", "clip02", 6)
     assert dup.detail == "id clip02 is listed 2 times (lines 3, 6) with labels cat, dog"
     assert (leak.split, leak.sample, leak.line, leak.detail) == ("train", "clip05", 7, "id clip05 is also in the test split")
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    res = CliRunner().invoke(app, ["datasets", "check", str(ds / "m.toml")], env={"COLUMNS": "250"})
+    assert res.exit_code == 1 and "2 problems (1 duplicate id, 1 leakage)" in res.output
+    assert "leakage [train] " + str(ds / "train.csv") + ":7 (sample clip05): id clip05 is also in the test split" in res.output
     with pytest.raises(PdmpError, match=r"1 duplicate id, 1 leakage .*--skip-bad"):
         load_checked(ds / "m.toml")
     with pytest.raises(PdmpError, match="list rows are unusable, first: duplicate id"):

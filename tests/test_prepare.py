@@ -124,6 +124,7 @@ def test_cli_prepare(videos, tmp_path):
     res = runner.invoke(app, ["prepare", "ave", "--videos", str(videos), "--data-root", str(root)])
     assert res.exit_code == 0, res.output
     assert "ave: prepared 3, skipped 0 already done, 0 videos missing, 0 failed" in res.output
+    assert "2 list rows left out by the manifest's rules" in res.output  # v0's empty segment, v2's train copy
     res = runner.invoke(app, ["prepare", "ave", "--videos", str(videos), "--data-root", str(root)])
     assert "prepared 0, skipped 3 already done" in res.output
     res = runner.invoke(app, ["prepare", "cefa", "--videos", str(videos), "--data-root", str(root)])

@@ -35,12 +35,15 @@ class PrepareResult:
     missing: list[str] = field(default_factory=list)  # no video found
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     not_made: list[str] = field(default_factory=list)  # modalities prepare cannot produce
+    left_out: int = 0  # list rows the manifest's rules leave out (AVE's zero-length segment, duplicates)
 
     def summary(self) -> str:
         s = (f"{self.dataset}: prepared {len(self.done)}, skipped {self.skipped} already done, "
              f"{len(self.missing)} videos missing, {len(self.failed)} failed -> {self.root}")
         if self.not_made:
             s += f"; not made here: {', '.join(self.not_made)} (needs an external tool)"
+        if self.left_out:
+            s += f"; {self.left_out} list rows left out by the manifest's rules (`pdmp datasets check` lists them)"
         return s
 
 
@@ -160,7 +163,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
         lists = ", ".join(str(p.path) for p in idx.problems if p.kind == "missing list")
         raise PdmpError(f"pdmp prepare reads the dataset's lists, which are missing: {lists}; put them under {idx.root}", 2)
     prep = manifest.prepare
-    result = PrepareResult(manifest.name, idx.root)
+    result = PrepareResult(manifest.name, idx.root, left_out=len(idx.dropped))
     kinds = {m: s.kind for m, s in manifest.modalities.items()}
     result.not_made = [f"{m} ({k})" for m, k in kinds.items() if k not in MADE]
 

@@ -114,7 +114,7 @@ def _number(s: str) -> float | None:
         return None
 
 
-def _cefa_rows(lines, path: Path, root: Path, problems, dropped, split, labels: dict[str, str] | None) -> list[Row]:
+def _cefa_rows(lines, path: Path, root: Path, problems, split, labels: dict[str, str] | None) -> list[Row]:
     base = path.parent.relative_to(root) if path.parent.is_relative_to(root) else Path(".")
     rows = []
 
@@ -123,8 +123,7 @@ def _cefa_rows(lines, path: Path, root: Path, problems, dropped, split, labels: 
             problems.append(Problem("bad row", split, path, line=n, detail=f"expected a frame under profile/, got {rgb!r}"))
             return
         rel = (base / rgb).as_posix()
-        other = {m: rel.replace("/profile/", f"/{m}/") if "/profile/" in rel else rel.replace("profile/", f"{m}/", 1)
-                 for m in ("depth", "ir")}
+        other = {m: f"/{rel}".replace("/profile/", f"/{m}/")[1:] for m in ("depth", "ir")}
         rows.append((n, {"id": rel, "rgb": rel, **other, "label": label, "video": video}))
 
     for n, raw in lines:
@@ -181,7 +180,7 @@ def read_rows(fmt: str, path: Path, root: Path, problems: list[Problem], dropped
     else:
         lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     if fmt == "cefa":
-        return _cefa_rows(lines, path, root, problems, dropped, split, labels)
+        return _cefa_rows(lines, path, root, problems, split, labels)
 
     rows = []
     for n, raw in lines:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from typer.testing import CliRunner
+
 from data import miniature as M
+from pdmp_cli.cli.app import app
 from pdmp_cli.data import load_dataset, load_manifest
 from pdmp_cli.data.check import check_dataset
 from pdmp_cli.data.manifest import manifest_dir
@@ -41,7 +44,12 @@ def test_ave_duplicates_rule_zero_length_segment_and_val_split(tmp_path):
         ("train", "ccc333", 6, "also in the test split, kept there (duplicates = 'first')"),
         ("train", "eee555", 7, "also in the val split, kept there (duplicates = 'first')"),
     ]
-    assert "4 list rows left out by the manifest's rules (train 4), first: dropped [train]" in r.summary()
+    assert r.summary().endswith("no problems; 4 list rows left out by the manifest's rules (train 4)")
+    res = CliRunner().invoke(app, ["datasets", "check", "ave", "--data-root", str(root), "--quick", "--show", "3"],
+                             env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert f"dropped [train] {root / 'trainSet.txt'}:5 (sample VWi2ENBuTbw): zero-length segment 0-0" in res.output
+    assert "... and 1 more rows left out (--show N lists more)" in res.output
     # the other rules
     last = _variant(tmp_path, "ave", 'duplicates = "first"', 'duplicates = "last"')
     b = load_dataset(last, data_root=root)  # RUhOCu3LNXM's second row (Bark) kept, at its place

@@ -62,8 +62,16 @@ def check_cli(
     from pdmp_cli.data.check import check_dataset
 
     report = check_dataset(name, data_root, deep=not quick, progress=True, workers=workers)
+
+    def left_out() -> None:  # list rows the manifest's rules (duplicates, empty segments) left out
+        for p in report.dropped[:show]:
+            console.print(f"  {p.describe()}", markup=False, highlight=False, soft_wrap=True)
+        if len(report.dropped) > show:
+            console.print(f"  ... and {len(report.dropped) - show} more rows left out (--show N lists more)")
+
     if report.ok:
         console.print(f"[green]ok[/] {escape(report.summary())} (root {escape(str(report.root))})", highlight=False)
+        left_out()
         return
     console.print(f"[red]problems[/] {escape(report.summary())} (root {escape(str(report.root))})",
                   highlight=False, soft_wrap=True)
@@ -75,6 +83,7 @@ def check_cli(
         console.print(f"  {p.describe()}", markup=False, highlight=False, soft_wrap=True)
     if len(report.problems) > show:
         console.print(f"  ... and {len(report.problems) - show} more (--show N lists more)")
+    left_out()
     if report.fatal:  # a missing list or an empty split: leaving samples out cannot fix it
         console.print("fix these lists; --skip-bad cannot help with a missing list or an empty split")
     else:

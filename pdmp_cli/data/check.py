@@ -105,7 +105,7 @@ class Report:
         if self.dropped:
             per = Counter(p.split for p in self.dropped)
             left = (f"; {_plural(len(self.dropped), 'list row')} left out by the manifest's rules "
-                    f"({', '.join(f'{s} {c}' for s, c in per.items())}), first: {self.dropped[0].describe()}")
+                    f"({', '.join(f'{s} {c}' for s, c in per.items())})")
         if self.ok:
             return f"{self.dataset}: {n} samples ({sizes}), no problems{left}"
         bad = len(self.bad_samples)

@@ -144,5 +144,6 @@ def test_ucf101_two_stream_u_v_flow_trees(tmp_path):
     # u frames (x motion) are 101.., v frames 151..: channel 0 is x, channel 1 is y
     assert float(x["flow"][0].mean()) < float(x["flow"][1].mean())
     (root / "tvl1_flow" / "v" / "v_Archery_g01_c03" / "frame000006.jpg").unlink()
+    assert load_dataset(uv, data_root=root).identity != bundle.identity  # the flow trees' frames count
     r = check_dataset(uv, root, deep=False)
     assert r.counts == {"truncated file": 1} and "6 x-flow frames but 5 y-flow frames" in r.first()

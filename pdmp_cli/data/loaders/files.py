@@ -370,12 +370,16 @@ class FilesSplit(Dataset):
         return out, s.label
 
 
-def _file_sizes(samples: list[Sample], root: Path) -> list:
+def _file_sizes(samples: list[Sample], root: Path, mods: dict[str, Modality]) -> list:
     out = []
     for s in samples:
         for m, p in s.paths.items():
+            axes = getattr(mods[m].prep, "axes", ()) if "{axis}" in str(p) else ()
             try:
-                size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
+                if axes:  # separate x/y flow trees: the frames of both
+                    size = sum(len(os.listdir(str(p).replace("{axis}", a))) for a in axes)
+                else:
+                    size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
             except OSError:
                 size = -1
             out.append((str(p.relative_to(root)) if p.is_relative_to(root) else str(p), size))
@@ -428,7 +432,7 @@ class FilesLoader:
             "splits": manifest.splits.identity(),
             "modalities": {m: [s.kind, s.path, s.modality.prep.model_dump()] for m, s in manifest.modalities.items()},
             "lists": lists,
-            "files": {sp: _file_sizes(v, idx.root) for sp, v in splits.items()},
+            "files": {sp: _file_sizes(v, idx.root, idx.modalities) for sp, v in splits.items()},
         })
 
         check = check_command(manifest, data_root)

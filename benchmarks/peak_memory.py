@@ -26,9 +26,9 @@ def _epochs_done(run_dir: Path) -> int | None:
         return None
 
 
-def train_peak(workdir: Path, name: str, args: list[str], threads: int | None) -> dict:
+def train_peak(workdir: Path, name: str, args: list[str], threads: int | None, method: str = "pdmp") -> dict:
     run_dir = workdir / f"run-{name}"
-    cmd = pdmp_command() + ["train", *args, "--method", "pdmp", "--epochs", "1", "--num-workers", "0",
+    cmd = pdmp_command() + ["train", *args, "--method", method, "--epochs", "1", "--num-workers", "0",
                             "--device", "cpu", "--run-dir", str(run_dir), "--quiet"]
     res = run_child(cmd, child_env(workdir / "cache", threads), memory=True)
     spec = json.loads((run_dir / "spec.json").read_text())

@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/run.py --skip-demo --out bench-results/mine.json
     .venv/bin/python benchmarks/run.py --hot-path       # also the hot-path study (profile + knobs)
 
-Figures, one module each: ``step_time`` (PDMP ÷ vanilla), ``features_cache`` (epoch with the
+Figures, one module each: ``step_time`` (PDMP ÷ vanilla), ``method_cost`` (step time and peak
+memory of every method ÷ vanilla), ``features_cache`` (epoch with the
 features cache ÷ decoding every epoch), ``analyze_cache`` (a second identical ``pdmp
 analyze``), ``demo_time`` (``pdmp demo``), ``peak_memory`` (``pdmp train``), ``throughput``
 (GPU samples/s, PDMP vs vanilla, with and without autocast; skipped without CUDA); ``hot_path``
@@ -49,6 +50,9 @@ SIZES = {
         "features": {"batch_size": 64, "repeats": 3, "train_repeats": 2, "encoder": "small"},
         "analyze": "synthetic",
         "memory": {"synthetic": "synthetic", "cremad_encoder": "resnet18", "cremad_batch": 64},
+        # every method ÷ vanilla: the synthetic preset at its defaults; peak RSS of one epoch per method
+        "method_cost": {"dataset": "synthetic", "encoder": "small", "batch_size": 64, "steps": 5, "repeats": 11,
+                        "memory": "all"},
         "throughput": {"encoder": "resnet18", "batch_size": 64, "steps": 10, "rounds": 5, "device": "cuda",
                        "precisions": ("fp32", "bf16", "fp16"), "layouts": ("nchw", "channels_last")},
         # the GPU data-pipeline figure: enough clips that an epoch is many batches
@@ -61,6 +65,8 @@ SIZES = {
         "features": {"batch_size": 4, "repeats": 2, "train_repeats": 2, "encoder": "small"},
         "analyze": "@tiny",
         "memory": {"synthetic": "@tiny", "cremad_encoder": "small", "cremad_batch": 8},
+        "method_cost": {"dataset": "@tiny", "encoder": "small", "batch_size": 16, "steps": 2, "repeats": 2,
+                        "memory": None},  # peak RSS children: the peak_memory figure covers them here
         "throughput": {"encoder": "small", "batch_size": 4, "steps": 2, "rounds": 2, "device": "cpu",
                        "shapes": {"audio": (1, 16, 16), "visual": (3, 16, 16)}},  # the GPU figure's code, on the CPU
     },
@@ -74,8 +80,8 @@ def parse(argv):
     p.add_argument("--skip-demo", action="store_true", help="leave out the `pdmp demo` figure (always left out with --tiny)")
     p.add_argument("--hot-path", action="store_true", help="also run the hot-path study (profiler table, knobs)")
     p.add_argument("--only", default=None,
-                   help="comma-separated figures to run: step_time,features_cache,analyze_cache,demo,peak_memory,"
-                        "throughput,hot_path")
+                   help="comma-separated figures to run: step_time,method_cost,features_cache,analyze_cache,demo,"
+                        "peak_memory,throughput,hot_path")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads here and in child processes (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (caches, data, runs)")
     return p.parse_args(argv)
@@ -111,7 +117,7 @@ def _main(args, work: Path) -> int:
 
     console = Console(stderr=True)
     wanted = set(args.only.split(",")) if args.only else {
-        "step_time", "features_cache", "analyze_cache", "demo", "peak_memory", "throughput"}
+        "step_time", "method_cost", "features_cache", "analyze_cache", "demo", "peak_memory", "throughput"}
     if args.hot_path:
         wanted.add("hot_path")
     if args.tiny or args.skip_demo:
@@ -167,11 +173,16 @@ def _main(args, work: Path) -> int:
         out["wall_s"] = time.monotonic() - t0
         figures[name] = out
 
-    from benchmarks import analyze_cache, demo_time, features_cache, peak_memory, step_time, throughput
+    from benchmarks import analyze_cache, demo_time, features_cache, method_cost, peak_memory, step_time, throughput
 
     figure("step_time", lambda: {
         label: step_time.measure(ds(d), enc, b, steps, rounds) for label, d, enc, b, steps, rounds in size["step"]
     })
+    mc = size["method_cost"]
+    figure("method_cost", lambda: method_cost.measure(
+        ds(mc["dataset"]), mc["encoder"], mc["batch_size"], mc["steps"], mc["repeats"], workdir=_fresh(work, "method_cost"),
+        threads=args.threads, memory=mc["memory"],
+    ))
     figure("features_cache", lambda: features_cache.measure(cremad(), manifest=cremad_manifest, **size["features"]))
     figure("analyze_cache", lambda: analyze_cache.measure(ds(size["analyze"]), _fresh(work, "analyze"), args.threads))
     figure("demo", lambda: demo_time.measure(_fresh(work, "demo"), args.threads))

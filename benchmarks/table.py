@@ -23,6 +23,10 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str]]:
             f"{s['pdmp_step_ms']:.0f} vs {s['vanilla_step_ms']:.0f} ms/step, median of {c['rounds']} rounds; "
             f"Eq. 10-12 alone {s['pdmp_hook_ms']:.2f} ms",
         ))
+    if f.get("method_cost"):
+        from benchmarks.method_cost import rows as method_rows
+
+        out.extend(method_rows(f["method_cost"]))
     fc = f.get("features_cache")
     if fc:
         c = fc["config"]

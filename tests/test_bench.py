@@ -48,7 +48,7 @@ def test_tiny_benchmark_writes_every_figure(tiny):
     assert "errors" not in data
     assert data["schema"] == bench.SCHEMA and data["mode"] == "tiny"
     # no demo in --tiny; the GPU throughput figure runs its code on the CPU
-    assert set(data["figures"]) == {"step_time", "features_cache", "analyze_cache", "peak_memory", "throughput"}
+    assert set(data["figures"]) == {"step_time", "method_cost", "features_cache", "analyze_cache", "peak_memory", "throughput"}
     m = data["machine"]
     assert m["torch_threads"] == 1 and m["cpu_count"] >= 1 and m["python"].count(".") == 2
     assert len(data["load_average_start"]) == 3 and len(data["load_average_end"]) == 3
@@ -102,6 +102,9 @@ def test_table_has_one_row_per_measured_line(tiny):
     _, out, _ = tiny
     data = json.loads(out.read_text())
     lines = rows(data)
+    cost = [r for r in lines if r[0].startswith("method cost ")]  # one per method: test_method_cost_*
+    lines = [r for r in lines if r not in cost]
+    assert len(cost) == len(data["figures"]["method_cost"]["methods"])
     assert [r[0].split(" (")[0] for r in lines] == [
         "step time PDMP ÷ vanilla",
         "epoch with features cache ÷ decoding every epoch",
@@ -119,6 +122,27 @@ def test_table_has_one_row_per_measured_line(tiny):
     assert all(v in ("[green]met[/]", "[red]missed[/]") for v in targeted)
     # CPU training epoch, memory and autocast speed-up: figures without a target
     assert verdicts[2] == "" and verdicts[4:6] == ["", ""] and verdicts[8:] == ["", ""]
+
+
+def test_method_cost_has_every_method_against_vanilla(tiny):
+    from benchmarks.method_cost import rows as method_rows
+    from pdmp_cli.methods import METHODS
+
+    _, out, _ = tiny
+    mc = json.loads(out.read_text())["figures"]["method_cost"]
+    assert sorted(mc["methods"]) == METHODS.names()  # the tiny data has two modalities: every method runs
+    order = list(mc["methods"])
+    assert order[0] == "vanilla" and order[-1] == "pdmp"  # the comparison order of the method classes
+    v = mc["methods"]["vanilla"]["step_ms"]
+    for m in mc["methods"].values():
+        assert m["step_ratio"] == pytest.approx(m["step_ms"] / v)
+    assert mc["methods"]["vanilla"]["step_ratio"] == 1.0
+    # peak memory lines (child RSS per method in `make bench`; not measured at the tiny size)
+    mc = {"config": {**mc["config"], "memory": "child RSS"},
+          "methods": {"vanilla": {**mc["methods"]["vanilla"], "peak_mb": 400.0, "peak_ratio": 1.0},
+                      "mla": {**mc["methods"]["mla"], "peak_mb": 420.0, "peak_ratio": 1.05}}}  # fmt: skip
+    assert [r[0].split(" (")[0] for r in method_rows(mc)] == ["method cost vanilla ÷ vanilla", "method cost mla ÷ vanilla"]
+    assert "peak 420 MiB (1.05 x vanilla, child RSS)" in method_rows(mc)[1][4]
 
 
 def test_without_cuda_the_gpu_figure_says_it_was_skipped(tmp_path, monkeypatch):

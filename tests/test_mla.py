@@ -113,7 +113,13 @@ def test_one_batch_is_one_step_per_modality_in_order():
     # the first step of the run is not projected; the second updates P with the visual batch-mean feature
     expected = owm_update(torch.eye(z_visual.shape[1]), z_visual, owm_alpha(0, 10))
     torch.testing.assert_close(method.P, expected)
-    assert int(method.exp_count) == 2 and int(method.batch_index) == 1
+    assert method.exp_count == 2 and method.batch_index == 1
+    # the counters travel with the method's state (checkpoints, --resume)
+    state = method.state_dict()
+    _, again, _, _ = _mla()
+    again.load_state_dict(state)
+    assert (again.exp_count, again.batch_index, again.batches) == (2, 1, 10)
+    torch.testing.assert_close(again.P, method.P)
 
 
 def test_projection_off_reproduces_the_official_code():

@@ -86,6 +86,9 @@ def test_anchor_chosen_on_val_and_frozen_in_stage_2():
     method.on_epoch_start(_Ctx(2, feats, labels))
     assert method.choice["anchor"] == "visual" == method.anchor
     assert method.choice["accuracy"]["visual"] == 1.0
+    again = build_method("udi", model, spec, None)
+    again.load_state_dict(method.state_dict())  # a resumed run stays in stage 2 with its anchor
+    assert again.anchor == "visual" and again.choice == method.choice
 
     own = [*model.modality_parameters()["visual"], *method.heads["visual"].parameters()]
     before = [p.detach().clone() for p in own]

@@ -171,10 +171,17 @@ class MLA(Method):
         self.weights = {m: x / sum(w) for m, x in zip(self.modalities, w)}
         self.head = nn.Linear(d, num_classes)  # the shared head (the reference: fc_out of size D -> K)
         self.register_buffer("P", torch.eye(d))  # OWM projection (reference: GSPlugin.Pl)
-        self.register_buffer("exp_count", torch.zeros((), dtype=torch.long))  # steps so far (all epochs)
-        self.register_buffer("batch_index", torch.zeros((), dtype=torch.long))  # within the epoch
-        self.register_buffer("batches", torch.ones((), dtype=torch.long))  # per epoch
+        # counters as plain ints (no device sync per step), saved with the method (get_extra_state)
+        self.exp_count = 0  # optimizer steps so far, all epochs (reference: GSPlugin.exp_count)
+        self.batch_index = 0  # batches done in this epoch
+        self.batches = 1  # batches per epoch
         self._part = None
+
+    def get_extra_state(self):
+        return {"exp_count": self.exp_count, "batch_index": self.batch_index, "batches": self.batches}
+
+    def set_extra_state(self, state) -> None:
+        self.exp_count, self.batch_index, self.batches = state["exp_count"], state["batch_index"], state["batches"]
 
     def describe(self) -> str:
         proj = "OWM head-gradient projection" if self.args.projection else "no projection (as the official code runs)"
@@ -182,8 +189,8 @@ class MLA(Method):
         return f"MLA: one step per modality per batch ({', '.join(self.modalities)}), shared head, {proj}; prediction: {fused}"
 
     def on_epoch_start(self, ctx) -> None:
-        self.batch_index.zero_()
-        self.batches.fill_(math.ceil(len(ctx.dataset("train")) / ctx.spec.batch_size))
+        self.batch_index = 0
+        self.batches = math.ceil(len(ctx.dataset("train")) / ctx.spec.batch_size)
 
     def parts(self, epoch):
         return self.modalities
@@ -199,12 +206,12 @@ class MLA(Method):
         return out, F.cross_entropy(self.head(out.features[part]), labels)
 
     def after_backward(self, out, labels, epoch):
-        if self.args.projection and int(self.exp_count) > 0 and self.head.weight.grad is not None:
+        if self.args.projection and self.exp_count > 0 and self.head.weight.grad is not None:
             from pdmp_cli.train import distributed
 
             # the batch-mean feature of the whole (global) batch, so every rank holds the same P
             feats = distributed.all_reduce_(out.features[self._part].detach().float().mean(0, keepdim=True), "mean")
-            alpha = owm_alpha(int(self.batch_index), int(self.batches))
+            alpha = owm_alpha(self.batch_index, self.batches)
             self.P.copy_(owm_update(self.P, feats, alpha))
             project_(self.head.weight.grad, self.P)
         self.exp_count += 1

@@ -128,13 +128,14 @@ class UDI(Method):
         self.stage1 = self.args.anchor_epochs or max(1, epochs // 2)
         self.heads = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()})  # unimodal classifiers
         self.params = model.modality_parameters()
-        self.register_buffer("anchor_index", torch.full((), -1, dtype=torch.long))  # -1: stage 1
+        self.anchor: str | None = None  # None: stage 1 (a plain attribute: no device sync per step)
         self.choice: dict = {}  # the anchor choice's validation accuracy and entropy per modality
 
-    @property
-    def anchor(self) -> str | None:
-        i = int(self.anchor_index)
-        return self.modalities[i] if i >= 0 else None
+    def get_extra_state(self):  # saved with the method: a resumed run stays in its stage
+        return {"anchor": self.anchor, "choice": self.choice}
+
+    def set_extra_state(self, state) -> None:
+        self.anchor, self.choice = state["anchor"], state["choice"]
 
     def describe(self) -> str:
         how = f"anchor {self.args.anchor} (forced)" if self.args.anchor else "anchor = best validation accuracy"
@@ -147,7 +148,7 @@ class UDI(Method):
         if ctx.epoch < self.stage1 or self.anchor is not None:
             return
         if self.args.anchor is not None:
-            self.anchor_index.fill_(self.modalities.index(self.args.anchor))
+            self.anchor = self.args.anchor
             return
         feats, labels = ctx.features("val")  # never the test split
         with torch.no_grad():
@@ -157,7 +158,7 @@ class UDI(Method):
             ent = {m: predictive_entropy(s).item() for m, s in logits.items()}
         chosen = choose_anchor(acc, ent, self.args.tie_tolerance)
         self.choice = {"accuracy": acc, "entropy": ent, "anchor": chosen}
-        self.anchor_index.fill_(self.modalities.index(chosen))
+        self.anchor = chosen
 
     def _anchor_norms(self, model) -> list[nn.Module]:
         """The BatchNorm layers of the anchor's own parameters: kept in evaluation mode in stage 2."""

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdmp_cli.fsutil import write_text
+from pdmp_cli.methods import DEMO_METHODS as METHODS  # vanilla, OGM-GE, PDMP: named in methods/
 from pdmp_cli.report import Report
 from pdmp_cli.sweep import SweepResult
 
-METHODS = ("vanilla", "ogm-ge", "pdmp")
 DEFAULT_OUT = "demo-output"
 
 

@@ -347,3 +347,36 @@ def test_mmpareto_step_sets_encoder_grads_and_leaves_the_heads_the_summed_gradie
             torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-8)
     for n, p in [*model.fusion.named_parameters(prefix="fusion"), *method.named_parameters()]:
         assert torch.equal(p.grad, summed[n]), n  # heads: the gradient of L_mm + sum_m L_m
+
+
+# --- a method is one file ----------------------------------------------------------------------------
+
+
+def test_nothing_outside_methods_names_a_method():
+    """No code outside pdmp_cli/methods/ holds a method's name as a string literal ("pdmp" is also
+    the program's name and is left out); report, sweep, plots and the loop ask the classes."""
+    import ast
+    from pathlib import Path
+
+    import pdmp_cli
+
+    names = set(METHODS.names()) - {"pdmp"}
+    root = Path(pdmp_cli.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if "methods" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def test_report_asks_the_class_whether_gamma_p_matters():
+    from pdmp_cli.report import USES_GAMMA_P, settings_key
+
+    for name in METHODS.names():
+        assert (name in USES_GAMMA_P) == METHODS.get(name).uses_gamma_p
+    assert "a-method-no-longer-registered" not in USES_GAMMA_P
+    key = settings_key({"method": "ogm-ge", "gamma_p": 5.0, "method_args": {"ogm-ge": {"alpha": 0.8}, "agm": {"alpha": 1.5}}})
+    assert "gamma_p" not in key and key["method_args"] == {"ogm-ge": {"alpha": 0.8}}

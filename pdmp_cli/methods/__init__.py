@@ -160,6 +160,10 @@ class Method(nn.Module):
         return out.logits
 
 
+# `pdmp demo`: the plain baseline, the de-facto baseline of the field, and PDMP
+DEMO_METHODS = ("vanilla", "ogm-ge", "pdmp")
+
+
 def build_method(name: str, model, spec, profile) -> Method:
     """The method ``name`` for ``model``, on the model's device; unknown names list the valid ones."""
     method = METHODS.get(name)(model, spec, profile)

@@ -21,7 +21,6 @@ from pdmp_cli.report.build import Report, build
 from pdmp_cli.report.read import (
     NOT_SETTINGS,
     USES_GAMMA_P,
-    USES_OGM,
     ProfileRow,
     RunRecord,
     _dataset_name,
@@ -50,7 +49,6 @@ from pdmp_cli.report.render import (
 from pdmp_cli.report.stats import (
     HEADLINE,
     HIGHER_IS_BETTER,
-    METHOD_ORDER,
     Paired,
     Row,
     Stat,
@@ -62,7 +60,7 @@ from pdmp_cli.report.stats import (
 from pdmp_cli.report.sweep_table import sweep_grid, sweep_table
 
 __all__ = [
-    "FORMATS", "HEADLINE", "HIGHER_IS_BETTER", "Paired", "compare_to", "paired", "METHOD_ORDER", "NOT_SETTINGS", "USES_GAMMA_P", "USES_OGM",
+    "FORMATS", "HEADLINE", "HIGHER_IS_BETTER", "Paired", "compare_to", "paired", "NOT_SETTINGS", "USES_GAMMA_P",
     "ProfileRow", "Report", "Row", "RunRecord", "Stat", "_dataset_name", "aggregate", "build",
     "column_title", "find_run_dirs", "fmt_gamma", "fmt_stat", "fmt_status", "is_run_dir", "markdown",
     "metric_columns", "profile_cells", "read_profiles", "read_run", "render", "rich_tables", "row_dict",

@@ -20,8 +20,19 @@ from pdmp_cli.data.split import LEGACY_SPEC
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 
-USES_GAMMA_P = {"pdmp", "lr-scale"}  # vanilla and ogm-ge ignore gamma_p
-USES_OGM = {"ogm-ge"}
+
+
+class _UsesGammaP:
+    """``method in USES_GAMMA_P``: whether the method's class reads gamma_p (``Method.uses_gamma_p``,
+    asked of the registry; False for a name no longer registered)."""
+
+    def __contains__(self, method) -> bool:
+        from pdmp_cli.methods import uses_gamma_p
+
+        return uses_gamma_p(str(method))
+
+
+USES_GAMMA_P = _UsesGammaP()
 # spec fields that never change what a run computes (paths, worker processes), or identify it
 NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed"}
 
@@ -62,16 +73,16 @@ class RunRecord:
 def settings_key(spec: dict) -> dict:
     """The spec fields that change what a run computes, with those its method ignores removed.
 
-    ``gamma_p`` is dropped for methods that do not use it (vanilla, ogm-ge) and the OGM-GE fields
-    for every other method, so e.g. a vanilla run matches whatever gamma_p it was started with.
+    ``gamma_p`` is dropped for methods whose class does not read it, and ``method_args`` keeps only
+    the run's own method's hyperparameters, so e.g. a vanilla run matches whatever gamma_p or
+    other methods' settings it was started with.
     """
     s = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
     method = s.get("method")
     if method not in USES_GAMMA_P:
         s.pop("gamma_p", None)
-    if method not in USES_OGM:
-        for k in ("ogm_alpha", "ogm_start", "ogm_end"):
-            s.pop(k, None)
+    args = s.get("method_args") or {}
+    s["method_args"] = {method: args[method]} if method in args else {}
     return s
 
 
@@ -86,6 +97,12 @@ def spec_with_defaults(spec: dict) -> dict:
     from pdmp_cli.specs import TrainSpec
 
     spec = {**LEGACY_SPEC, **spec}
+    try:  # old flat method fields (ogm_alpha, ...) move into method_args, as TrainSpec reads them
+        from pdmp_cli.methods import resolve_method_args
+
+        spec = resolve_method_args(spec, TrainSpec.model_fields["method"].default)
+    except ValueError:
+        pass  # a spec pdmp no longer validates keeps what it has
     out = {}
     for name, f in TrainSpec.model_fields.items():
         if name in spec:
@@ -183,7 +200,7 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         rec = RunRecord(
             path=p, dataset=_dataset_name(str(spec.get("dataset") or "?")), method=spec["method"],
             fusion=spec["fusion"], encoder=str(spec.get("encoder", "?")), gamma_p=float(spec["gamma_p"]),
-            gamma=dict(last.gamma) if last and spec["method"] == "pdmp" else {}, seed=int(spec["seed"]),
+            gamma=dict(last.gamma) if last and spec["method"] in USES_GAMMA_P else {}, seed=int(spec["seed"]),
             status="unknown", epochs_done=len(metrics), epochs_planned=spec.get("epochs"), values=values,
             best_epoch=best.epoch if best else None, metrics=metrics, settings={},
             selection="validation" if chosen is not None and chosen.val_accuracy is not None else "test",
@@ -240,6 +257,10 @@ class ProfileRow:
             "optimization_dominant": p.optimization_dominant,
             "optimization_criterion": p.optimization_criterion,
             "uncertain": dict(p.uncertain),
+            "still_rising": {m: r.still_rising for m, r in p.results.items()},
+            "validation": p.validation,
+            "seeds": p.seeds,
+            "ranking_frequency": p.ranking_frequency,
         }
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from pdmp_cli.report.read import USES_GAMMA_P, RunRecord
 
-METHOD_ORDER = ("vanilla", "ogm-ge", "lr-scale", "pdmp")  # baselines first, as in the paper's tables
 # metric columns averaged over seeds; these (and each branch) get a "best" highlight. The first
 # is the headline: test accuracy at the epoch chosen on validation (accuracy: the final epoch's;
 # best_accuracy: the best test epoch, the paper's convention)
@@ -115,12 +114,12 @@ class Row:
 
 def _method_rank(m: str) -> tuple:
     """The comparison order the method classes give (``Method.table_order``: the paper's Table I,
-    the plain baseline first and PDMP last); a name no longer registered goes by METHOD_ORDER."""
+    the plain baseline first and PDMP last); a name no longer registered goes in the middle."""
     from pdmp_cli.methods import METHODS
 
     if m in METHODS:
         return (METHODS.get(m).table_order, m)
-    return (METHOD_ORDER.index(m) * 100 / max(len(METHOD_ORDER) - 1, 1) if m in METHOD_ORDER else 50, m)
+    return (50, m)
 
 
 def paired(a: Row, b: Row, col: str = HEADLINE) -> Paired:
@@ -152,7 +151,7 @@ def paired(a: Row, b: Row, col: str = HEADLINE) -> Paired:
 
 def _shared_settings(w: Row) -> str:
     """The settings two rows of different methods must share to be compared (method-specific ones dropped)."""
-    s = {k: v for k, v in w.settings.items() if not k.startswith("ogm_") and k != "method_args"}
+    s = {k: v for k, v in w.settings.items() if k != "method_args"}
     return json.dumps([w.dataset, w.fusion, s], sort_keys=True, default=str)
 
 
@@ -200,7 +199,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
             Row(
                 dataset=r0.dataset, method=r0.method, fusion=r0.fusion,
                 gamma_p=r0.gamma_p if r0.method in USES_GAMMA_P else None,
-                gamma=r0.gamma if r0.method == "pdmp" else {}, status=r0.status,
+                gamma=r0.gamma if r0.method in USES_GAMMA_P else {}, status=r0.status,
                 epochs_done=r0.epochs_done, epochs_planned=r0.epochs_planned,
                 seeds=sorted(r.seed for r in runs), runs=sorted(runs, key=lambda r: (r.seed, str(r.path))),
                 stats={c: Stat.of([r.values.get(c) for r in runs]) for c in columns}, settings=r0.settings,

@@ -75,7 +75,9 @@ def remedy(spec) -> str:
     """What to try after a divergence: γp toward 1 for the methods that scale by it, else a
     smaller lr; and gradient clipping when it is off."""
     g = spec.gamma_p
-    if spec.method in ("pdmp", "lr-scale") and g != 1:
+    from pdmp_cli.methods import uses_gamma_p
+
+    if uses_gamma_p(spec.method) and g != 1:
         knob = f"try a smaller --gamma-p than {g:g}" if g > 1 else f"try a --gamma-p closer to 1 than {g:g}"
     else:
         knob = f"try a smaller --lr than {spec.lr:g}"

@@ -256,3 +256,28 @@ def test_real_tuning_never_reads_the_test_split(tmp_path, tiny_manifest, monkeyp
     assert first.state == "complete" and json.loads((Path(first.run_dir) / "summary.json").read_text())["epochs_done"] == 2
     chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
     assert chosen["gamma_p"] == result.choice.candidate.params["gamma_p"] and chosen["epochs"] == plan.base.epochs
+
+
+def test_cli_prints_curves_choice_compute_and_the_spec(tmp_path, tiny_manifest, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    prof = _profile(tmp_path / "profile.json")
+    monkeypatch.setattr(tune, "RunTrainer", lambda plan, **kw: FileTrainer(tmp_path / "fake", CURVES))
+    args = ["tune", "--profile", prof, "--dataset", str(tiny_manifest), "--budget", "8", "--min-epochs", "2",
+            "--tune-dir", str(tmp_path / "t")]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "γp 5 * │ complete │ 8 │ 0.8000 (8) │ 0.50 0.60 0.62 0.65 0.70" in out  # the curve (wraps at 80 columns)
+    assert "γp 15: dropped: diverged (the loss became non-finite at epoch 3, step 3)" in out
+    assert "choice: γp 5: the best validation accuracy, 0.8000 at epoch 8 of 8; next γp 1 0.7000 (complete)" in out
+    assert "compute: 26 of 48 epochs (54% of a full sweep of 6 candidates x 8 epochs)" in out
+    spec = tmp_path / "t" / "tiny-pdmp-s0" / "chosen.json"
+    assert f"pdmp train --spec {spec}" in out and json.loads(spec.read_text())["gamma_p"] == 5.0
+    # bad input: one line, exit 2, nothing trained
+    r = CliRunner().invoke(app, ["tune", "--profile", prof, "--dataset", str(tiny_manifest), "--values", "ogm-ge.alpha"])
+    assert r.exit_code == 2 and "--values needs FIELD=v1,v2" in r.output
+    r = CliRunner().invoke(app, ["tune", "--dataset", str(tiny_manifest)])
+    assert r.exit_code == 2 and "--profile is required" in r.output

@@ -61,10 +61,10 @@ def test_json_spec_and_bad_syntax(tmp_path):
     bad.write_text("epochs = = 3")
     with pytest.raises(PdmpError, match="could not be parsed"):
         read_spec_file(bad)
-    with pytest.raises(PdmpError, match="must be .toml or .json"):
-        yaml = tmp_path / "s.yaml"
-        yaml.write_text("x: 1")
-        read_spec_file(yaml)
+    with pytest.raises(PdmpError, match=r"must be .yaml, .yml, .toml or .json"):  # YAML: tests/test_examples.py
+        ini = tmp_path / "s.ini"
+        ini.write_text("x = 1")
+        read_spec_file(ini)
 
 
 def test_unknown_dataset_lists_the_manifests():

@@ -104,6 +104,8 @@ class AGMArgs(BaseModel):
 @register_method("agm")
 class AGM(Method):
     Args = AGMArgs
+    table_order = 30  # Table I: after OGM-GE
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

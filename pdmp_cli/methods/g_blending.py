@@ -89,6 +89,8 @@ class GBlendingArgs(BaseModel):
 @register_method("g-blending")
 class GBlending(Method):
     Args = GBlendingArgs
+    table_order = 10  # Table I: after the concat baseline
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

@@ -79,6 +79,8 @@ class MMParetoArgs(BaseModel):
 @register_method("mmpareto")
 class MMPareto(Method):
     Args = MMParetoArgs
+    table_order = 50  # Table I: after PMR
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

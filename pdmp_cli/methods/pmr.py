@@ -78,6 +78,8 @@ class PMRArgs(BaseModel):
 @register_method("pmr")
 class PMR(Method):
     Args = PMRArgs
+    table_order = 40  # Table I: after AGM
+    in_paper_table = True
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)

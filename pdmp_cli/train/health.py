@@ -6,8 +6,10 @@ running variances overflow to ``inf`` (training normalises with batch statistics
 does not notice; evaluation uses the running ones, and that branch sits at chance). So, once per
 epoch and before any checkpoint is written, :func:`blown_up` looks at
 
-- every floating-point parameter and buffer (``torch.isfinite(t).all()`` per tensor, stacked:
-  one device sync per epoch, never one per step), and
+- every floating-point parameter and buffer (the sum of each tensor, stacked: one device sync
+  per epoch, never one per step; measured 0.3 ms for the ``small`` model, ~60 ms for two
+  ResNet-18 encoders (22 M parameters) on one busy CPU thread: a CPU epoch of those takes
+  minutes), and
 - the encoder gradient norms the loop already computes every step (``EpochStats.norm_steps``
   counts the steps whose norms were all finite; read once at epoch end). fp16 is exempt: there
   a non-finite gradient is the GradScaler's signal to skip the step, and the weights stay as
@@ -40,9 +42,12 @@ def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
     if not named:
         return []
     with torch.no_grad():
+        # a sum is inf/nan when any element is (one read of each tensor, no temporaries: ~10x
+        # faster than isfinite(t).all()); only then is each tensor looked at element by element,
+        # which also clears a sum that overflowed from finite values
+        if bool(torch.isfinite(torch.stack([t.sum() for _, t in named])).all()):
+            return []
         ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
-    if bool(ok.all()):
-        return []
     return [n for (n, _), good in zip(named, ok.tolist()) if not good]
 
 

@@ -56,6 +56,8 @@ DEFAULT_ETA = 2  # "keep the better half"
 HEARTBEAT_SECONDS = 60  # a live worker touches its trial this often
 GRACE_SECONDS = 180  # a trial silent this long belongs to a dead worker: FAIL, and its candidate is resumed
 CHOSEN, SUMMARY = "chosen.json", "tune.json"
+# spec fields that say where or on what a run trains, not what it learns
+_NOT_IDENTITY = {"run_dir", "runs_root", "device", "devices", "num_workers", "data_root"}
 BRANCH = "m_o"  # the pseudo-parameter of a candidate: which modality Eq. 12 takes as optimization-dominant
 
 
@@ -220,7 +222,7 @@ def make_plan(
 
     ``values``: field -> values (default: what the method registers, :func:`method_space`).
     ``budget``: epochs of a candidate never stopped (default ``base.epochs``); ``min_epochs``:
-    the first rung (default ``budget // eta**3``, at least 1). ``branches``: try both branches of
+    the first rung (default ``budget // eta**2``, at least 1). ``branches``: try both branches of
     Eq. 12 (default: when the profile cannot settle m_o, :func:`eq12_branches`; only for a
     method that reads m_o). Raises PdmpError for a plan that cannot tune anything.
     """
@@ -238,7 +240,9 @@ def make_plan(
         raise PdmpError(f"--budget must be >= 1 epoch, got {budget}", 2)
     if eta < 2:
         raise PdmpError(f"--eta must be >= 2 (1/eta of the candidates go on at each rung), got {eta}", 2)
-    min_epochs = min_epochs or max(1, budget // eta**3)
+    # two rungs by default (e.g. 5 and 10 of 20): a γp's effect takes a few epochs to show, and
+    # comparing after one or two epochs favours whatever learns fastest at first (short-horizon bias)
+    min_epochs = min_epochs or max(1, budget // eta**2)
     if not 1 <= min_epochs <= budget:
         raise PdmpError(f"--min-epochs must be between 1 and the budget ({budget}), got {min_epochs}", 2)
     space = dict(values) if values else method_space(base.method)
@@ -281,7 +285,7 @@ def make_plan(
     if len({c.key for c in candidates}) != len(candidates):
         raise PdmpError("two candidates have the same values; remove the repeated ones", 2)
     ident = {
-        "spec": {k: v for k, v in base.model_dump(mode="json").items() if k not in ("run_dir", "runs_root", "device", "num_workers", "data_root", "devices")},
+        "spec": base.model_dump(mode="json", exclude=_NOT_IDENTITY),
         "candidates": [c.key for c in candidates],
         "budget": budget,
         "min_epochs": min_epochs,
@@ -323,7 +327,12 @@ class RunTrainer:
         self.plan, self.command, self.on_step = plan, command, on_step
 
     def run_dir(self, cand: Candidate) -> Path:
-        return self.plan.tune_dir / "runs" / cand.key
+        """``runs/<key>-<hash of its spec>``: another plan with the same spec (other rungs, budget or
+        candidates) reuses the run; another spec (say another lr) never does."""
+        from pdmp_cli.cache import stable_hash
+
+        spec = self.plan.spec_for(cand).model_dump(mode="json", exclude=_NOT_IDENTITY | {"epochs"})
+        return self.plan.tune_dir / "runs" / f"{cand.key}-{stable_hash(spec)[:8]}"
 
     def progress(self, cand: Candidate) -> Progress:
         import json
@@ -700,7 +709,7 @@ def chosen_spec(result: TuneResult) -> dict:
     c = result.choice.candidate
     spec = result.plan.spec_for(c)
     # what to train, not where or on what: pdmp train's own defaults and flags decide those
-    return spec.model_dump(mode="json", exclude={"run_dir", "runs_root", "device", "devices", "num_workers"})
+    return spec.model_dump(mode="json", exclude=_NOT_IDENTITY - {"data_root"})
 
 
 def write_outputs(result: TuneResult) -> None:

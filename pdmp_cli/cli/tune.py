@@ -18,7 +18,7 @@ def tune_cli(
     values: list[str] = typer.Option(None, "--values", help="Candidates of another hyperparameter, METHOD.FIELD=v1,v2 (e.g. ogm-ge.alpha=0.1,0.8); repeatable."),
     branches: Optional[bool] = typer.Option(None, "--branches/--no-branches", help="Try both branches of Eq. 12 (default: when the profile cannot settle m_o)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Epochs a candidate that is never stopped reaches (default: the spec's epochs)."),
-    min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="First rung: epochs before the first comparison (default budget // eta^3)."),
+    min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="First rung: epochs before the first comparison (default budget // eta^2)."),
     eta: int = typer.Option(2, "--eta", help="Reduction factor: 1/eta of the candidates go on at each rung (2: the better half)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name or manifest path; default: the profile's."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every candidate's run (default 0)."),

@@ -103,32 +103,36 @@ def _uncertainty_warning(what: str, accuracy: dict[str, float], n: int, subset: 
     )
 
 
-TREND_MIN = 3  # epochs a trend is fitted over, at least (shorter curves: unknown)
+TREND_MIN = 4  # epochs a trend is fitted over, at least (shorter curves: unknown)
+TREND_ALPHA = 0.05  # one-sided significance of "still rising"
 
 
 def trend_window(epochs: int) -> int:
-    """The last epochs a curve's trend is fitted over: a quarter of them, at least :data:`TREND_MIN`."""
-    return min(epochs, max(TREND_MIN, math.ceil(epochs / 4)))
+    """The last epochs a curve's trend is fitted over: the second half, at least :data:`TREND_MIN`."""
+    return min(epochs, max(TREND_MIN, math.ceil(epochs / 2)))
 
 
-def curve_trend(curve: list[float], eval_size: int, z: float = NOISE_Z) -> tuple[bool | None, float | None]:
-    """``(still_rising, rise)``: is the curve still climbing at its end, beyond evaluation noise?
+def curve_trend(curve: list[float], alpha: float = TREND_ALPHA) -> tuple[bool | None, float | None, float | None]:
+    """``(still_rising, rise, p)``: is the curve still climbing at its end, beyond evaluation noise?
 
     A least-squares line (``scipy.stats.linregress``) through the last :func:`trend_window`
-    epochs; ``rise`` is its slope times the window's span, the accuracy it gained over those
-    epochs. Still rising when ``rise`` exceeds ``z`` binomial standard errors of one accuracy
-    at the window's mean level, ``z * sqrt(p (1 - p) / n)``: more than re-measuring the same
-    model could move it. ``(None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
+    epochs (the second half of training); ``rise`` is its slope times the window's span, the
+    accuracy gained over those epochs, and ``p`` the one-sided p-value of a positive slope
+    (t-test of the slope against the scatter of the epochs around the line: that scatter is the
+    evaluation noise of one model measured again and again on the same split). Still rising
+    when ``p < alpha``. ``(None, None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
     """
     from scipy import stats
 
     k = trend_window(len(curve))
     if len(curve) < TREND_MIN:
-        return None, None
+        return None, None, None
     tail = curve[-k:]
-    rise = float(stats.linregress(range(k), tail).slope) * (k - 1)
-    p = sum(tail) / k
-    return rise > z * math.sqrt(p * (1 - p) / eval_size), rise
+    if max(tail) == min(tail):  # a flat line: no slope, no scatter
+        return False, 0.0, 1.0
+    fit = stats.linregress(range(k), tail, alternative="greater")
+    p = float(fit.pvalue)
+    return bool(p < alpha), float(fit.slope) * (k - 1), p
 
 
 class EarlyStopping:
@@ -182,6 +186,7 @@ def build_profile(
     command: str = "",
     notes: list[str] | None = None,
     auto: bool = False,
+    cap: int | None = None,
     seed_curves: dict[int, dict[str, list[float]]] | None = None,
     validation: dict | None = None,
 ) -> tuple[Profile, list[str]]:
@@ -189,7 +194,7 @@ def build_profile(
 
     ``curves[m][e]`` is modality m's validation accuracy after epoch e+1; early accuracy is read
     after ``early_epochs`` epochs, late accuracy after the last one (``auto``: early stopping,
-    curves may differ in length and late accuracy is the best epoch's). ``probe`` (optional)
+    curves may differ in length and late accuracy is the best epoch's; ``cap``: its max_epochs). ``probe`` (optional)
     holds the multimodal probe's ``branch_accuracy``; when given, its ranking decides m_o.
     ``seed_curves`` (``--seeds``): seed -> curves; accuracies are then means over the seeds and
     ``ranking_frequency`` counts each seed's rankings (``curves`` is the first seed's).
@@ -221,10 +226,19 @@ def build_profile(
     if uncertain["early_ranking"]:
         warnings.append(_uncertainty_warning("the optimization (early) ranking", early, eval_size, subset))
 
-    # trends: a modality still rising at the end may overtake the ones above it
-    trends = {m: [curve_trend(cs[m], eval_size) for cs in runs.values()] for m in modalities}
-    rising = {m: (any(r for r, _ in tr) if all(r is not None for r, _ in tr) else None) for m, tr in trends.items()}
-    rises = {m: (sum(x for _, x in tr) / len(tr) if all(x is not None for _, x in tr) else None) for m, tr in trends.items()}
+    # trends: a modality still rising at the end may overtake the ones above it. Early stopping
+    # (auto) before the cap already found the curve no longer improving.
+    def trend(curve):
+        if auto and cap is not None and len(curve) < cap:
+            return False, None, None
+        return curve_trend(curve)
+
+    trends = {m: [trend(cs[m]) for cs in runs.values()] for m in modalities}
+    rising = {m: (any(r for r, _, _ in tr) if all(r is not None for r, _, _ in tr) else None) for m, tr in trends.items()}
+    rises = {
+        m: (sum(x for _, x, _ in tr) / len(tr) if all(x is not None for _, x, _ in tr) else None) for m, tr in trends.items()
+    }
+    trend_p = {m: (max(q for _, _, q in tr) if all(q is not None for _, _, q in tr) else None) for m, tr in trends.items()}
     climbers = [m for m in late_ranking[1:] if rising[m]]
     uncertain["late_trend"] = bool(climbers)
     for m in climbers:
@@ -232,8 +246,9 @@ def build_profile(
         warnings.append(
             f"the performance (late) ranking could still flip at subset {subset:g}: {m} (ranked "
             f"{late_ranking.index(m) + 1}, {late[m]:.3f} vs {late_ranking[0]} {late[late_ranking[0]]:.3f}) was still "
-            f"improving when training stopped (+{rises[m]:.3f} over its last {k} epochs, beyond evaluation noise); "
-            f"train longer (more --epochs, or --epochs auto)"
+            f"improving when training stopped (+{rises[m]:.3f} over its last {k} epochs, a rise beyond the "
+            f"epoch-to-epoch noise, one-sided p < {TREND_ALPHA:g}); "
+            f"train longer (more --epochs, or --epochs auto with enough --patience)"
         )
 
     frequency = None
@@ -274,7 +289,7 @@ def build_profile(
         results={
             m: ModalityResult(
                 curve=first[m], early_accuracy=early[m], late_accuracy=late[m], eval_size=eval_size,
-                still_rising=rising[m], rise=rises[m], stopped_epoch=len(first[m]) if auto else None,
+                still_rising=rising[m], rise=rises[m], trend_p=trend_p[m], stopped_epoch=len(first[m]) if auto else None,
             )  # fmt: skip
             for m in modalities
         },
@@ -758,6 +773,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 command=command,
                 notes=notes,
                 auto=spec.epochs == "auto",
+                cap=spec.max_epochs,
                 seed_curves=seed_curves if len(seeds) > 1 else None,
                 validation=splits[seeds[0]],
             )

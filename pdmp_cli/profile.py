@@ -19,15 +19,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.fsutil import write_json
 
-SCHEMA_VERSION = 1
+# 2 adds the validation split, curve trends, --epochs auto and --seeds (all optional fields):
+# version 1 profiles (the shipped reference ones among them) still read, as they are
+SCHEMA_VERSION = 2
+READS = (1, 2)
 
 
 class ModalityResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    curve: list[float] = Field(description="evaluation accuracy after each epoch")
+    curve: list[float] = Field(description="accuracy on the evaluation split (validation) after each epoch")
     early_accuracy: float
-    late_accuracy: float
+    late_accuracy: float = Field(description="the last epoch's; with --epochs auto, the best epoch's (early stopping)")
     eval_size: int = Field(description="evaluation samples behind each accuracy")
+    still_rising: bool | None = Field(
+        None, description="the curve's fitted rise over its last epochs is beyond evaluation noise (None: too short to tell)"
+    )
+    rise: float | None = Field(None, description="the fitted rise: accuracy gained over the second half of training")
+    trend_p: float | None = Field(None, description="one-sided p-value of that rise (the largest over --seeds)")
+    stopped_epoch: int | None = Field(None, description="--epochs auto: the epoch training stopped")
 
 
 class Provenance(BaseModel):
@@ -42,7 +51,7 @@ class Provenance(BaseModel):
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     dataset: str
     dataset_identity: str | None = Field(None, description="content hash of the data analysed")
     modalities: list[str] = Field(min_length=2)
@@ -56,7 +65,17 @@ class Profile(BaseModel):
     optimization_dominant: str | None = Field(None, description="null when unknown (the paper does not state it)")
     optimization_criterion: Literal["unimodal-early", "multimodal-probe", "reference", "manual"] = "unimodal-early"
     probe: dict | None = Field(None, description="the multimodal probe's per-branch accuracies and ranking")
-    uncertain: dict[str, bool] = Field(default_factory=dict, description="ranking -> top two within noise")
+    uncertain: dict[str, bool] = Field(
+        default_factory=dict,
+        description="ranking -> top two within noise; late_trend: a modality ranked below the first was still rising",
+    )
+    validation: dict | None = Field(
+        None, description="the split the rankings were measured on (pdmp_cli.data.split.record_of); None: version 1"
+    )
+    seeds: list[int] | None = Field(None, description="--seeds: accuracies are means over these seeds")
+    ranking_frequency: dict[str, dict[str, int]] | None = Field(
+        None, description="--seeds: late/early -> ranking ('visual > audio') -> how many seeds gave it"
+    )
     notes: list[str] = Field(default_factory=list)
     provenance: Provenance
 
@@ -95,10 +114,10 @@ class Profile(BaseModel):
             raw = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PdmpError(f"profile {p} is not valid JSON ({e}); re-create it with `pdmp analyze`", 2) from None
-        if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(raw, dict) or raw.get("schema_version") not in READS:
             found = raw.get("schema_version") if isinstance(raw, dict) else None
             raise PdmpError(
-                f"profile {p} has schema_version {found!r}, this pdmp reads {SCHEMA_VERSION}; "
+                f"profile {p} has schema_version {found!r}, this pdmp reads {' and '.join(map(str, READS))}; "
                 "re-create it with `pdmp analyze`",
                 2,
             )

@@ -82,7 +82,7 @@ def test_build_profile_reads_early_and_late_accuracy_and_ranks():
     assert p.early_ranking == ["audio", "visual"] and p.late_ranking == ["visual", "audio"]
     assert (p.performance_dominant, p.optimization_dominant) == ("visual", "audio")
     assert p.optimization_criterion == "unimodal-early"
-    assert p.uncertain == {"early_ranking": False, "late_ranking": False}
+    assert p.uncertain == {"early_ranking": False, "late_ranking": False, "late_trend": False}
     assert warnings == [] and p.notes == []
     assert p.provenance.source == "measured" and p.provenance.command == "pdmp analyze -d synthetic"
 
@@ -97,7 +97,7 @@ def test_early_epochs_chooses_where_early_is_read():
 def test_close_rankings_are_marked_uncertain_with_a_fix_in_the_warning():
     curves = {"audio": [0.50, 0.60], "visual": [0.10, 0.58]}
     p, warnings = _profile(curves=curves, early_epochs=1)
-    assert p.uncertain == {"early_ranking": False, "late_ranking": True}
+    assert p.uncertain == {"early_ranking": False, "late_ranking": True, "late_trend": False}
     assert len(warnings) == 1
     assert warnings[0] == (
         "the performance (late) ranking is uncertain at subset 1: audio 0.600 vs visual 0.580 differ by 0.020, "
@@ -125,7 +125,7 @@ def test_profile_round_trips_through_json(tmp_path):
     p, _ = _profile(probe={"fusion": "concat", "epochs": 1, "branch_accuracy": {"audio": 0.5, "visual": 0.4}})
     path = p.save(tmp_path / "x" / "p.json")
     raw = json.loads(path.read_text())
-    assert raw["schema_version"] == 1 and raw["performance_dominant"] == "visual"
+    assert raw["schema_version"] == 2 and raw["performance_dominant"] == "visual"
     assert Profile.load(path) == p
     assert [f.name for f in path.parent.iterdir()] == ["p.json"]  # no temp file left behind
 
@@ -134,7 +134,7 @@ def test_profile_round_trips_through_json(tmp_path):
     "content, message",
     [
         ("{not json", "is not valid JSON"),
-        ('{"schema_version": 7, "dataset": "x"}', "has schema_version 7, this pdmp reads 1"),
+        ('{"schema_version": 7, "dataset": "x"}', "has schema_version 7, this pdmp reads 1 and 2"),
         ('["a", "list"]', "has schema_version None"),
         ('{"name": "some other tool"}', "has schema_version None"),
     ],
@@ -162,7 +162,8 @@ def test_analysis_trains_each_modality_and_a_cache_hit_trains_nothing(tiny_manif
     [first], steps = _run(spec)
     # 60 training clips, batch 16 -> 4 steps per epoch; 2 epochs; 2 modalities
     assert steps == 4 * 2 * 2 and first.cached is False
-    assert first.profile.settings["train_samples"] == 60
+    assert first.profile.settings["train_samples"] == 54  # 60 minus the 10 % validation split
+    assert first.profile.validation["val_size"] == 6 and first.profile.results["audio"].eval_size == 6
     assert len(first.profile.results["audio"].curve) == 2
     assert first.path == tmp_path / "out" / "p.json"
     assert Profile.load(first.path) == first.profile
@@ -208,7 +209,7 @@ def test_subset_list_writes_one_profile_per_subset(tiny_manifest, tmp_path):
     outcomes, steps = _run(_spec(tiny_manifest, tmp_path, subset="0.5,1.0", default_out=False))
     assert steps == (2 + 4) * 2 * 2  # 30 clips -> 2 steps/epoch, 60 clips -> 4
     assert [o.subset for o in outcomes] == [0.5, 1.0]
-    assert [o.profile.settings["train_samples"] for o in outcomes] == [30, 60]
+    assert [o.profile.settings["train_samples"] for o in outcomes] == [27, 54]  # of the 54 left by validation
     assert [str(o.path) for o in outcomes] == ["profiles/tiny.subset-0.5.json", "profiles/tiny.subset-1.json"]
     assert json.loads(outcomes[0].spec_path.read_text())["subset"] == [0.5]
     rows = analysis.subset_study_rows(outcomes)

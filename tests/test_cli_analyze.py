@@ -19,10 +19,10 @@ def _in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def _outcome(subset, curves, cached=False):
+def _outcome(subset, curves, cached=False, **kw):
     p, warnings = build_profile(
         dataset="synthetic", identity="id", modalities=["audio", "visual"], curves=curves, eval_size=480,
-        early_epochs=1, subset=subset, seed=0, settings={},
+        early_epochs=1, subset=subset, seed=0, settings={}, **kw,
     )  # fmt: skip
     path = Path(f"profiles/synthetic.subset-{subset:g}.json")
     return AnalysisOutcome(subset, p, path, path.with_name("x.spec.json"), cached, "key", warnings)
@@ -62,6 +62,11 @@ def test_every_flag_reaches_the_spec(calls):
     assert s.subset == [0.2, 0.4] and (s.epochs, s.early_epochs, s.seed) == (3, 1, 5)
     assert (s.encoder, s.batch_size, s.lr, s.probe_epochs) == ("resnet18", 32, 0.05, 2)
     assert (s.out, s.device, s.cache) == ("x.json", "cpu", False)
+    args = ["analyze", "--dataset", "synthetic", "--epochs", "auto", "--patience", "3", "--max-epochs", "40",
+            "--seeds", "0,1,2", "--val-fraction", "0.2"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    s = calls[-1]
+    assert (s.epochs, s.patience, s.max_epochs, s.seeds, s.val_fraction, s.select_on_test) == ("auto", 3, 40, [0, 1, 2], 0.2, False)
 
 
 def test_a_spec_file_sits_between_the_manifest_and_the_flags(calls, tmp_path):
@@ -78,12 +83,16 @@ def test_list_mode_prints_the_subset_table_and_warns_when_uncertain(monkeypatch)
         _outcome(1.0, {"audio": [0.6, 0.55], "visual": [0.2, 0.80]}, cached=True),
     ]
     monkeypatch.setattr(analysis, "run", lambda spec, **kw: outs)
+    import pdmp_cli.cli._app as _app
+
+    monkeypatch.setattr(_app.console, "width", 200)
     result = runner.invoke(app, ["analyze", "--dataset", "synthetic", "--subset", "0.2,1.0"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Subset-scale study" in out
-    assert "│    20% │ 0.550 │  0.530 │      0.020 │ audio > visual │ yes       │" in out
-    assert "│   100% │ 0.550 │  0.800 │      0.250 │ visual > audio │ no        │" in out
+    assert "│    20% │ 0.550 │  0.530 │      0.020 │ audio > visual │ yes       │ -            │ NO               │" in out
+    assert "│   100% │ 0.550 │  0.800 │      0.250 │ visual > audio │ no        │ -            │ yes              │" in out
+    assert "┃ still rising ┃ agrees with 100% ┃" in out
     assert "warning: the performance (late) ranking is uncertain at subset 0.2" in out
     assert "use a larger --subset or more --epochs" in out
     assert "subset 1: performance-dominant visual, optimization-dominant audio (unimodal-early); served from the analysis cache" in out
@@ -145,8 +154,8 @@ def test_synthetic_preset_default_analysis_finds_visual_performance_and_audio_op
     p = Profile.load(tmp_path / "profiles" / "synthetic.json")
     assert (p.performance_dominant, p.optimization_dominant) == ("visual", "audio")
     assert p.late_ranking == ["visual", "audio"] and p.early_ranking == ["audio", "visual"]
-    assert p.uncertain == {"early_ranking": False, "late_ranking": False}
-    assert len(p.results["visual"].curve) == 20 and p.results["visual"].eval_size == 480
+    assert p.uncertain == {"early_ranking": False, "late_ranking": False, "late_trend": False}
+    assert len(p.results["visual"].curve) == 20 and p.results["visual"].eval_size == 120  # 10 % of 1200 train
     assert "performance-dominant visual, optimization-dominant audio" in result.output
 
     before = analysis.training_steps.value

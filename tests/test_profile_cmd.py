@@ -82,7 +82,7 @@ def test_show_prints_a_measured_profile_with_its_curves(tmp_path):
     [
         (None, "error: profile nope.json does not exist; run `pdmp analyze` or `pdmp profile new`"),
         ("{oops", "error: profile nope.json is not valid JSON"),
-        ('{"schema_version": 2}', "error: profile nope.json has schema_version 2, this pdmp reads 1"),
+        ('{"schema_version": 3}', "error: profile nope.json has schema_version 3, this pdmp reads 1 and 2"),
         ('{"some": "other tool"}', "error: profile nope.json has schema_version None"),
         ('{"schema_version": 1, "dataset": "x"}', "error: profile nope.json is invalid: modalities is required"),
     ],
@@ -125,7 +125,7 @@ def test_new_without_a_manifest_takes_modalities_and_leaves_m_o_unknown(tmp_path
     assert result.exit_code == 0, result.output
     raw = json.loads((tmp_path / "p" / "my.json").read_text())
     assert raw["modalities"] == ["rgb", "depth", "ir"] and raw["optimization_dominant"] is None
-    assert raw["performance_dominant"] == "depth" and raw["schema_version"] == 1
+    assert raw["performance_dominant"] == "depth" and raw["schema_version"] == 2
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,20 @@ def analyze_cli(
     subset: Optional[str] = typer.Option(
         None, "--subset", help="Fraction of the training split in (0, 1], or a list such as 0.2,0.4,0.6,0.8,1.0."
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of each unimodal model."),
+    epochs: Optional[str] = typer.Option(
+        None, "--epochs", help="Epochs of each unimodal model, or auto: until validation accuracy stops improving."
+    ),
+    patience: Optional[int] = typer.Option(None, "--patience", help="--epochs auto: epochs without a new best before stopping (default 5)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="--epochs auto: the cap (default 100)."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="Repeat with each seed, e.g. 0,1,2: mean accuracies, how often each ranking came out."
+    ),
+    val_fraction: Optional[float] = typer.Option(
+        None, "--val-fraction", help="Validation split carved from train when the dataset has none (default 0.1); the rankings use it."
+    ),
+    select_on_test: bool = typer.Option(
+        None, "--select-on-test", help="No validation split: rank on the test split (labelled so in the profile)."
+    ),
     early_epochs: Optional[int] = typer.Option(
         None, "--early-epochs", help="Epoch whose accuracy ranks the optimization-dominant modality."
     ),
@@ -60,7 +73,8 @@ def analyze_cli(
     flags = overrides(
         dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
         batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
-        cache=False if no_cache else None, parallel=parallel, skip_bad=skip_bad,
+        cache=False if no_cache else None, parallel=parallel, skip_bad=skip_bad, patience=patience,
+        max_epochs=max_epochs, seeds=seeds, val_fraction=val_fraction, select_on_test=select_on_test,
     )  # fmt: skip
     resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)
     if dry_run:
@@ -80,6 +94,11 @@ def analyze_cli(
             highlight=False,
             soft_wrap=True,
         )
+        if p.ranking_frequency:
+            counts = ", ".join(f"{r} {n}/{len(p.seeds)}" for r, n in p.ranking_frequency["late"].items())
+            console.print(f"  seeds {','.join(map(str, p.seeds))}: late ranking {counts}", highlight=False, soft_wrap=True)
+        if p.validation and p.validation["selection"] == "test":
+            err_console.print("[yellow]warning:[/] ranked on the test split (--select-on-test)", highlight=False)
         for w in o.warnings:
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
         console.print(f"  profile {o.path}  spec {o.spec_path}", highlight=False, soft_wrap=True)
@@ -95,13 +114,16 @@ def _subset_table(outcomes):
 
     rows = subset_study_rows(outcomes)
     mods = outcomes[0].profile.modalities
-    table = Table(title="Subset-scale study (final-epoch accuracy, cf. paper Table VI)")
+    largest = max(o.subset for o in outcomes)
+    table = Table(title="Subset-scale study (validation accuracy at the final epoch, cf. paper Table VI)")
     table.add_column("subset", justify="right")
     for m in mods:
         table.add_column(m, justify="right")
     table.add_column("difference", justify="right")
     table.add_column("ranking")
     table.add_column("uncertain")
+    table.add_column("still rising")
+    table.add_column(f"agrees with {largest:.0%}")
     for r in rows:
         table.add_row(
             f"{r['subset']:.0%}",
@@ -109,5 +131,7 @@ def _subset_table(outcomes):
             f"{r['difference']:.3f}",
             " > ".join(r["ranking"]),
             "yes" if r["uncertain"] else "no",
+            ", ".join(r["rising"]) or "-",
+            "yes" if r["agrees"] else "NO",
         )
     return table

@@ -198,7 +198,8 @@ def profile_cells(prows: list[ProfileRow], compact: bool = False) -> tuple[list[
         return f"{100 * x:.1f}" if x is not None else "-"
 
     def unc(d):
-        names = [k.replace("_ranking", "") for k, v in d["uncertain"].items() if v]
+        words = {"late_trend": "late (still rising)", "late_seeds": "late (seeds differ)"}
+        names = [words.get(k, k.replace("_ranking", "")) for k, v in d["uncertain"].items() if v]
         return ", ".join(names) if names else ("no" if d["uncertain"] else "-")
 
     def crit(d):

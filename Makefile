@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine with python3 >= 3.11 and make:
 #   make demo   - create .venv if missing, install pdmp, run the whole method on built-in data
 #   make test   - same environment, run the test suite
+#   make wheel  - build dist/pdmp-<version>-py3-none-any.whl (manifests and reference profiles inside)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pdmp-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +27,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf $(VENV) runs demo-output bench-results .pytest_cache
+	rm -rf $(VENV) runs demo-output bench-results .pytest_cache build dist

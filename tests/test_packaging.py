@@ -77,26 +77,34 @@ def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     env.pop("PDMP_MANIFESTS", None)
 
-    def pdmp(*args):
+    def pdmp(*args):  # the installed console script
         r = subprocess.run([str(site / "bin" / "pdmp"), *args], cwd=cwd, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    where = subprocess.run(
-        [sys.executable, "-c", "import pdmp_cli.resources as r; print(r.__file__); print(r.manifests_dir())"],
-        cwd=cwd, env=env, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    assert all(Path(w).is_relative_to(site) for w in where), where
-
     from pdmp_cli import __version__
 
     assert pdmp("--version").strip() == f"pdmp {__version__}"
-    listing = pdmp("datasets")
+    # one interpreter: where everything comes from, then `pdmp datasets` and `pdmp profile show`
+    probe = """
+import pdmp_cli, pdmp_cli.resources as r
+from typer.testing import CliRunner
+from pdmp_cli.cli.app import app
+print(pdmp_cli.__file__); print(r.manifests_dir()); print(r.profiles_dir())
+for args in (["datasets"], ["profile", "show", "cremad.paper"]):
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    print(res.output)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    where = out.stdout.splitlines()[:3]
+    assert all(Path(w).is_relative_to(site) for w in where), where  # nothing from the checkout
     for name in ("synthetic", "synthetic-ave", "cremad", "ucf101", "cefa"):
-        assert f" {name} " in listing
-    assert "performance-dominant   visual" in pdmp("profile", "show", "cremad.paper")
+        assert f" {name} " in out.stdout
+    assert "performance-dominant   visual" in out.stdout
 
-    out = pdmp("demo", "--epochs", "1", "--out", "demo")
+    demo = pdmp("demo", "--epochs", "1", "--out", "demo")
     assert (cwd / "demo" / "profiles" / "synthetic.json").is_file()
     assert len(list((cwd / "demo" / "runs").glob("*/summary.json"))) == 3
-    assert "vanilla" in out and "pdmp" in out
+    assert "vanilla" in demo and "pdmp" in demo

@@ -307,11 +307,16 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
 
 
 def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync)."""
-    return {
-        m: torch.nn.utils.get_total_norm([p.grad for p in enc.parameters() if p.grad is not None])
-        for m, enc in model.encoders.items()
-    }
+    """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync).
+
+    A modality without a gradient in this step (MLA's other parts, UDI's frozen anchor) gets 0 on
+    the model's device (``get_total_norm([])`` would give a CPU tensor).
+    """
+    out = {}
+    for m, enc in model.encoders.items():
+        grads = [p.grad for p in enc.parameters() if p.grad is not None]
+        out[m] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=next(enc.parameters()).device)
+    return out
 
 
 class EpochStats:
@@ -763,6 +768,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     if data_report.skipped:
         console.print(f"left out {data_report.skipped} bad samples (skip_bad)", soft_wrap=True)
     console.print(f"method {spec.method}: {method.describe()}", highlight=False, soft_wrap=True)
+    if spec.lr_schedule != "none":
+        console.print(lr_schedule.describe(spec), highlight=False, soft_wrap=True)
     summary = write_summary("running")
 
     # -- the loop ---------------------------------------------------------------------------------

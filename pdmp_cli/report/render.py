@@ -395,12 +395,14 @@ def row_dict(w: Row) -> dict:
 
 
 def to_json(rep: Report) -> str:
+    from pdmp_cli.fsutil import finite_json  # standard JSON: nan/inf (an old run's γ) as null
+
     return json.dumps(
-        {
+        finite_json({
             "rows": [row_dict(w) for w in rep.rows],
             "profiles": [p.as_dict() for p in rep.profiles],
             "notes": rep.notes,
-        },
+        }),
         indent=2,
         default=str,
     )

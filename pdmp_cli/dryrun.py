@@ -157,7 +157,8 @@ def dry_run_analyze(spec, console) -> dict:
     outs = [analysis.profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
     for p in outs:
         analysis._check_writable(p)
-    epochs = spec.epochs if isinstance(spec.epochs, int) else getattr(spec, "max_epochs", 100)
+    epochs = spec.epochs if isinstance(spec.epochs, int) else spec.max_epochs  # --epochs auto: the cap
+    cap = "" if isinstance(spec.epochs, int) else " at most"
     eval_batches = -(-len(bundle.test) // max(spec.batch_size, 256))
     per_model: dict[str, dict] = {}
     for m in bundle.modalities:
@@ -197,17 +198,23 @@ def dry_run_analyze(spec, console) -> dict:
         f"{bundle.num_classes} classes",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
+    from pdmp_cli.data.split import with_validation
+
+    train_part, _ = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
     total = 0.0
     for s in spec.subset:
-        n = len(stratified_subset(bundle.train_labels, s, spec.seed))
+        n = len(stratified_subset(train_part.train_labels, s, spec.seed))
         steps = -(-n // spec.batch_size)
         for m, r in per_model.items():
             epoch_s = _per_step(r["load"], r["step"], spec.num_workers) * steps + r["eval"] * eval_batches
             total += epoch_s * epochs
             console.print(
                 f"subset {s:g} · {m}: {_millions(r['parameters'])} parameters ({spec.encoder}), first loss {r['loss']:.4f}; "
-                f"estimated {duration(epoch_s)} per epoch ({steps} steps), {duration(epoch_s * epochs)} for {epochs} epochs",
+                f"estimated {duration(epoch_s)} per epoch ({steps} steps), {duration(epoch_s * epochs)} for{cap} {epochs} epochs",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
-    console.print(f"estimated total: {duration(total)} (without the analysis cache)", highlight=False, soft_wrap=True)
+    n_seeds = len(getattr(spec, "seeds", None) or [spec.seed])
+    seeds = f" x {n_seeds} seeds" if n_seeds > 1 else ""
+    console.print(f"estimated total: {duration(total * n_seeds)}{seeds} (without the analysis cache)", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     return {m: r["parameters"] for m, r in per_model.items()} | {"total_seconds": total}

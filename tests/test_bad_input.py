@@ -104,6 +104,18 @@ def test_1_finite_loss_but_inf_batchnorm_statistics_is_diverged_not_complete(env
         ckpt = torch.load(r.run_dir / "checkpoints" / name, weights_only=True)
         assert ckpt["epoch"] == 1 and _finite(ckpt["model"])
 
+    # gradients: the per-step encoder norms the loop already sums (EpochStats.norm_steps counts the
+    # steps whose norms were all finite); under fp16 a non-finite one is a skipped step, not a blow-up
+    from pdmp_cli.train import health
+
+    model = torch.nn.Linear(2, 2)
+    stats = SimpleNamespace(steps=4, norm_steps=torch.tensor(3.0))
+    assert health.blown_up(model, stats, "fp32") == "the encoder gradients were inf/nan in 1 of 4 steps"
+    assert health.blown_up(model, stats, "fp16") is None
+    with torch.no_grad():
+        model.bias[1] = float("nan")
+    assert health.blown_up(model, stats, "fp16") == "the weights or buffers hold inf/nan (bias)"
+
 
 # -- 6. unwritable places: one line, nothing left at "running" -------------------------------------
 

@@ -45,7 +45,7 @@ def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
         # a sum is inf/nan when any element is (one read of each tensor, no temporaries: ~10x
         # faster than isfinite(t).all()); only then is each tensor looked at element by element,
         # which also clears a sum that overflowed from finite values
-        if bool(torch.isfinite(torch.stack([t.sum() for _, t in named])).all()):
+        if bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for _, t in named])).all()):
             return []
         ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
     return [n for (n, _), good in zip(named, ok.tolist()) if not good]

@@ -86,7 +86,10 @@ def test_example_command_runs_up_to_the_data(path, monkeypatch, tmp_path):
     """The opening command, as a dry run, gets past the spec and the profile and stops only at
     the data, which this machine does not have."""
     monkeypatch.chdir(ROOT)
+    from pdmp_cli.data.loaders.files import root_env_var
+
     monkeypatch.setenv("PDMP_DATA_ROOT", str(tmp_path))  # certainly no data there
+    monkeypatch.delenv(root_env_var(read_spec_file(path)["dataset"]), raising=False)
     r = CliRunner().invoke(app, [*opening_command(path), "--dry-run"])
     assert r.exit_code != 0
     assert r.output.startswith("error: data root ") and f"of dataset {read_spec_file(path)['dataset']} does not exist" in r.output

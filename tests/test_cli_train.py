@@ -113,7 +113,7 @@ def test_methods_command_lists_every_method_and_its_defaults():
     "args, message",
     [
         (["--gamma-p", "-1"], "error: gamma_p must be > 0, got -1.0"),
-        (["--method", "mla"], "error: method must be one of 'pdmp', 'vanilla', 'ogm-ge' or 'lr-scale', got 'mla'"),
+        (["--method", "nope"], "error: method: unknown method; choose one of ['agm', "),
         (["--fusion", "attention"], "error: fusion: unknown fusion; choose one of ['concat', 'film', 'gated', 'sum']"),
         (["--dataset", "nope"], "error: unknown dataset 'nope'; choose one of:"),
     ],

@@ -19,7 +19,7 @@ def test_every_problem_is_reported_at_once():
     msg = str(e.value)
     assert "gamma_p must be > 0, got 0" in msg
     assert "fusion: unknown fusion; choose one of ['concat', 'film', 'gated', 'sum']" in msg
-    assert "method must be one of" in msg
+    assert "method: unknown method; choose one of ['agm', " in msg and "got 'x'" in msg
 
 
 @pytest.mark.parametrize("subset", [0, 1.5, "0.2,1.5", -0.1])

@@ -106,7 +106,8 @@ class Method(nn.Module):
                 f"{len(self.modalities)} ({', '.join(self.modalities)}); use --method {' or '.join(able)}",
                 exit_code=2,
             )
-        self.args = self.Args.model_validate((spec.method_args or {}).get(self.name, {})) if spec else self.Args()
+        tables = getattr(spec, "method_args", None) or {}  # a spec from before method_args: defaults
+        self.args = self.Args.model_validate(tables.get(self.name, {}))
         self.gamma = {m: 1.0 for m in self.modalities}
 
     def describe(self) -> str:

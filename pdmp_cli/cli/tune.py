@@ -91,7 +91,9 @@ def tune_cli(
         if result.stopped:
             break
     if stopped:
-        fail(stopped, 130)
+        from pdmp_cli.runtime import interrupt_exit_code
+
+        fail(stopped, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def _tune_one(plan, command: str, quiet: bool):

@@ -13,8 +13,9 @@ Shared (never scaled):
     classifier     LayerNorm, mean over all tokens, linear layer
 
 Kept from YaoZhang93/mmFormer (``mmformer/mmformer.py``): pre-norm blocks (attention with a bias-
-free qkv projection and dropout 0.1, then a GELU MLP), the position embedding added before every
-block, depth 1 for both transformers, the MLP 8x the token width, ``MaskModal`` (a missing
+free qkv projection, dropout 0.1 on the attention weights, its output and the residual branch, as
+there; then a GELU MLP), the position embedding added before every block, depth 1 for both
+transformers, the MLP 8x the token width, ``MaskModal`` (a missing
 modality's intra-modal tokens are zeros; its position embedding is still added). Changed: 3-D
 volumes -> 2-D images or frame stacks (a clip's frames give T x 16 tokens, the frame's
 position embedding repeated over T); mmFormer's own 5-level residual conv encoder -> the
@@ -54,8 +55,9 @@ class SelfAttention(nn.Module):
     def forward(self, x):  # (B, N, D)
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # attn_drop on the attention weights
+        return F.dropout(self.proj(y.transpose(1, 2).reshape(b, n, d)), p, self.training)  # proj_drop
 
 
 class Transformer(nn.Module):

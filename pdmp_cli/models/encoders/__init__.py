@@ -2,6 +2,9 @@
 
 An encoder builder takes ``in_channels`` and returns an ``nn.Module`` with an ``out_dim``
 attribute that maps (B, C, H, W) -- or (B, C, T, H, W) for multi-frame inputs -- to (B, out_dim).
+To serve the fusions inside the encoders (``se``, ``mmformer``) it also has ``stages()`` returning
+its :class:`~pdmp_cli.models.encoders._frames.Stages` (stem, conv blocks, head); without it those
+fusions refuse the encoder with one line.
 """
 
 import importlib

@@ -182,6 +182,7 @@ def _main(args, work: Path) -> int:
     figure("method_cost", lambda: method_cost.measure(
         ds(mc["dataset"]), mc["encoder"], mc["batch_size"], mc["steps"], mc["repeats"], workdir=_fresh(work, "method_cost"),
         threads=args.threads, memory=mc["memory"],
+        device="cuda" if torch.cuda.is_available() and not args.tiny else "cpu",  # a GPU: its time and memory
     ))
     figure("features_cache", lambda: features_cache.measure(cremad(), manifest=cremad_manifest, **size["features"]))
     figure("analyze_cache", lambda: analyze_cache.measure(ds(size["analyze"]), _fresh(work, "analyze"), args.threads))

@@ -26,7 +26,7 @@ class PDMP(Method):
                 "by hand or measure it with `pdmp analyze`; --method vanilla, ogm-ge and lr-scale do not need it",
                 exit_code=2,
             )
-        self.modulator = PDMPModulator(model.encoders, spec.gamma_p, profile=profile)
+        self.modulator = PDMPModulator(model.modality_parameters(), spec.gamma_p, profile=profile)
         self.gamma = dict(self.modulator.gammas)
 
     def describe(self) -> str:

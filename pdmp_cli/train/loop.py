@@ -307,15 +307,15 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
 
 
 def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """L2 norm of each encoder's whole gradient (0-dim tensors: computed every step, no sync).
+    """L2 norm of each modality's own parameters' gradient (0-dim tensors: every step, no sync).
 
     A modality without a gradient in this step (MLA's other parts, UDI's frozen anchor) gets 0 on
     the model's device (``get_total_norm([])`` would give a CPU tensor).
     """
     out = {}
-    for m, enc in model.encoders.items():
-        grads = [p.grad for p in enc.parameters() if p.grad is not None]
-        out[m] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=next(enc.parameters()).device)
+    for m, params in model.modality_parameters().items():  # late fusion: the encoders; se/mmformer: each stream
+        grads = [p.grad for p in params if p.grad is not None]
+        out[m] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=params[0].device)
     return out
 
 

@@ -116,7 +116,7 @@ def test_ogm_method_window_and_refusals():
     assert changed == {n for n, p in model.named_parameters() if n.startswith("encoders.") and p.dim() > 2}
 
     three, _, _ = _setup(channels={"rgb": 3, "depth": 1, "ir": 1})
-    with pytest.raises(PdmpError, match=r"ogm-ge is defined for 2 modalities, this dataset has 3 \(rgb, depth, ir\)"):
+    with pytest.raises(PdmpError, match=r"ogm-ge is defined for 2 modalities, this dataset has 3 \(rgb, depth, ir\): its coefficient is the ratio of two branches' scores"):
         build_method("ogm-ge", three, _spec(method="ogm-ge"), PROFILE)
     with pytest.raises(ValueError, match=r"ogm-ge: end \(3\) must be > start \(3\)"):
         _spec(method="ogm-ge", ogm_start=3, ogm_end=3)

@@ -73,7 +73,8 @@ class Method(nn.Module):
       hint suggests a smaller gamma_p).
     - ``uses_optimization_dominant``: the method reads the profile's m_o (PDMP's Eq. 12); ``pdmp tune``
       then tries both branches when the profile cannot settle m_o.
-    - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2).
+    - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2);
+      ``max_modalities_reason`` says why, in the refusal.
     - ``find_unused_parameters``: some parameters get no gradient in a step (DDP must be told).
     - ``spec_aliases``: old flat spec fields that now live in ``Args`` (``{"ogm_alpha": "alpha"}``).
     - ``table_order``: position in comparison tables (``pdmp report``, ``pdmp sweep --method all``):
@@ -90,6 +91,7 @@ class Method(nn.Module):
     uses_gamma_p = False
     uses_optimization_dominant = False
     max_modalities: int | None = None
+    max_modalities_reason = ""
     find_unused_parameters = False
     spec_aliases: dict[str, str] = {}
     table_order: int = 50
@@ -101,9 +103,10 @@ class Method(nn.Module):
         self.modalities = list(model.modalities)
         if self.max_modalities is not None and len(self.modalities) > self.max_modalities:
             able = [n for n in METHODS.names() if METHODS.get(n).max_modalities is None]
+            why = f": {self.max_modalities_reason}" if self.max_modalities_reason else ""
             raise PdmpError(
                 f"{self.name} is defined for {self.max_modalities} modalities, this dataset has "
-                f"{len(self.modalities)} ({', '.join(self.modalities)}); use --method {' or '.join(able)}",
+                f"{len(self.modalities)} ({', '.join(self.modalities)}){why}; use --method {' or '.join(able)}",
                 exit_code=2,
             )
         tables = getattr(spec, "method_args", None) or {}  # a spec from before method_args: defaults

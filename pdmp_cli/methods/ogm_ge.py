@@ -109,6 +109,7 @@ class OGMGE(Method):
     Args = OGMGEArgs
     needs_branch_logits = True
     max_modalities = 2
+    max_modalities_reason = "its coefficient is the ratio of two branches' scores (the reference has no N-modality form)"
     spec_aliases = {"ogm_alpha": "alpha", "ogm_start": "start", "ogm_end": "end"}
     table_order = 20  # Table I: after G-Blending
     in_paper_table = True

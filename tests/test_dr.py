@@ -109,3 +109,16 @@ def test_reinit_blends_parameters_only_and_keeps_bn_stats_and_momentum():
         torch.testing.assert_close(b, buffers[n])
     for p in model.parameters():  # the optimizer's momentum: untouched, as in the reference
         torch.testing.assert_close(opt.state[p]["momentum_buffer"], momentum[id(p)])
+
+
+def test_selecting_on_test_is_refused_before_anything_is_written():
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.methods import build_method
+    from pdmp_cli.models.multimodal import build_multimodal
+    from pdmp_cli.specs import TrainSpec
+
+    model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)
+    for m, fix in (("dr", "drop --select-on-test"), ("udi", "or set udi.anchor")):
+        spec = TrainSpec(profile="p.json", encoder="small", method=m, select_on_test=True)
+        with pytest.raises(PdmpError, match=f"{m} needs a validation split .*{fix}"):
+            build_method(m, model, spec, None)

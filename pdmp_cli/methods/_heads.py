@@ -34,3 +34,14 @@ def with_branches(out, branch_logits: dict[str, torch.Tensor]):
     reports each modality's accuracy through the heads that were actually trained."""
     out.branch_logits = branch_logits
     return out
+
+
+def require_validation(spec, method: str, why: str) -> None:
+    """Refuse at set-up (before anything is written) a run that selects on test: ``method`` needs the
+    validation split for ``why``, and the test split must never decide anything."""
+    if spec is not None and getattr(spec, "select_on_test", False):
+        raise PdmpError(
+            f"{method} needs a validation split ({why}) and --select-on-test leaves none; drop --select-on-test "
+            "(a stratified share of the training data is carved off, --val-fraction)",
+            exit_code=2,
+        )

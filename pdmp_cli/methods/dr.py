@@ -41,6 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pdmp_cli.methods import Method, register_method
+from pdmp_cli.methods._heads import require_validation
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -108,6 +109,7 @@ class DR(Method):
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
+        require_validation(spec, self.name, "the purity gap compares training and held-out features")
         self.params = model.modality_parameters()
         self.period = self.args.reinit_epoch or default_reinit_epoch(spec.epochs if spec else 90)
         # the initial weights, as buffers: saved with the method, so a resumed run blends towards them

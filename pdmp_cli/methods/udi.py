@@ -44,7 +44,7 @@ from torch import nn
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, register_method
-from pdmp_cli.methods._heads import late_fusion_shape, with_branches
+from pdmp_cli.methods._heads import late_fusion_shape, require_validation, with_branches
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -118,6 +118,8 @@ class UDI(Method):
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
         dims, num_classes = late_fusion_shape(model, self.name)
+        if self.args.anchor is None:
+            require_validation(spec, self.name, "the anchor is chosen on it; or set udi.anchor")
         if self.args.anchor is not None and self.args.anchor not in self.modalities:
             raise PdmpError(
                 f"udi.anchor {self.args.anchor!r} is not a modality of this dataset; choose one of "

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-from torch.utils.data import Dataset
 
 from pdmp_cli import sweep, tune
 from pdmp_cli.errors import PdmpError
@@ -217,33 +216,43 @@ def test_method_hyperparameters_and_bad_plans(tmp_path, tiny_manifest):
         tune.make_plan(base, tmp_path / "t")
 
 
-class _Unreadable(Dataset):
-    """A test split that fails on any read."""
+FILES_MANIFEST = """
+loader = "files"
+[splits.train]
+list = "train.csv"
+[splits.val]
+list = "val.csv"
+[splits.test]
+list = "test.csv"
+[modalities.audio]
+kind = "audio"
+path = "audio/{id}.wav"
+[modalities.visual]
+kind = "image"
+path = "visual/{id}.png"
+preprocessing = { size = 16 }
+[defaults]
+encoder = "small"
+batch_size = 2
+lr = 0.01
+"""
 
-    def __init__(self, n):
-        self.n = n
 
-    def __len__(self):
-        return self.n
+def test_real_tuning_never_reads_the_test_split(tmp_path):
+    """Real runs (pdmp_cli.train.run) on a files dataset whose test files are all garbage: reading
+    one, by the dataset check or an evaluation, would fail. Two γp candidates, rung at epoch 1 of 2."""
+    import sys
 
-    def __getitem__(self, i):
-        raise AssertionError("pdmp tune read the test split")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from data import miniature as M
 
-
-def test_real_tuning_never_reads_the_test_split(tmp_path, tiny_manifest, monkeypatch):
-    """Two γp candidates, 2 epochs each at most (rung at 1): real runs through pdmp_cli.train.run."""
-    from dataclasses import replace
-
-    import pdmp_cli.train.loop as loop
-
-    real = loop.load_checked
-
-    def no_test(*a, **kw):
-        bundle, report = real(*a, **kw)
-        return replace(bundle, test=_Unreadable(len(bundle.test))), report
-
-    monkeypatch.setattr(loop, "load_checked", no_test)
-    plan = _plan(tmp_path, tiny_manifest, flags={"device": "cpu", "val_fraction": 0.2}, values={"gamma_p": [1, 5]}, budget=2, min_epochs=1)
+    root = M.make_custom(tmp_path / "mine")
+    (root / "m.toml").write_text(FILES_MANIFEST)
+    for clip, _ in M.CUSTOM_TEST:
+        (root / "audio" / f"{clip}.wav").write_bytes(b"not audio")
+        (root / "visual" / f"{clip}.png").write_bytes(b"not an image")
+    prof = _profile(tmp_path / "p.json", dataset="m")
+    plan = _plan(tmp_path, root / "m.toml", profile=prof, flags={"device": "cpu"}, values={"gamma_p": [1, 5]}, budget=2, min_epochs=1)
     result = tune.run(plan, command="pdmp tune (test)")
     assert result.stopped is None and result.choice is not None
     for r in result.candidates:
@@ -251,11 +260,16 @@ def test_real_tuning_never_reads_the_test_split(tmp_path, tiny_manifest, monkeyp
         metrics = [json.loads(ln) for ln in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
         assert all(m["eval_accuracy"] is None and m["val_accuracy"] is not None for m in metrics)
         assert [m["val_accuracy"] for m in metrics] == r.curve
-    # the run directory of the first candidate was continued past the rung, not restarted
+    # the first candidate's run was continued past the rung (resumed), not restarted
     first = result.candidates[0]
     assert first.state == "complete" and json.loads((Path(first.run_dir) / "summary.json").read_text())["epochs_done"] == 2
     chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
-    assert chosen["gamma_p"] == result.choice.candidate.params["gamma_p"] and chosen["epochs"] == plan.base.epochs
+    assert chosen["gamma_p"] == result.choice.candidate.params["gamma_p"]
+    # the final training of the choice does read the test split, and refuses the garbage
+    from pdmp_cli import train
+
+    with pytest.raises(PdmpError, match="unreadable file"):
+        train.run(plan.spec_for(result.choice.candidate, run_dir=str(tmp_path / "final")), quiet=True)
 
 
 def test_cli_prints_curves_choice_compute_and_the_spec(tmp_path, tiny_manifest, monkeypatch):

@@ -151,13 +151,14 @@ CHUNK = 32
 
 
 def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool = False, features=None,
-                  workers: int | None = None) -> Report:
+                  workers: int | None = None, skip_splits=()) -> Report:
     """Validate a dataset on disk -> :class:`Report`.
 
     ``dataset``: a manifest name, a path to a manifest, or a loaded manifest. ``deep``: decode
     every file (through the features cache); otherwise only check that files exist.
     ``workers``: processes that decode in parallel (default: the manifest's ``num_workers``
-    default, else 0); used from :data:`PARALLEL_FROM` samples on.
+    default, else 0); used from :data:`PARALLEL_FROM` samples on. ``skip_splits``: splits whose
+    samples are not opened (``pdmp tune`` trains without reading the test split); their lists are.
     """
     from pdmp_cli.data.manifest import load_manifest
 
@@ -181,7 +182,7 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
     report = Report(manifest.name, idx.root, {s: len(v) for s, v in idx.splits.items()}, list(idx.problems),
                     dropped=list(idx.dropped))
     features = features or FeatureCache()
-    jobs = [(split, s) for split, samples in idx.splits.items() for s in samples]
+    jobs = [(split, s) for split, samples in idx.splits.items() if split not in skip_splits for s in samples]
     chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
     if workers is None:
         workers = manifest.defaults.num_workers or 0
@@ -228,7 +229,7 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
 
 
 def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool = True, progress: bool = False,
-                 workers: int | None = None):
+                 workers: int | None = None, skip_splits=()):
     """Check, then build. -> ``(DatasetBundle, Report)``.
 
     A broken dataset raises :class:`PdmpError` naming the counts and the first problems, unless
@@ -239,7 +240,7 @@ def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool 
     from pdmp_cli.data.manifest import check_command, load_manifest
 
     manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
-    report = check_dataset(manifest, data_root, deep=deep, progress=progress, workers=workers)
+    report = check_dataset(manifest, data_root, deep=deep, progress=progress, workers=workers, skip_splits=skip_splits)
     name, check = manifest.name, check_command(manifest, data_root)
     if report.fatal:
         raise PdmpError(f"dataset {name} cannot be used: {report.first()}; fix the lists "

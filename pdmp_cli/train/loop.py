@@ -618,8 +618,9 @@ def run(
     Started by torchrun (several processes), every process calls this: it joins the process
     group, trains its shard in DDP, and rank 0 alone writes the run directory and prints.
 
-    ``evaluate_test=False`` (``pdmp tune``): no test sample is ever read; each epoch's test
-    fields are None and its branch accuracies, w and shares are measured on the validation split.
+    ``evaluate_test=False`` (``pdmp tune``): no test sample is ever read (the dataset check skips
+    them too); each epoch's test fields are None and its branch accuracies, w and shares are
+    measured on the validation split.
 
     Raises:
         PdmpError: a profile that does not fit the dataset, a method that cannot run with this
@@ -656,7 +657,9 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     profile = Profile.load(profile_path)
     dataset = spec.dataset or profile.dataset
     # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out)
-    bundle, data_report = load_checked(dataset, spec.data_root, skip_bad=spec.skip_bad)
+    bundle, data_report = load_checked(
+        dataset, spec.data_root, skip_bad=spec.skip_bad, skip_splits=() if evaluate_test else ("test",)
+    )
     check_profile(profile, profile_path, dataset, bundle)
     # the epoch is chosen on validation: the manifest's own split, else one carved from train
     bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)

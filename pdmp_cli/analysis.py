@@ -112,15 +112,20 @@ def trend_window(epochs: int) -> int:
     return min(epochs, max(TREND_MIN, math.ceil(epochs / 2)))
 
 
-def curve_trend(curve: list[float], alpha: float = TREND_ALPHA) -> tuple[bool | None, float | None, float | None]:
+def curve_trend(
+    curve: list[float], eval_size: int, alpha: float = TREND_ALPHA
+) -> tuple[bool | None, float | None, float | None]:
     """``(still_rising, rise, p)``: is the curve still climbing at its end, beyond evaluation noise?
 
     A least-squares line (``scipy.stats.linregress``) through the last :func:`trend_window`
-    epochs (the second half of training); ``rise`` is its slope times the window's span, the
-    accuracy gained over those epochs, and ``p`` the one-sided p-value of a positive slope
-    (t-test of the slope against the scatter of the epochs around the line: that scatter is the
-    evaluation noise of one model measured again and again on the same split). Still rising
-    when ``p < alpha``. ``(None, None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
+    epochs (the second half of training): ``rise`` is its slope times the window's span, the
+    accuracy gained over those epochs; ``p`` the one-sided p-value of a positive slope (t-test
+    against the epochs' scatter around the line). Still rising when both hold: the slope is
+    significant (``p < alpha``) and ``rise`` exceeds one binomial standard error of an accuracy
+    at the window's mean level p̄ measured on ``eval_size`` samples, sqrt(p̄(1 - p̄)/n): more
+    than re-drawing the validation split would move one accuracy. (The first alone flags slopes
+    of a point over dozens of epochs on a plateau; the second alone, a noisy jump.)
+    ``(None, None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
     """
     from scipy import stats
 
@@ -131,8 +136,8 @@ def curve_trend(curve: list[float], alpha: float = TREND_ALPHA) -> tuple[bool | 
     if max(tail) == min(tail):  # a flat line: no slope, no scatter
         return False, 0.0, 1.0
     fit = stats.linregress(range(k), tail, alternative="greater")
-    p = float(fit.pvalue)
-    return bool(p < alpha), float(fit.slope) * (k - 1), p
+    rise, p, level = float(fit.slope) * (k - 1), float(fit.pvalue), sum(tail) / k
+    return bool(p < alpha and rise > math.sqrt(level * (1 - level) / eval_size)), rise, p
 
 
 class EarlyStopping:
@@ -231,7 +236,7 @@ def build_profile(
     def trend(curve):
         if auto and cap is not None and len(curve) < cap:
             return False, None, None
-        return curve_trend(curve)
+        return curve_trend(curve, eval_size)
 
     trends = {m: [trend(cs[m]) for cs in runs.values()] for m in modalities}
     rising = {m: (any(r for r, _, _ in tr) if all(r is not None for r, _, _ in tr) else None) for m, tr in trends.items()}
@@ -246,8 +251,8 @@ def build_profile(
         warnings.append(
             f"the performance (late) ranking could still flip at subset {subset:g}: {m} (ranked "
             f"{late_ranking.index(m) + 1}, {late[m]:.3f} vs {late_ranking[0]} {late[late_ranking[0]]:.3f}) was still "
-            f"improving when training stopped (+{rises[m]:.3f} over its last {k} epochs, a rise beyond the "
-            f"epoch-to-epoch noise, one-sided p < {TREND_ALPHA:g}); "
+            f"improving when training stopped (+{rises[m]:.3f} over its last {k} epochs: more than one standard "
+            f"error of an accuracy, slope one-sided p < {TREND_ALPHA:g}); "
             f"train longer (more --epochs, or --epochs auto with enough --patience)"
         )
 

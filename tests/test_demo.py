@@ -35,8 +35,9 @@ def test_demo_writes_every_artifact_and_a_second_demo_trains_nothing(tmp_path, t
     body = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:] if line.startswith("| tiny")]
     assert [r[head.index("method")] for r in body] == ["vanilla", "ogm-ge", "pdmp"]
     for r, s in zip(body, summaries):
-        assert r[head.index("acc %")].strip("*") == f"{100 * s['final_accuracy']:.1f}"
-        assert r[head.index("macro-F1 %")].strip("*") == f"{100 * s['final_macro_f1']:.1f}"
+        assert r[head.index("acc % (best val epoch)")].strip("*") == f"{100 * s['selected_accuracy']:.1f}"
+        assert r[head.index("final acc %")].strip("*") == f"{100 * s['final_accuracy']:.1f}"
+        assert r[head.index("final macro-F1 %")].strip("*") == f"{100 * s['final_macro_f1']:.1f}"
         assert r[head.index("n")] == "1"
     for s in summaries:
         assert f"{100 * s['final_accuracy']:.1f}" in text

@@ -17,14 +17,24 @@ FLAT = [0.43, 0.63, 0.63, 0.62, 0.63, 0.60, 0.61, 0.60, 0.62, 0.61, 0.60, 0.62, 
 
 
 def test_a_still_rising_curve_is_detected_and_a_flat_one_is_not():
-    rising, rise, p = curve_trend(RISING)  # the second half: epochs 11-20
+    rising, rise, p = curve_trend(RISING, 120)  # the second half: epochs 11-20
     fit = stats.linregress(range(10), RISING[10:], alternative="greater")
     assert rising is True and p == pytest.approx(fit.pvalue) and p < 0.05
     assert rise == pytest.approx(fit.slope * 9)
     assert rise == pytest.approx(9 * 1.025 / 82.5)  # least squares by hand: S_xy / S_xx = 1.025 / 82.5 per epoch
-    assert curve_trend(FLAT)[0] is False  # audio-like: fast, then flat with noise
-    assert curve_trend([0.5] * 6) == (False, 0.0, 1.0)
-    assert curve_trend([0.1, 0.2, 0.3]) == (None, None, None)  # too short to tell
+    assert rise > (0.395 * 0.605 / 120) ** 0.5  # more than one SE of an accuracy at the mean level (0.045)
+    assert curve_trend(FLAT, 120)[0] is False  # audio-like: fast, then flat with noise
+    assert curve_trend([0.5] * 6, 120) == (False, 0.0, 1.0)
+    assert curve_trend([0.1, 0.2, 0.3], 120) == (None, None, None)  # too short to tell
+
+
+def test_a_significant_but_tiny_slope_on_a_plateau_is_not_rising():
+    # measured: visual at subset 0.4, epochs 21-40 (it stays at ~0.38 through epoch 50)
+    plateau = [0.383, 0.375, 0.383, 0.383, 0.383, 0.375, 0.375, 0.392, 0.383, 0.383,
+               0.383, 0.383, 0.383, 0.383, 0.375, 0.383, 0.375, 0.4, 0.392, 0.4]  # fmt: skip
+    rising, rise, p = curve_trend(plateau, 120)
+    assert p < 0.05 and rise < 0.02 and rising is False  # significant, but under one SE (0.044)
+    assert curve_trend(plateau, 120_000)[0] is True  # the same slope on a huge split is beyond its noise
 
 
 def _profile(curves, **kw):
@@ -110,11 +120,15 @@ def test_seeds_are_measured_and_cached_one_by_one(tiny_manifest, tmp_path):
 
 
 @pytest.mark.slow
-def test_synthetic_at_subset_04_ranks_visual_first_or_warns_that_visual_was_still_improving(tmp_path):
-    """The issue's check at the preset's defaults (20 epochs; ~1 min on 2 cores): the ranking
-    audio > visual it used to give silently must now come with a warning naming visual."""
-    [o] = analysis.run(_spec("synthetic", tmp_path, subset=0.4), progress=False)
+def test_synthetic_at_subset_04_warns_while_visual_is_still_learning(tmp_path):
+    """The issue's check, measured (~50 s on 2 cores). At subset 0.4 visual climbs from 0.15 to
+    ~0.39 by epoch ~14 and then stays there (measured to epoch 50): it has converged below audio
+    (~0.6), the small-subset effect of the paper's Table VI, so at the preset's 20 epochs the
+    ranking audio > visual is the measurement and no trend warning is right (the subset study's
+    `agrees with 100%` column flags it instead). Stopped at epoch 12, mid-climb, the ranking is
+    the same but visual is still rising: the command must say so, naming visual."""
+    [o] = analysis.run(_spec("synthetic", tmp_path, subset=0.4, epochs=12), progress=False)
     p = o.profile
-    assert p.late_ranking[0] == "visual" or (
-        p.results["visual"].still_rising and any("could still flip" in w and ": visual (" in w for w in o.warnings)
-    ), (p.late_ranking, {m: r.curve for m, r in p.results.items()})
+    assert p.late_ranking == ["audio", "visual"] and p.results["visual"].still_rising
+    assert p.uncertain["late_trend"] is True
+    assert any("could still flip at subset 0.4: visual (ranked 2" in w for w in o.warnings), o.warnings

@@ -251,8 +251,10 @@ def make_plan(
             raise PdmpError(f"no values given for {k}", 2)
         if k != "gamma_p" and "." not in k and k not in TrainSpec.model_fields:
             raise PdmpError(f"{k} is not a spec field or <method>.<field>; e.g. gamma_p or ogm-ge.alpha", 2)
+    from pdmp_cli.resources import profile_path
+
     tune_dir = Path(tune_dir)
-    profile = Profile.load(base.profile)
+    profile = Profile.load(profile_path(base.profile))  # a path, or a reference profile's name
     cls = METHODS.get(base.method)
     reads_m_o = getattr(cls, "uses_optimization_dominant", False)
     notes, reason = [], None
@@ -692,7 +694,9 @@ def _why(plan: Plan, rows: list[CandidateResult], choice: CandidateResult | None
             m = r.candidate.params.get(BRANCH)
             if r.value is not None and r.state != "dropped" and (m not in best or r.value > best[m].value):
                 best[m] = r
-        m_p = Profile.load(plan.base.profile).performance_dominant
+        from pdmp_cli.resources import profile_path
+
+        m_p = Profile.load(profile_path(plan.base.profile)).performance_dominant
         desc = {m: f"m_o {m} (γr = {'γp' if m == m_p else '1/γp'})" for m in best}
         chosen = choice.candidate.params.get(BRANCH)
         rest = [f"{desc[m]}: best {r.value:.4f} ({r.candidate.label})" for m, r in best.items() if m != chosen]

@@ -380,3 +380,30 @@ def test_report_asks_the_class_whether_gamma_p_matters():
     assert "a-method-no-longer-registered" not in USES_GAMMA_P
     key = settings_key({"method": "ogm-ge", "gamma_p": 5.0, "method_args": {"ogm-ge": {"alpha": 0.8}, "agm": {"alpha": 1.5}}})
     assert "gamma_p" not in key and key["method_args"] == {"ogm-ge": {"alpha": 0.8}}
+
+
+def test_a_run_from_before_method_args_resumes(tmp_path, tiny_manifest):
+    """spec.json and last.pt with the old flat ogm_* fields (and no method state) still resume."""
+    import json
+
+    from pdmp_cli.train import run
+    from pdmp_cli.train.loop import resume_spec
+
+    profile = PROFILE.model_copy(update={"dataset": "tiny"}).save(tmp_path / "p.json")
+    spec = TrainSpec(profile=str(profile), dataset=str(tiny_manifest), encoder="small", epochs=1, batch_size=16,
+                     lr=0.01, method="ogm-ge", run_dir=str(tmp_path / "r"), device="cpu", ogm_alpha=0.3)  # fmt: skip
+    assert run(spec, quiet=True).status == "complete"
+
+    def flat(s: dict) -> dict:
+        a = s.pop("method_args")["ogm-ge"]
+        return {**s, "ogm_alpha": a["alpha"], "ogm_start": a["start"], "ogm_end": a["end"]}
+
+    p = tmp_path / "r" / "spec.json"
+    p.write_text(json.dumps(flat(json.loads(p.read_text()))))
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    ckpt["spec"] = flat(ckpt["spec"])
+    del ckpt["method"]
+    torch.save(ckpt, tmp_path / "r" / "checkpoints" / "last.pt")
+    resumed = resume_spec(tmp_path / "r", {"epochs": 2})
+    assert resumed.method_args["ogm-ge"] == {"alpha": 0.3, "start": 0, "end": 51}
+    assert run(resumed, resume=True, quiet=True).status == "complete"

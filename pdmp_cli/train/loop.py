@@ -45,7 +45,7 @@ from pdmp_cli import __version__, fsutil, rundir
 from pdmp_cli.data.check import load_checked
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.methods import Method, build_method
+from pdmp_cli.methods import Method, build_method, resolve_method_args
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile, write_json_atomic
@@ -686,6 +686,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     if resume:
         ckpt = checkpoint.load_last(run_dir)
         saved, now = {**LEGACY_SPEC, **ckpt["spec"]}, spec.model_dump(mode="json")
+        saved = resolve_method_args(saved, spec.method)  # a run from before method_args: ogm_* moved in
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
             raise PdmpError(

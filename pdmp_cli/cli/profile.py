@@ -82,6 +82,15 @@ def profile_table(p):
     if p.settings:
         keys = ("encoder", "epochs", "early_epochs", "batch_size", "lr", "train_samples", "device")
         rows.append(("settings", ", ".join(f"{k}={p.settings[k]}" for k in keys if k in p.settings)))
+    if p.validation:
+        v = p.validation
+        how = {"carved": f"carved {v['fraction']:g} of train, seed {v['seed']}", "manifest": "the dataset's own"}
+        rows.append(("ranked on", "[yellow]the TEST split (--select-on-test)[/]" if v["selection"] == "test"
+                     else f"validation: {v['val_size']} samples ({how.get(v['source'], v['source'])})"))  # fmt: skip
+    if p.ranking_frequency:
+        n = len(p.seeds or [])
+        rows.append(("seeds", ", ".join(map(str, p.seeds or [])) + "  [dim]late rankings: " + ", ".join(
+            f"{r} {c}/{n}" for r, c in p.ranking_frequency["late"].items()) + "[/]"))  # fmt: skip
     rows.append(("created", f"{p.provenance.created} by pdmp {p.provenance.tool_version}"))
     if p.provenance.command:
         rows.append(("command", p.provenance.command))
@@ -91,11 +100,15 @@ def profile_table(p):
 
     if p.results:
         t = Table(title="Unimodal accuracy on the evaluation split")
-        for col in ("modality", "early", "late", "eval n", "curve (every epoch)"):
-            t.add_column(col, justify="left" if col in ("modality", "curve (every epoch)") else "right")
+        for col in ("modality", "early", "late", "eval n", "end of curve", "curve (every epoch)"):
+            t.add_column(col, justify="left" if col in ("modality", "end of curve", "curve (every epoch)") else "right")
         for m in p.modalities:
             r = p.results[m]
-            t.add_row(m, f"{r.early_accuracy:.3f}", f"{r.late_accuracy:.3f}", str(r.eval_size),
+            trend = "-" if r.still_rising is None else (
+                f"{'[yellow]still rising[/]' if r.still_rising else 'flat'} ({r.rise:+.3f})" if r.rise is not None else "flat")
+            if r.stopped_epoch:
+                trend += f", stopped at {r.stopped_epoch}"
+            t.add_row(m, f"{r.early_accuracy:.3f}", f"{r.late_accuracy:.3f}", str(r.eval_size), trend,
                       " ".join(f"{a:.2f}" for a in r.curve))  # fmt: skip
         parts.append(t)
 
@@ -107,7 +120,9 @@ def profile_table(p):
     for name, order in (("late_ranking", p.late_ranking), ("early_ranking", p.early_ranking), ("probe_ranking", probe_ranking)):
         if order:
             flag = p.uncertain.get(name)
-            rk.add_row(name, " > ".join(order), "-" if flag is None else ("[yellow]yes[/]" if flag else "no"))
+            why = [w for k, w in (("late_trend", "still rising"), ("late_seeds", "seeds differ")) if name == "late_ranking" and p.uncertain.get(k)]
+            text = "-" if flag is None and not why else ("[yellow]yes[/]" if flag or why else "no")
+            rk.add_row(name, " > ".join(order), text + (f" ({', '.join(why)})" if why else ""))
     if rk.row_count:
         parts.append(rk)
     for n in p.notes:

@@ -113,13 +113,13 @@ def _tune_one(plan, command: str, quiet: bool):
     for r in result.candidates:
         if r.note:
             console.print(f"{r.candidate.label}: {r.note}", highlight=False, soft_wrap=True)
-    if result.pending:
+    if result.pending and not result.stopped:
         console.print(
             f"{len(result.pending)} candidates not settled ({', '.join(r.state for r in result.pending)}); "
             "the choice is written when the last one finishes (here or in another worker)",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
-    else:
+    elif not result.pending:
         console.print(f"choice: {result.why}", highlight=False, soft_wrap=True)
         if result.branch_note:
             console.print(result.branch_note, highlight=False, soft_wrap=True)

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pdmp_cli.methods import Method, register_method
-from pdmp_cli.methods._heads import late_fusion_shape
+from pdmp_cli.methods._heads import late_fusion_shape, require_validation
 
 FUSED = "fused"
 
@@ -94,6 +94,7 @@ class GBlending(Method):
 
     def __init__(self, model, spec, profile):
         super().__init__(model, spec, profile)
+        require_validation(spec, self.name, "its weights come from validation losses, never test")
         dims, num_classes = late_fusion_shape(model, self.name)
         self.heads = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()})
         self.branches = [*self.modalities, FUSED]

@@ -141,10 +141,9 @@ def method_space(method: str) -> dict[str, list]:
 
     cls = METHODS.get(method)
     space: dict[str, list] = {}
-    if getattr(cls, "uses_gamma_p", False):
+    if cls.uses_gamma_p:
         space["gamma_p"] = list(DEFAULT_GAMMA_P)
-    args = getattr(cls, "Args", None)
-    for name, info in (args.model_fields.items() if args is not None else []):
+    for name, info in cls.Args.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("tune"):
             space[f"{method}.{name}"] = list(extra["tune"])
@@ -228,6 +227,7 @@ def make_plan(
     """
     from pdmp_cli.cache import stable_hash
     from pdmp_cli.methods import METHODS
+    from pdmp_cli.resources import profile_path
 
     if base.select_on_test or base.val_fraction == 0:
         raise PdmpError(
@@ -251,12 +251,10 @@ def make_plan(
             raise PdmpError(f"no values given for {k}", 2)
         if k != "gamma_p" and "." not in k and k not in TrainSpec.model_fields:
             raise PdmpError(f"{k} is not a spec field or <method>.<field>; e.g. gamma_p or ogm-ge.alpha", 2)
-    from pdmp_cli.resources import profile_path
-
     tune_dir = Path(tune_dir)
     profile = Profile.load(profile_path(base.profile))  # a path, or a reference profile's name
     cls = METHODS.get(base.method)
-    reads_m_o = getattr(cls, "uses_optimization_dominant", False)
+    reads_m_o = cls.uses_optimization_dominant
     notes, reason = [], None
     m_os = [None]
     if reads_m_o and branches is not False:
@@ -276,7 +274,9 @@ def make_plan(
     names = list(space)
     candidates = []
     for combo in itertools.product(*(space[n] for n in names), m_os):
-        params = {n: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v) for n, v in zip(names, combo[:-1])}
+        params = dict(zip(names, combo[:-1]))
+        if "gamma_p" in params:
+            params["gamma_p"] = float(params["gamma_p"])  # 5 and 5.0: one candidate, one run directory
         prof = base.profile
         if combo[-1] is not None:
             params[BRANCH] = combo[-1]

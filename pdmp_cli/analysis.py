@@ -120,11 +120,13 @@ def curve_trend(
     A least-squares line (``scipy.stats.linregress``) through the last :func:`trend_window`
     epochs (the second half of training): ``rise`` is its slope times the window's span, the
     accuracy gained over those epochs; ``p`` the one-sided p-value of a positive slope (t-test
-    against the epochs' scatter around the line). Still rising when both hold: the slope is
-    significant (``p < alpha``) and ``rise`` exceeds one binomial standard error of an accuracy
+    against the epochs' scatter around the line). Still rising when all three hold: the slope is
+    significant (``p < alpha``); ``rise`` exceeds one binomial standard error of an accuracy
     at the window's mean level p̄ measured on ``eval_size`` samples, sqrt(p̄(1 - p̄)/n): more
-    than re-drawing the validation split would move one accuracy. (The first alone flags slopes
-    of a point over dozens of epochs on a plateau; the second alone, a noisy jump.)
+    than re-drawing the validation split would move one accuracy; and the window reaches a new
+    best, above every epoch before it (climbing back after a dip to a level the model already
+    had is not improving). The first alone flags slopes of a point over dozens of epochs on a
+    plateau; the second alone, a noisy jump; the third, a recovery.
     ``(None, None, None)`` for curves shorter than :data:`TREND_MIN` epochs.
     """
     from scipy import stats
@@ -137,7 +139,8 @@ def curve_trend(
         return False, 0.0, 1.0
     fit = stats.linregress(range(k), tail, alternative="greater")
     rise, p, level = float(fit.slope) * (k - 1), float(fit.pvalue), sum(tail) / k
-    return bool(p < alpha and rise > math.sqrt(level * (1 - level) / eval_size)), rise, p
+    new_best = len(curve) == k or max(tail) > max(curve[:-k])
+    return bool(p < alpha and rise > math.sqrt(level * (1 - level) / eval_size) and new_best), rise, p
 
 
 class EarlyStopping:

@@ -71,8 +71,8 @@ def test_show_prints_a_measured_profile_with_its_curves(tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "identity abc123" in out and "subset / seed          0.4 / 3" in out
-    assert "│ audio    │ 0.590 │ 0.530 │    480 │ 0.59 0.53           │" in out
-    assert "│ visual   │ 0.170 │ 0.775 │    480 │ 0.17 0.78           │" in out
+    assert "│ audio    │ 0.590 │ 0.530 │    480 │ -            │ 0.59 0.53           │" in out  # 2 epochs: no trend
+    assert "│ visual   │ 0.170 │ 0.775 │    480 │ -            │ 0.17 0.78           │" in out
     assert "early_ranking │ audio > visual │ no" in out
     assert "encoder=small, epochs=2, train_samples=480" in out
 

@@ -172,6 +172,35 @@ def test_two_processes_share_one_sqlite_storage(tmp_path, tiny_manifest):
     assert json.loads((plan.tune_dir / tune.SUMMARY).read_text())["choice"] == result.choice.candidate.key
 
 
+class DyingTrainer(FileTrainer):
+    """A worker killed (a preempted node) in the middle of a candidate: no Ctrl-C, no tell."""
+
+    def advance(self, cand, epochs):
+        if cand.key == "gamma_p-5" and epochs == 4:
+            super().advance(cand, 3)  # epoch 3 done and saved, then the process dies in epoch 4
+            os._exit(1)
+        return super().advance(cand, epochs)
+
+
+def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path, tiny_manifest, monkeypatch):
+    import time
+
+    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 2)
+    plan = _plan(tmp_path, tiny_manifest)
+    ctx = multiprocessing.get_context("fork")
+    p = ctx.Process(target=lambda: tune.run(plan, trainer=DyingTrainer(tmp_path / "fake", CURVES)))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1  # died holding γp 5 (its trial still RUNNING in the storage)
+    time.sleep(3)  # past the grace period: the next worker fails that trial and takes γp 5 over
+    trainer = FileTrainer(tmp_path / "fake", CURVES)
+    result = tune.run(plan, trainer=trainer)
+    assert _states(result) == EXPECTED and result.choice.candidate.key == "gamma_p-5"
+    log = [(k, e) for k, e, _ in trainer.log()]
+    assert len(log) == len(set(log)) == 27  # γp 5 went on from epoch 4: nothing trained twice
+
+
 @pytest.mark.parametrize(
     "update, tried",
     [

@@ -267,7 +267,9 @@ def run(
             trained_seconds, trained = trained_seconds + time.monotonic() - t_run, trained + 1
             left = len(specs) - i
             eta = f"; sweep ETA {duration(trained_seconds / trained * left)}" if left else ""
-            acc = f"final accuracy {s.final_accuracy:.4f}, best {s.best_accuracy:.4f}" if s.final_accuracy is not None else "no epoch finished"
+            acc = "no epoch finished" if s.final_accuracy is None else f"final accuracy {s.final_accuracy:.4f}"
+            if s.selected_accuracy is not None:
+                acc = f"test accuracy {s.selected_accuracy:.4f} at the best {s.selection} epoch, {acc}"
             console.print(f"{what}: {action}, {s.status}; {acc}; {res.run_dir}{eta}", highlight=False, soft_wrap=True)
             if s.status == "interrupted":
                 stopped = f"{s.message}; give the same command again to continue the sweep"

@@ -55,8 +55,8 @@ class DepthCue(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reliability: float = Field(ge=0, le=1, description="P(blob position matches the label)")
     image_size: int = Field(16, ge=8)
-    amplitude: float = Field(0.6, gt=0)
-    blob_sigma: float = Field(1.5, gt=0, description="pixels")
+    amplitude: float = Field(1.0, gt=0)
+    blob_sigma: float = Field(2.0, gt=0, description="pixels")
     noise_std: float = Field(1.0, ge=0)
 
 

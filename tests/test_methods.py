@@ -409,3 +409,11 @@ def test_a_run_from_before_method_args_resumes(tmp_path, tiny_manifest):
     resumed = resume_spec(tmp_path / "r", {"epochs": 2})
     assert resumed.method_args["ogm-ge"] == {"alpha": 0.3, "start": 0, "end": 51}
     assert run(resumed, resume=True, quiet=True).status == "complete"
+
+
+def test_synthetic_3_is_a_built_in_three_modality_preset():
+    from pdmp_cli.data import load_manifest
+
+    m = load_manifest("synthetic-3")
+    assert (m.loader, m.depth.reliability, m.audio.reliability, m.visual.reliability) == ("synthetic", 0.75, 0.6, 0.9)
+    assert load_manifest("synthetic").depth is None  # the two-modality presets have no third cue

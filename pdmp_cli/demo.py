@@ -112,7 +112,7 @@ def run(
     if result.stopped:
         from pdmp_cli.errors import PdmpError
 
-        from pdmp_cli.runtime import interrupt_exit_code
+        from pdmp_cli.signals import interrupt_exit_code
 
         raise PdmpError(f"demo stopped: {result.stopped.replace('the sweep', 'the demo')}", interrupt_exit_code())
 

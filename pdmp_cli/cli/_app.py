@@ -61,7 +61,7 @@ def command(fn):
     (schedulers, ``kill``) -> exit 143, both after the command's Ctrl-C handling (a run saves a
     resumable checkpoint); an unwritable or unreadable place -> one line, exit 1."""
     from pdmp_cli.errors import PdmpError
-    from pdmp_cli.runtime import interrupt_exit_code, sigterm_as_interrupt
+    from pdmp_cli.signals import interrupt_exit_code, sigterm_as_interrupt
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

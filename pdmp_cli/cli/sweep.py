@@ -87,6 +87,6 @@ def sweep_cli(
             for p in write_plots(rep, plot):
                 (console if fmt == "table" else err_console).print(f"wrote {p}", highlight=False, soft_wrap=True)
     if result.stopped:
-        from pdmp_cli.runtime import interrupt_exit_code
+        from pdmp_cli.signals import interrupt_exit_code
 
         fail(result.stopped, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM

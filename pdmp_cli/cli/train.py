@@ -128,7 +128,7 @@ def train_cli(
     if s.status == "diverged":
         fail(s.message, 1)
     if s.status == "interrupted":
-        from pdmp_cli.runtime import interrupt_exit_code
+        from pdmp_cli.signals import interrupt_exit_code
 
         fail(s.message, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM
     console.print(headline(s) + f"; {result.run_dir}", highlight=False, soft_wrap=True)

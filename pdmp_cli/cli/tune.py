@@ -91,7 +91,7 @@ def tune_cli(
         if result.stopped:
             break
     if stopped:
-        from pdmp_cli.runtime import interrupt_exit_code
+        from pdmp_cli.signals import interrupt_exit_code
 
         fail(stopped, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM
 

@@ -42,9 +42,11 @@ SCHEMA = 1
 # sizes: "full" is what `make bench` reports; "tiny" only proves every figure runs end to end
 SIZES = {
     "full": {
-        "step": [  # (label, dataset, encoder, batch, steps per round, rounds)
+        "step": [  # (label, dataset, encoder, batch, steps per round, rounds[, fusion: default concat])
             ("small", "synthetic", "small", 64, 5, 21),
             ("resnet18", "synthetic", "resnet18", 64, 1, 7),
+            ("small-se", "synthetic", "small", 64, 5, 21, "se"),  # fusions inside the encoders (Table IV)
+            ("small-mmformer", "synthetic", "small", 64, 5, 21, "mmformer"),
         ],
         "cremad": {"train": 96, "test": 32, "seconds": 2.5, "frame_size": (480, 360)},
         "features": {"batch_size": 64, "repeats": 3, "train_repeats": 2, "encoder": "small"},
@@ -176,7 +178,8 @@ def _main(args, work: Path) -> int:
     from benchmarks import analyze_cache, demo_time, features_cache, method_cost, peak_memory, step_time, throughput
 
     figure("step_time", lambda: {
-        label: step_time.measure(ds(d), enc, b, steps, rounds) for label, d, enc, b, steps, rounds in size["step"]
+        label: step_time.measure(ds(d), enc, b, steps, rounds, fusion=(fu or ["concat"])[0])
+        for label, d, enc, b, steps, rounds, *fu in size["step"]
     })
     mc = size["method_cost"]
     figure("method_cost", lambda: method_cost.measure(

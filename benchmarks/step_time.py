@@ -26,7 +26,8 @@ def _batches(bundle, batch_size: int, steps: int):
     return out
 
 
-def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: int, gamma_p: float = 10.0) -> dict:
+def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: int, gamma_p: float = 10.0,
+            fusion: str = "concat") -> dict:
     import torch
 
     from pdmp_cli.data import load_dataset
@@ -44,8 +45,8 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
 
     runners = {}
     for name in ("vanilla", "pdmp"):
-        spec = TrainSpec(profile="-", dataset=dataset, encoder=encoder, method=name, batch_size=batch_size,
-                         lr=0.01, gamma_p=gamma_p, device="cpu")
+        spec = TrainSpec(profile="-", dataset=dataset, encoder=encoder, fusion=fusion, method=name,
+                         batch_size=batch_size, lr=0.01, gamma_p=gamma_p, device="cpu")
         torch.manual_seed(0)  # the same initial weights for both
         model = build_model(spec, bundle, device)
         method = build_method(name, model, spec, profile)
@@ -64,7 +65,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
     times = interleaved(runners, repeats)
     v, p = median(times["vanilla"]), median(times["pdmp"])
     hook_ms = _hook_ms(model, method, batches[0])  # the last built: PDMP's
-    params = sum(t.numel() for t in model.encoders.parameters())
+    params = sum(t.numel() for ps in model.modality_parameters().values() for t in ps)  # the ones PDMP scales
     return {
         "ratio": p / v,
         "target": 1.02,
@@ -76,6 +77,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
         "config": {
             "dataset": bundle.name,
             "encoder": encoder,
+            "fusion": fusion,
             "encoder_parameters": params,
             "batch_size": batch_size,
             "input_shapes": {m: list(bundle.train[0][0][m].shape) for m in mods},

@@ -18,7 +18,7 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str]]:
             continue
         c = s["config"]
         out.append((
-            f"step time PDMP ÷ vanilla ({c['encoder']}, batch {c['batch_size']}, {c['dataset']})",
+            f"step time PDMP ÷ vanilla ({c['encoder']}, {c.get('fusion', 'concat')} fusion, batch {c['batch_size']}, {c['dataset']})",
             f"{s['ratio']:.3f}", f"≤ {s['target']:g}", _verdict(s["ratio"] <= s["target"]),
             f"{s['pdmp_step_ms']:.0f} vs {s['vanilla_step_ms']:.0f} ms/step, median of {c['rounds']} rounds; "
             f"Eq. 10-12 alone {s['pdmp_hook_ms']:.2f} ms",

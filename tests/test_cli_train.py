@@ -12,6 +12,7 @@ from pdmp_cli.cli.app import app
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.rundir import RunSummary
 from pdmp_cli.train import RunResult
+from pdmp_cli.models.fusions import FUSIONS
 
 runner = CliRunner()
 
@@ -114,7 +115,7 @@ def test_methods_command_lists_every_method_and_its_defaults():
     [
         (["--gamma-p", "-1"], "error: gamma_p must be > 0, got -1.0"),
         (["--method", "nope"], "error: method: unknown method; choose one of ['agm', "),
-        (["--fusion", "attention"], "error: fusion: unknown fusion; choose one of ['concat', 'film', 'gated', 'sum']"),
+        (["--fusion", "attention"], f"error: fusion: unknown fusion; choose one of {sorted(FUSIONS.names())}, got 'attention'"),
         (["--dataset", "nope"], "error: unknown dataset 'nope'; choose one of:"),
     ],
 )

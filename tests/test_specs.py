@@ -4,6 +4,7 @@ import pytest
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.specs import AnalyzeSpec, TrainSpec, dataset_defaults, read_spec_file, resolve_spec
+from pdmp_cli.models.fusions import FUSIONS
 
 
 def test_bad_gamma_names_field_value_and_bound():
@@ -18,7 +19,7 @@ def test_every_problem_is_reported_at_once():
         resolve_spec(TrainSpec, {"profile": "p.json", "gamma_p": 0, "fusion": "bogus", "method": "x"})
     msg = str(e.value)
     assert "gamma_p must be > 0, got 0" in msg
-    assert "fusion: unknown fusion; choose one of ['concat', 'film', 'gated', 'sum']" in msg
+    assert f"fusion: unknown fusion; choose one of {sorted(FUSIONS.names())}, got 'bogus'" in msg
     assert "method: unknown method; choose one of ['agm', " in msg and "got 'x'" in msg
 
 

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import re
+
 import pytest
 
 import pdmp_cli.train
@@ -16,6 +18,7 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.profile import Profile, Provenance, write_json_atomic
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 from pdmp_cli.train import RunResult
+from pdmp_cli.models.fusions import FUSIONS
 
 
 def _profile(path: Path, m_p="visual", m_o="audio") -> str:
@@ -99,13 +102,13 @@ def test_grid_runs_methods_without_gamma_p_once_per_fusion_and_seed(base):
 
 
 def test_bad_grid_values_fail_before_anything_trains(base, fake):
-    with pytest.raises(PdmpError, match=r"fusion: unknown fusion; choose one of \['concat', 'film', 'gated', 'sum'\]") as e:
+    with pytest.raises(PdmpError, match=re.escape(f"fusion: unknown fusion; choose one of {sorted(FUSIONS.names())}")) as e:
         sweep.run(base, fusions=["concat", "nope"], quiet=True)
     assert e.value.exit_code == 2
     with pytest.raises(PdmpError, match="gamma_p must be > 0, got -1"):
         sweep.run(base, gamma_p=[5, -1], quiet=True)
-    with pytest.raises(PdmpError, match="method must be one of"):
-        sweep.run(base, methods=["pdmp", "mla"], quiet=True)
+    with pytest.raises(PdmpError, match="method: unknown method; choose one of"):
+        sweep.run(base, methods=["pdmp", "nope"], quiet=True)
     assert fake.calls == []
 
 

@@ -46,7 +46,10 @@ def train_peak(workdir: Path, name: str, args: list[str], threads: int | None, m
 
 
 def measure(workdir: Path, cremad_root: Path, threads: int | None, *, cremad_manifest: str = "cremad", synthetic: str = "synthetic",
-            cremad_encoder: str = "resnet18", cremad_batch: int = 64, synthetic_batch: int | None = None) -> dict:
+            cremad_encoder: str = "resnet18", cremad_batch: int = 64, synthetic_batch: int | None = None,
+            cremad_select_on_test: bool = False) -> dict:
+    """``cremad_select_on_test``: the --tiny dataset (8 clips, 6 classes) cannot hold a stratified
+    validation split, so its child selects on test; the full-size figure carves one as a run does."""
     from pdmp_cli.analysis import manual_profile
 
     # hand-written profiles (`pdmp profile new`): which modality is dominant does not change memory
@@ -57,6 +60,8 @@ def measure(workdir: Path, cremad_root: Path, threads: int | None, *, cremad_man
         syn_args += ["--batch-size", str(synthetic_batch)]
     cremad_args = ["--profile", str(ROOT / "profiles" / "cremad.paper.json"), "--dataset", cremad_manifest,
                    "--data-root", str(cremad_root), "--encoder", cremad_encoder, "--batch-size", str(cremad_batch)]
+    if cremad_select_on_test:
+        cremad_args += ["--select-on-test"]
     return {
         "synthetic": train_peak(workdir, "synthetic", syn_args, threads),
         "cremad_layout": train_peak(workdir, "cremad", cremad_args, threads),

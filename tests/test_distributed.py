@@ -272,7 +272,7 @@ def test_only_rank_zero_writes_the_run_directories(env):
         assert any(f"{os.sep}{name}{os.sep}" in w for w in w0), name
     assert not (env.runs / "ddp-bad-batch").exists()
     d = env.runs / "ddp-flat"
-    assert sorted(p.name for p in d.iterdir()) == ["checkpoints", "metrics.jsonl", "profile.json", "spec.json", "summary.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["checkpoints", "metrics.jsonl", "profile.json", "spec.json", "split.json", "summary.json"]
     assert [m.epoch for m in rundir.read_metrics(d)[0]] == [1, 2]
 
 
@@ -359,5 +359,5 @@ def test_pdmp_train_devices_2_end_to_end(tmp_path, tiny_manifest):
     assert "x 2 processes (DDP over gloo; global batch 16 = 2 x 8)" in out
     assert "Traceback" not in p.stderr
     assert sorted(q.name for q in (tmp_path / "run").iterdir()) == [
-        "checkpoints", "metrics.jsonl", "profile.json", "spec.json", "summary.json",
+        "checkpoints", "metrics.jsonl", "profile.json", "spec.json", "split.json", "summary.json",
     ]  # fmt: skip

@@ -28,6 +28,9 @@ def test_datasets_lists_every_manifest_and_its_root(tmp_path, monkeypatch):
     monkeypatch.setenv("PDMP_DATA_ROOT", str(tmp_path))
     monkeypatch.delenv("PDMP_DATA_ROOT_AVE", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
+    from pdmp_cli.cli import _app
+
+    monkeypatch.setattr(_app.console, "width", 250)  # the console read COLUMNS when first imported
     M.make_cremad(tmp_path / "CREMA-D")
     (tmp_path / "AVE").mkdir()  # a root without its lists
     (tmp_path / "AVE" / "trainSet.txt").write_text("Bark&v1&good&0&2\n")

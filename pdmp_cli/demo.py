@@ -92,8 +92,9 @@ def run(
     def accs(which):
         return ", ".join(f"{m} {100 * getattr(r, which):.1f} %" for m, r in p.results.items())
 
+    split = "test" if (p.validation or {}).get("source", "test") == "test" else "validation"  # v1 profiles: test
     console.print(
-        f"unimodal test accuracy after epoch {early}: {accs('early_accuracy')}; after epoch {late}: {accs('late_accuracy')}",
+        f"unimodal {split} accuracy after epoch {early}: {accs('early_accuracy')}; after epoch {late}: {accs('late_accuracy')}",
         highlight=False,
         soft_wrap=True,
     )

@@ -306,14 +306,16 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
     )
 
 
-def encoder_grad_norms(model: MultimodalModel) -> dict[str, torch.Tensor]:
+def encoder_grad_norms(owned: dict[str, list[torch.nn.Parameter]]) -> dict[str, torch.Tensor]:
     """L2 norm of each modality's own parameters' gradient (0-dim tensors: every step, no sync).
 
-    A modality without a gradient in this step (MLA's other parts, UDI's frozen anchor) gets 0 on
-    the model's device (``get_total_norm([])`` would give a CPU tensor).
+    ``owned``: ``model.modality_parameters()``, resolved once per epoch by the caller (late fusion:
+    the encoders; se/mmformer: each stream). A modality without a gradient in this step (MLA's
+    other parts, UDI's frozen anchor) gets 0 on the model's device (``get_total_norm([])`` would
+    give a CPU tensor).
     """
     out = {}
-    for m, params in model.modality_parameters().items():  # late fusion: the encoders; se/mmformer: each stream
+    for m, params in owned.items():
         grads = [p.grad for p in params if p.grad is not None]
         out[m] = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=params[0].device)
     return out
@@ -424,6 +426,7 @@ def train_one_epoch(
     forward = ddp_model if ddp_model is not None else TrainStep(model, method)
     precision = precision or amp.Precision("fp32", device)
     forward.train()
+    owned = model.modality_parameters()  # once per epoch, not twice per step (gradient norms)
     for step, (inputs, labels) in enumerate(loader, start=start_step):
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
         for part in method.parts(epoch):  # one optimizer step each; every method but MLA: one
@@ -433,9 +436,9 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             method.backward(loss, precision)  # DDP: every rank now holds the same gradients, averaged over ranks
             precision.unscale_(optimizer)  # fp16: true gradients before the norms and the modulation
-            before = encoder_grad_norms(model)
+            before = encoder_grad_norms(owned)
             gamma = method.after_backward(out, labels, epoch)  # PDMP: Eq. 10-12, encoders' grads only
-            after = encoder_grad_norms(model)
+            after = encoder_grad_norms(owned)
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), grad_clip)
             precision.step(optimizer)

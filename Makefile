@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine with python3 >= 3.11 and make:
 #   make demo   - create .venv if missing, install pdmp, run the whole method on built-in data
-#   make test   - same environment, run the test suite
+#   make test   - same environment, run the test suite (make test-slow: the slow design checks)
 #   make wheel  - build dist/pdmp-<version>-py3-none-any.whl (manifests and reference profiles inside)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pdmp-installed
 
-.PHONY: demo test bench install wheel clean
+.PHONY: demo test test-slow bench install wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the slow checks left out of make test (preset rankings over 5 seeds, real analyses): about 3 minutes
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

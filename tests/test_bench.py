@@ -41,6 +41,7 @@ def tiny(tmp_path_factory):
     return code, out, threads
 
 
+@pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)
 def test_tiny_benchmark_writes_every_figure(tiny):
     code, out, _ = tiny
     data = json.loads(out.read_text())
@@ -85,6 +86,7 @@ def test_tiny_benchmark_writes_every_figure(tiny):
         assert pm[key]["peak_rss_mb"] > 50  # a Python process with torch loaded, in MiB (not KiB or bytes)
 
 
+@pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)
 def test_every_number_is_finite_and_positive(tiny):
     _, out, _ = tiny
     data = json.loads(out.read_text())
@@ -98,6 +100,7 @@ def test_every_number_is_finite_and_positive(tiny):
     assert bad == []
 
 
+@pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)
 def test_table_has_one_row_per_measured_line(tiny):
     _, out, _ = tiny
     data = json.loads(out.read_text())
@@ -124,6 +127,7 @@ def test_table_has_one_row_per_measured_line(tiny):
     assert verdicts[2] == "" and verdicts[4:6] == ["", ""] and verdicts[8:] == ["", ""]
 
 
+@pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)
 def test_method_cost_has_every_method_against_vanilla(tiny):
     from benchmarks.method_cost import rows as method_rows
     from pdmp_cli.methods import METHODS
@@ -156,6 +160,7 @@ def test_without_cuda_the_gpu_figure_says_it_was_skipped(tmp_path, monkeypatch):
     assert [r[1] for r in rows(data)] == ["skipped"]
 
 
+@pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)
 def test_main_leaves_the_process_as_it_was(tiny):
     import os
 

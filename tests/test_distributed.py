@@ -339,6 +339,7 @@ def test_devices_flag_launches_torchrun_with_the_same_command(tmp_path, monkeypa
     assert "batch_size 30 is the global batch and must divide evenly over 4 processes; use --batch-size 28 or 32" in res.output
 
 
+@pytest.mark.slow  # real torchrun, 3-4 interpreters; the launch itself is checked above with a mock
 def test_pdmp_train_devices_2_end_to_end(tmp_path, tiny_manifest):
     """The real thing: torchrun (torch.distributed.run) starts two gloo processes."""
     profile = Profile(

@@ -66,6 +66,7 @@ def test_wheel_contents(wheel):
     assert any("tensorboard" in r and 'extra == "tensorboard"' in r for r in meta.get_all("Requires-Dist"))
 
 
+@pytest.mark.slow  # installs the wheel and runs the demo from it: a release check (make test-slow)
 def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     subprocess.run(

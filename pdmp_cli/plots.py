@@ -108,7 +108,7 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
     fig, (acc, right) = _figure(RUN_SIZE, 2)
     ms = rec.metrics
     xs = [m.epoch for m in ms]
-    acc.plot(xs, [100 * m.eval_accuracy for m in ms], marker="o", linewidth=2, label="fused (test)")
+    acc.plot(xs, [100 * m.test_accuracy for m in ms], marker="o", linewidth=2, label="fused (test)")
     mods = list(ms[0].branch_accuracy) if ms else []
     for mod in mods:
         acc.plot(xs, [100 * m.branch_accuracy.get(mod, float("nan")) for m in ms], marker=".", label=f"{mod} branch")
@@ -151,7 +151,7 @@ def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "") -
             continue
         mods = mods or list(runs[0].metrics[0].branch_accuracy)
         label = w.label + (f" n={len(runs)}" if len(runs) > 1 else "")
-        xs, ys = _mean_curve(runs, lambda m: m.eval_accuracy)
+        xs, ys = _mean_curve(runs, lambda m: m.test_accuracy)
         acc.plot(xs, [100 * y for y in ys], marker=".", label=label)
         series.append((label, *_mean_curve(runs, lambda m: m.w)))
     _epochs(acc)

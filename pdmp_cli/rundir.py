@@ -28,8 +28,8 @@ class EpochMetrics(BaseModel):
 
     epoch: int = Field(description="1-based")
     train_loss: float
-    eval_accuracy: float | None = Field(description="on the test split (None: trained without it, pdmp tune)")
-    eval_macro_f1: float | None
+    test_accuracy: float | None = Field(description="on the test split (None: trained without it, pdmp tune)")
+    test_macro_f1: float | None
     val_accuracy: float | None = Field(None, description="on the validation split (None: none, selected on test)")
     val_macro_f1: float | None = None
     branch_accuracy: dict[str, float] = Field(description="modality -> accuracy of s_m alone")
@@ -81,7 +81,7 @@ class RunSummary(BaseModel):
 
 def selection_score(m: EpochMetrics) -> float:
     """What chooses a run's best epoch (and best.pt): validation accuracy; test only without a validation split."""
-    return m.val_accuracy if m.val_accuracy is not None else m.eval_accuracy
+    return m.val_accuracy if m.val_accuracy is not None else m.test_accuracy
 
 
 def select_epoch(history: list[EpochMetrics]) -> EpochMetrics | None:

@@ -2,7 +2,7 @@
 
 Written through PyTorch's own ``torch.utils.tensorboard.SummaryWriter`` into the run
 directory, one scalar per number of each ``metrics.jsonl`` line at ``global_step`` = epoch:
-``eval_accuracy``, ``eval_macro_f1``, ``train_loss``, ``lr``, ``w``, ``epoch_seconds``, and the
+``test_accuracy``, ``test_macro_f1``, ``train_loss``, ``lr``, ``w``, ``epoch_seconds``, and the
 per-modality ones as ``branch_accuracy/<m>``, ``gamma/<m>``, ``grad_norm_before/<m>``,
 ``grad_norm_after/<m>``, ``shares/<m>`` (nested dicts become ``/``-joined tags; a ``null``
 value, e.g. ``w`` when undefined, is left out). Whatever a metrics line gains later is logged

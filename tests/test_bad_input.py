@@ -193,8 +193,8 @@ def test_7_sigterm_saves_a_resumable_checkpoint_and_exits_143(env, monkeypatch):
         assert json.loads((cut.run_dir / "summary.json").read_text())["status"] == "interrupted"
         assert signal.getsignal(signal.SIGTERM) is unhandled  # handler restored
         done = run(resume_spec(cut.run_dir), resume=True, quiet=True)
-        assert done.status == "complete" and [m.eval_accuracy for m in done.metrics] == [
-            m.eval_accuracy for m in env.good.metrics
+        assert done.status == "complete" and [m.test_accuracy for m in done.metrics] == [
+            m.test_accuracy for m in env.good.metrics
         ]
 
         # the command line: a run stopped by SIGTERM exits 143 (128 + 15), by Ctrl-C 130

@@ -219,8 +219,8 @@ def _assert_close_metrics(a: list[dict], b: list[dict], rel: float) -> None:
     for x, y in zip(a, b):
         assert x["epoch"] == y["epoch"]
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=rel)
-        assert x["eval_accuracy"] == y["eval_accuracy"] and x["branch_accuracy"] == y["branch_accuracy"]
-        assert x["eval_macro_f1"] == y["eval_macro_f1"]
+        assert x["test_accuracy"] == y["test_accuracy"] and x["branch_accuracy"] == y["branch_accuracy"]
+        assert x["test_macro_f1"] == y["test_macro_f1"]
         assert x["w"] == pytest.approx(y["w"], rel=rel)
         for key in ("grad_norm_before", "grad_norm_after", "gamma"):
             assert x[key] == pytest.approx(y[key], rel=rel), key
@@ -281,7 +281,7 @@ def test_batchnorm_run_within_stated_tolerance(env):
     assert len(ddp) == len(one) == 2
     for x, y in zip(ddp, one):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=0.10)
-        assert abs(x["eval_accuracy"] - y["eval_accuracy"]) <= 0.15
+        assert abs(x["test_accuracy"] - y["test_accuracy"]) <= 0.15
         assert x["gamma"] == y["gamma"]
 
 

@@ -117,7 +117,7 @@ def test_ctrl_c_then_resume_on_cuda_matches_the_uninterrupted_run(tmp_path, tiny
     assert done.status == "complete" and len(done.metrics) == len(full.metrics) == 2
     for a, b in zip(done.metrics, full.metrics):  # cuDNN deterministic: equal up to float reassociation
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4, abs=1e-5)
-        assert a.eval_accuracy == pytest.approx(b.eval_accuracy, abs=1 / 30 + 1e-9)
+        assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=1 / 30 + 1e-9)
 
 
 def test_nccl_process_group_through_torchrun(tmp_path, tiny_manifest):

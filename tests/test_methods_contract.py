@@ -104,7 +104,7 @@ def test_trains_two_epochs_or_refuses_in_one_line(env, method, fusion, n):
     r = env.result(method, fusion, n)
     assert r.status == "complete" and [m.epoch for m in r.metrics] == [1, 2], r.summary.message
     for m in r.metrics:
-        assert math.isfinite(m.train_loss) and 0 <= m.eval_accuracy <= 1 and math.isfinite(m.eval_macro_f1)
+        assert math.isfinite(m.train_loss) and 0 <= m.test_accuracy <= 1 and math.isfinite(m.test_macro_f1)
         assert set(m.branch_accuracy) == set(m.gamma) == ({"audio", "visual", "depth"} if n == 3 else {"audio", "visual"})
         assert all(math.isfinite(v) for v in [*m.gamma.values(), *m.grad_norm_after.values()])
 

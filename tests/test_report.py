@@ -63,7 +63,7 @@ def make_run(
     for i, a in enumerate(accs):
         last = i == len(accs) - 1
         m = EpochMetrics(
-            epoch=i + 1, train_loss=1.0 / (i + 1), eval_accuracy=a, eval_macro_f1=a + f1_offset,
+            epoch=i + 1, train_loss=1.0 / (i + 1), test_accuracy=a, test_macro_f1=a + f1_offset,
             val_accuracy=vals[i] if vals else None,
             branch_accuracy=branch if last else {m: 0.1 for m in modalities},
             w=(w if last else 1.0) if len(modalities) == 2 else None,
@@ -74,18 +74,18 @@ def make_run(
         rundir.append_metrics(d, m)
         history.append(m)
     if summary:
-        best = max(history, key=lambda m: m.eval_accuracy)
+        best = max(history, key=lambda m: m.test_accuracy)
         chosen = max(history, key=lambda m: m.val_accuracy) if vals else None
         on_val = dict(
-            selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.eval_accuracy,
-            selected_macro_f1=chosen.eval_macro_f1, val_accuracy=chosen.val_accuracy,
+            selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.test_accuracy,
+            selected_macro_f1=chosen.test_macro_f1, val_accuracy=chosen.val_accuracy,
         ) if vals else {}  # fmt: skip
         s = RunSummary(**on_val,
             dataset=dataset, method=method, fusion=fusion, encoder="small", gamma_p=gamma_p,
             gamma=gamma if gamma is not None else ({"audio": 1 / gamma_p, "visual": gamma_p} if method == "pdmp" else {m: 1.0 for m in modalities}),
             seed=seed, profile_sha256="0" * 64, status=status, epochs_planned=epochs_planned, epochs_done=len(history),
-            best_accuracy=best.eval_accuracy, best_macro_f1=best.eval_macro_f1, best_epoch=best.epoch,
-            final_accuracy=history[-1].eval_accuracy, final_macro_f1=history[-1].eval_macro_f1, final_w=history[-1].w,
+            best_accuracy=best.test_accuracy, best_macro_f1=best.test_macro_f1, best_epoch=best.epoch,
+            final_accuracy=history[-1].test_accuracy, final_macro_f1=history[-1].test_macro_f1, final_w=history[-1].w,
             final_branch_accuracy=dict(history[-1].branch_accuracy), wall_seconds=10.0 * len(history) + seed,
             message="interrupted at epoch 3, step 4; continue with `pdmp train --resume x`" if status == "interrupted" else None,
         )  # fmt: skip

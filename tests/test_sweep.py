@@ -51,7 +51,7 @@ class FakeTrain:
             on_step(SimpleNamespace(epoch=0))
         acc = 0.5 + (spec.gamma_p if spec.method in ("pdmp", "lr-scale") else 0) / 100 + spec.seed / 1000
         m = EpochMetrics(
-            epoch=1, train_loss=1.0, eval_accuracy=acc, eval_macro_f1=acc, branch_accuracy={"audio": 0.4, "visual": 0.6},
+            epoch=1, train_loss=1.0, test_accuracy=acc, test_macro_f1=acc, branch_accuracy={"audio": 0.4, "visual": 0.6},
             w=0.5, shares={"audio": 0.3, "visual": 0.7}, grad_norm_before={}, grad_norm_after={}, gamma={}, lr=0.01,
             epoch_seconds=1.0,
         )  # fmt: skip

@@ -46,7 +46,7 @@ def test_event_file_round_trip(spec):
     for rec in records:
         for tag, v in scalars(rec).items():
             expected.setdefault(tag, {})[rec["epoch"]] = v
-    for must in ("eval_accuracy", "eval_macro_f1", "lr", "train_loss", "branch_accuracy/audio", "gamma/visual",
+    for must in ("test_accuracy", "test_macro_f1", "lr", "train_loss", "branch_accuracy/audio", "gamma/visual",
                  "grad_norm_before/audio", "grad_norm_after/visual"):  # fmt: skip
         assert must in expected
     assert logged.keys() == expected.keys()

@@ -75,15 +75,15 @@ def test_run_directory_metrics_and_summary(env):
         assert sum(m.shares.values()) == pytest.approx(1.0)
         assert m.w == pytest.approx(m.shares["audio"] / m.shares["visual"])  # Eq. 5, dataset modality order
         assert m.lr == 0.01 and math.isfinite(m.train_loss) and m.epoch_seconds > 0
-        assert 0 <= m.eval_accuracy <= 1 and set(m.branch_accuracy) == {"audio", "visual"}
+        assert 0 <= m.test_accuracy <= 1 and set(m.branch_accuracy) == {"audio", "visual"}
 
     s = RunSummary.model_validate_json((d / "summary.json").read_text())
     assert s == env.pdmp.summary
-    best = max(metrics, key=lambda m: m.eval_accuracy)
+    best = max(metrics, key=lambda m: m.test_accuracy)
     assert (s.status, s.epochs_done, s.epochs_planned, s.method, s.dataset) == ("complete", 2, 2, "pdmp", "tiny")
-    assert (s.best_accuracy, s.best_epoch, s.best_macro_f1) == (best.eval_accuracy, best.epoch, best.eval_macro_f1)
+    assert (s.best_accuracy, s.best_epoch, s.best_macro_f1) == (best.test_accuracy, best.epoch, best.test_macro_f1)
     assert (s.final_accuracy, s.final_w, s.final_branch_accuracy) == (
-        metrics[-1].eval_accuracy, metrics[-1].w, metrics[-1].branch_accuracy,
+        metrics[-1].test_accuracy, metrics[-1].w, metrics[-1].branch_accuracy,
     )
     assert s.gamma == {"audio": 0.1, "visual": 10.0} and s.wall_seconds > 0
     assert (d / "profile.json").read_bytes() == env.profile.read_bytes()
@@ -98,7 +98,7 @@ def test_run_directory_metrics_and_summary(env):
     # the headline: test accuracy at the best validation epoch (first of equals), on a carved 10 % split
     chosen = max(metrics, key=lambda m: m.val_accuracy)
     assert (s.selection, s.selected_epoch, s.selected_accuracy, s.val_accuracy) == (
-        "validation", chosen.epoch, chosen.eval_accuracy, chosen.val_accuracy,
+        "validation", chosen.epoch, chosen.test_accuracy, chosen.val_accuracy,
     )  # fmt: skip
     assert s.val_split["source"] == "carved" and (s.val_split["train_size"], s.val_split["val_size"]) == (54, 6)
     split = json.loads((d / "split.json").read_text())

@@ -287,7 +287,7 @@ def test_real_tuning_never_reads_the_test_split(tmp_path):
     for r in result.candidates:
         assert r.state in ("complete", "stopped") and 1 <= len(r.curve) <= 2
         metrics = [json.loads(ln) for ln in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
-        assert all(m["eval_accuracy"] is None and m["val_accuracy"] is not None for m in metrics)
+        assert all(m["test_accuracy"] is None and m["val_accuracy"] is not None for m in metrics)
         assert [m["val_accuracy"] for m in metrics] == r.curve
     # the first candidate's run was continued past the rung (resumed), not restarted
     first = result.candidates[0]

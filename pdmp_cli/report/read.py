@@ -157,7 +157,7 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         selected, selection = summary.selected_accuracy, summary.selection
         if selected is None:  # a summary written before the validation split: from the epochs
             chosen = rundir.select_epoch(metrics)
-            selected = chosen.eval_accuracy if chosen else summary.best_accuracy
+            selected = chosen.test_accuracy if chosen else summary.best_accuracy
             selection = "validation" if chosen is not None and chosen.val_accuracy is not None else "test"
         values = {
             "selected_accuracy": selected,
@@ -184,14 +184,14 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         )  # fmt: skip
     elif spec is not None and all(k in spec for k in ("method", "fusion", "gamma_p", "seed")):
         notes.append(f"{p}: no readable summary.json; shown from spec.json and {len(metrics)} epochs of metrics")
-        best = max(metrics, key=lambda m: m.eval_accuracy) if metrics else None
+        best = max(metrics, key=lambda m: m.test_accuracy) if metrics else None
         last = metrics[-1] if metrics else None
         chosen = rundir.select_epoch(metrics)
         values = {
-            "selected_accuracy": chosen.eval_accuracy if chosen else None,
-            "accuracy": last.eval_accuracy if last else None,
-            "best_accuracy": best.eval_accuracy if best else None,
-            "macro_f1": last.eval_macro_f1 if last else None,
+            "selected_accuracy": chosen.test_accuracy if chosen else None,
+            "accuracy": last.test_accuracy if last else None,
+            "best_accuracy": best.test_accuracy if best else None,
+            "macro_f1": last.test_macro_f1 if last else None,
             "w": last.w if last else None,
             "wall_seconds": sum(m.epoch_seconds for m in metrics) if metrics else None,
         }

@@ -522,8 +522,8 @@ def save_last(
 
 
 def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
-    tested = [m for m in history if m.eval_accuracy is not None]  # none: trained without the test split
-    best = max(tested, key=lambda m: m.eval_accuracy) if tested else None  # first of equals
+    tested = [m for m in history if m.test_accuracy is not None]  # none: trained without the test split
+    best = max(tested, key=lambda m: m.test_accuracy) if tested else None  # first of equals
     chosen = rundir.select_epoch(history)  # on validation (on test only without a validation split)
     last = history[-1] if history else None
     on_val = chosen is not None and chosen.val_accuracy is not None
@@ -531,14 +531,14 @@ def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
         epochs_done=len(history),
         selection="validation" if on_val or (fields.get("val_split") or {}).get("selection") == "validation" else "test",
         selected_epoch=chosen.epoch if chosen else None,
-        selected_accuracy=chosen.eval_accuracy if chosen else None,
-        selected_macro_f1=chosen.eval_macro_f1 if chosen else None,
+        selected_accuracy=chosen.test_accuracy if chosen else None,
+        selected_macro_f1=chosen.test_macro_f1 if chosen else None,
         val_accuracy=chosen.val_accuracy if chosen else None,
-        best_accuracy=best.eval_accuracy if best else None,
-        best_macro_f1=best.eval_macro_f1 if best else None,
+        best_accuracy=best.test_accuracy if best else None,
+        best_macro_f1=best.test_macro_f1 if best else None,
         best_epoch=best.epoch if best else None,
-        final_accuracy=last.eval_accuracy if last else None,
-        final_macro_f1=last.eval_macro_f1 if last else None,
+        final_accuracy=last.test_accuracy if last else None,
+        final_macro_f1=last.test_macro_f1 if last else None,
         final_w=last.w if last else None,
         final_branch_accuracy=dict(last.branch_accuracy) if last else {},
         **fields,
@@ -566,7 +566,7 @@ def _epoch_line(m: EpochMetrics, epochs: int) -> str:
     branches = " ".join(f"{k} {v:.3f}" for k, v in m.branch_accuracy.items())
     gammas = " ".join(f"{k} {v:.3g}" for k, v in m.gamma.items())
     val = f"val {m.val_accuracy:.4f}  " if m.val_accuracy is not None else ""
-    test = f"acc {m.eval_accuracy:.4f}  f1 {m.eval_macro_f1:.4f}  " if m.eval_accuracy is not None else ""
+    test = f"acc {m.test_accuracy:.4f}  f1 {m.test_macro_f1:.4f}  " if m.test_accuracy is not None else ""
     return (
         f"epoch {m.epoch:>3}/{epochs}  loss {m.train_loss:.4f}  {val}{test}w {w}  branch acc: {branches}  "
         f"gamma: {gammas}  {m.epoch_seconds:.1f}s"
@@ -866,8 +866,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                 m = EpochMetrics(
                     epoch=epoch + 1,
                     train_loss=means["train_loss"],
-                    eval_accuracy=test_ev["accuracy"] if test_ev else None,
-                    eval_macro_f1=test_ev["macro_f1"] if test_ev else None,
+                    test_accuracy=test_ev["accuracy"] if test_ev else None,
+                    test_macro_f1=test_ev["macro_f1"] if test_ev else None,
                     val_accuracy=vev.get("accuracy"),
                     val_macro_f1=vev.get("macro_f1"),
                     branch_accuracy=ev["branch_accuracy"],
@@ -886,7 +886,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     if distributed.is_main():
                         checkpoint.save(
                             run_dir / rundir.CHECKPOINTS / "best.pt",
-                            {"model": model.state_dict(), "method": method.state_dict(), "epoch": m.epoch, "eval_accuracy": m.eval_accuracy,
+                            {"model": model.state_dict(), "method": method.state_dict(), "epoch": m.epoch, "test_accuracy": m.test_accuracy,
                              "val_accuracy": m.val_accuracy, "spec": spec_json},
                         )
                 if distributed.is_main():

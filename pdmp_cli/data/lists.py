@@ -46,6 +46,7 @@ import io
 from pathlib import Path
 
 from pdmp_cli.data.check import Problem
+from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.errors import PdmpError
 
 Row = tuple[int, dict[str, str]]  # (line number, fields)
@@ -145,7 +146,12 @@ def _cefa_rows(lines, path: Path, root: Path, problems, split, labels: dict[str,
         if item.lower().endswith(IMAGE_SUFFIXES):  # one frame per line (4@X_train.txt)
             frame(n, item, label, (base / Path(item).parent.parent).as_posix())
             continue
-        folder = root / base / item / "profile"  # one video per line: every frame is a sample
+        try:  # the list names the folder: it must stay under the data root before it is listed
+            folder = confine(root, (base / item / "profile").as_posix())
+        except UnsafePath as e:
+            problems.append(Problem("bad row", split, path, line=n, detail=(
+                f"video {item!r} {e}; {UNSAFE_TAIL}")))
+            continue
         frames = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         if not frames:
             problems.append(Problem("missing file", split, folder, (base / item).as_posix(), "no frames in the video's profile/ folder"))

@@ -64,15 +64,22 @@ def _resize_short(img, short_side: int | None):
 
 
 def extract_frames(video: Path, folder: Path, name: str, fps: float, start: float | None = None,
-                   end: float | None = None, short_side: int | None = None, pattern: str | None = None) -> int:
+                   end: float | None = None, short_side: int | None = None, pattern: str | None = None,
+                   within: Path | None = None) -> int:
     """Frames at ``fps`` from [start, end) -> ``folder`` (written as ``folder``.partial, renamed). -> count.
 
     ``pattern`` (the frames modality's glob): the folder may hold other files (UCF101's flow
     frames next to the RGB ones): an existing folder then keeps them, only its files matching
-    ``pattern`` are replaced. Without it the whole folder is the frames and is replaced."""
+    ``pattern`` are replaced. Without it the whole folder is the frames and is replaced.
+    ``within``: the modality's output folder; nothing outside it, nor the folder itself, is ever
+    deleted (:class:`~pdmp_cli.data.confine.UnsafePath` instead)."""
     import av
 
+    from pdmp_cli.data.confine import UnsafePath, inside
+
     partial = folder.with_name(folder.name + ".partial")
+    if within is not None and not (inside(folder, within) and inside(partial, within)):
+        raise UnsafePath(f"{folder} is not inside the output folder {within}; nothing deleted")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     t0 = start or 0.0
@@ -144,6 +151,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
     ``dataset``: manifest name or path (a ``files`` manifest with a ``[prepare]`` table);
     ``videos``: the folder of raw videos. The list files must already be under the data root.
     """
+    from pdmp_cli.data.confine import UnsafePath, confine
     from pdmp_cli.data.loaders.files import index_dataset
     from pdmp_cli.data.manifest import load_manifest
 
@@ -159,12 +167,17 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
     if not videos.is_dir():
         raise PdmpError(f"--videos {videos} is not a folder; give the folder holding the raw videos", 2)
     idx = index_dataset(manifest, data_root)
+    if idx.unsafe:  # list rows whose ids would write (or, with --force, delete) outside the data root
+        raise PdmpError(f"pdmp prepare refuses {manifest.name}: {len(idx.unsafe)} list rows give paths outside "
+                        f"the data root or no file name, first: {idx.unsafe[0].describe()}; nothing was written", 2)
     if any(p.kind == "missing list" for p in idx.problems):
         lists = ", ".join(str(p.path) for p in idx.problems if p.kind == "missing list")
         raise PdmpError(f"pdmp prepare reads the dataset's lists, which are missing: {lists}; put them under {idx.root}", 2)
     prep = manifest.prepare
     result = PrepareResult(manifest.name, idx.root, left_out=len(idx.dropped))
     kinds = {m: s.kind for m, s in manifest.modalities.items()}
+    # each modality's output folder: the fixed part of its path pattern ('frames/{id}' -> <root>/frames)
+    outputs = {m: idx.root / os.path.dirname(s.path.split("{")[0]) for m, s in manifest.modalities.items()}
     result.not_made = [f"{m} ({k})" for m, k in kinds.items() if k not in MADE]
 
     seen, samples = set(), []
@@ -179,7 +192,16 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
         if not todo:
             result.skipped += 1
             return
-        video = videos / prep.video.format_map(s.fields)
+        try:
+            rel = prep.video.format_map(s.fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise PdmpError(f"[prepare] video {prep.video!r} names a row field the {manifest.name} lists do not "
+                            f"give ({e}); available: {', '.join('{' + k + '}' for k in s.fields)}", 2) from None
+        try:
+            video = confine(videos, rel)
+        except UnsafePath as e:
+            result.failed.append((s.id, f"video path {rel!r} {e}; not read"))
+            return
         if not video.is_file():
             result.missing.append(s.id)
             return
@@ -190,7 +212,8 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
                 mod = manifest.modalities[m].modality
                 if kinds[m] == "frames":
                     name = _frame_name(mod.prep.pattern, prep.frame_format)
-                    extract_frames(video, target, name, prep.fps, start, end, prep.short_side, mod.prep.pattern)
+                    extract_frames(video, target, name, prep.fps, start, end, prep.short_side, mod.prep.pattern,
+                                   within=outputs[m])
                 else:
                     extract_audio(video, target, mod.prep.sample_rate, start, end)
         except KeyError as e:

@@ -35,6 +35,7 @@ from pdmp_cli.cache import stable_hash
 from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
 from pdmp_cli.data import duplicates as dup
 from pdmp_cli.data.check import Problem
+from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
 from pdmp_cli.data.manifest import check_command
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
@@ -210,18 +211,28 @@ class Index:
     problems: list[Problem] = field(default_factory=list)
     list_files: list[Path] = field(default_factory=list)
     dropped: list[Problem] = field(default_factory=list)  # rows left out on purpose (kind "dropped")
+    unsafe: list[Problem] = field(default_factory=list)  # rows whose paths would leave the data root (also in problems)
 
 
 def _fill(manifest: FilesManifest, m: str, r: dict, root: Path, fmt: str) -> Path:
+    """The file of modality ``m`` for list row ``r``. Raises :class:`UnsafePath` if the row's
+    fields would lead outside the data root (see :func:`confine`)."""
     mspec = manifest.modalities[m]
     fields = {**r, "axis": "{axis}"} if mspec.kind == "flow" else r
     try:
-        return root / mspec.path.format_map(fields)
+        rel = mspec.path.format_map(fields)
     except (KeyError, IndexError, ValueError) as e:
         raise PdmpError(
             f"manifest {manifest.name}: modalities.{m}.path {mspec.path!r} uses a field the "
             f"{fmt} lists do not give ({e}); available: {', '.join('{' + k + '}' for k in r)}", 2
         ) from None
+    confine(root, rel.replace("{axis}", "x"))
+    return root / rel
+
+
+def _unsafe_row(split: str, list_path: Path, n: int, r: dict, m: str, why: str) -> Problem:
+    return Problem("bad row", split, list_path, line=n,
+                   detail=f"id {r.get('id', '')!r} gives the {m} path {why}; {UNSAFE_TAIL}")
 
 
 def _exists(p: Path) -> bool:
@@ -236,11 +247,14 @@ def _pick_ids(manifest: FilesManifest, split_rows: list[Row], root: Path, spec: 
     if spec.ids == "auto":
         m = next(iter(manifest.modalities))
         for _, r in split_rows[:50]:
-            if _exists(_fill(manifest, m, r, root, spec.format)):
-                break
-            if _exists(_fill(manifest, m, {**r, "id": r["id_plain"]}, root, spec.format)):
-                plain = True
-                break
+            try:
+                if _exists(_fill(manifest, m, r, root, spec.format)):
+                    break
+                if _exists(_fill(manifest, m, {**r, "id": r["id_plain"]}, root, spec.format)):
+                    plain = True
+                    break
+            except UnsafePath:  # reported when the rows are indexed; never looked at
+                continue
     if plain:
         for _, r in split_rows:
             r["id_padded"], r["id"] = r["id"], r["id_plain"]
@@ -317,7 +331,14 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
                 problems.append(Problem("unknown label", split, root / spec.list, r["id"], line=n,
                                         detail=f"label {text!r} is not one of the {len(class_names)} classes"))
                 continue
-            paths = {m: _fill(manifest, m, r, root, spec.format) for m in manifest.modalities}
+            try:
+                paths = {}
+                for m in manifest.modalities:
+                    paths[m] = _fill(manifest, m, r, root, spec.format)
+            except UnsafePath as e:
+                problems.append(_unsafe_row(split, root / spec.list, n, r, m, f"{manifest.modalities[m].path!r}, "
+                                            f"which {e}"))
+                continue
             for m, p in paths.items():
                 other = owners[m].setdefault(p, r["id"])
                 if other != r["id"]:
@@ -328,7 +349,8 @@ def index_dataset(manifest: FilesManifest, data_root=None) -> Index:
         if not out and not any(p.kind == "missing list" and p.split == split for p in problems):
             problems.append(Problem("empty split", split, root / spec.list, detail=f"no usable {split} samples"))
         splits[split] = out
-    return Index(manifest.name, root, source, class_names, mods, splits, problems, list_files, dropped)
+    unsafe = [p for p in problems if p.kind == "bad row" and p.detail.endswith(UNSAFE_TAIL)]
+    return Index(manifest.name, root, source, class_names, mods, splits, problems, list_files, dropped, unsafe)
 
 
 # --------------------------------------------------------------------------- torch side

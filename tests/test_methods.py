@@ -209,23 +209,76 @@ def test_agm_responses_are_shapley_and_concat_branch_logits():
 
 def test_agm_scales_each_modalitys_gradient_by_its_coefficient():
     from pdmp_cli.methods import Method
+    from pdmp_cli.methods.agm import agm_coefficients, agm_scores, shapley_responses, subset_logits
 
     model, x, y = _setup()
     _, ref = _backward(model, x, y)
-    method = build_method("agm", model, _spec(method="agm"), PROFILE)
-    method.k.copy_(torch.tensor([0.5, 2.0]))  # the first step of an epoch keeps k as it is
+    method = build_method("agm", model, _spec(method="agm", method_args={"agm": {"alpha": 3.0}}), PROFILE)
+    out0 = model(x)
+    f = {frozenset(s): subset_logits(model, out0, x, s) for s in [(), ("audio",), ("visual",)]}
+    f[frozenset(model.modalities)] = out0.logits
+    s1 = agm_scores(shapley_responses(f, model.modalities), y)
     model.zero_grad(set_to_none=True)
     out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
+    # the very first step already updates k (the reference updates it at every step), from the
+    # running means before this step (S = 0, so r^ = 1): k = exp(alpha min(1 - r, 10)), not 1
+    k1 = agm_coefficients(s1, torch.zeros(2), 3.0)
+    torch.testing.assert_close(method.k, k1)
+    assert not torch.allclose(k1, torch.ones(2), atol=1e-3)
     torch.testing.assert_close(loss, Method.forward_loss(method, model, x, y, 0, None)[1])  # value: the fused CE
     loss.backward()
     for n, p in model.named_parameters():
-        f = 0.5 if n.startswith("encoders.audio") else 2.0 if n.startswith("encoders.visual") else None
-        if f is not None:
-            torch.testing.assert_close(p.grad, ref[n] * f, rtol=1e-5, atol=1e-7)
+        fac = k1[0] if n.startswith("encoders.audio") else k1[1] if n.startswith("encoders.visual") else None
+        if fac is not None:
+            torch.testing.assert_close(p.grad, ref[n] * fac, rtol=1e-5, atol=1e-7)
     assert method.after_backward(out, y, 0) == {"audio": method.k[0], "visual": method.k[1]}
-    # the next step updates the running means and k from this batch
-    method.forward_loss(model, x, y, epoch=0, part=None)
-    assert method.t.item() == 1 and torch.equal(method.k, torch.ones(2))  # t = 1: S = s, so r^ = r and k = 1
+    assert method.t.item() == 1
+    torch.testing.assert_close(method.running, s1)  # S_1 = s_1, added after k was taken
+    # the next step (a new epoch changes nothing: no step is skipped) takes k against S_1
+    y2 = torch.tensor([2, 2, 0, 1])
+    method.forward_loss(model, x, y2, epoch=1, part=None)
+    s2 = agm_scores(shapley_responses({**f, frozenset(model.modalities): model(x).logits}, model.modalities), y2)
+    torch.testing.assert_close(method.k, agm_coefficients(s2, s1, 3.0))
+    torch.testing.assert_close(method.running, (s1 + s2) / 2)
+
+
+def test_agm_clip_fires_exactly_when_a_head_weight_gradient_element_leaves_minus_one_one():
+    from pdmp_cli.methods.agm import conditional_clip_
+
+    head, other = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(3))
+    for edge, fires in ((1.0, False), (-1.0, False), (1.001, True), (-1.001, True), (0.5, False)):
+        head.grad = torch.tensor([[0.0, edge], [0.0, 0.0]])
+        other.grad = torch.tensor([3.0, 4.0, 0.0])  # total norm sqrt(25 + edge^2) > 1 either way
+        fired = conditional_clip_([head], [head, other])
+        assert bool(fired) is fires, edge
+        if fires:  # clip_grad_norm_(all, 1.0): every gradient x 1 / (norm + 1e-6)
+            norm = math.sqrt(25 + edge**2)
+            torch.testing.assert_close(other.grad, torch.tensor([3.0, 4.0, 0.0]) / (norm + 1e-6))
+            assert torch.linalg.vector_norm(torch.cat([head.grad.flatten(), other.grad])).item() == pytest.approx(1.0, abs=1e-5)
+        else:  # untouched, though the total norm is above 1
+            assert other.grad.tolist() == [3.0, 4.0, 0.0] and head.grad[0, 1].item() == edge
+
+
+def test_agm_after_backward_clips_by_default_and_not_when_turned_off():
+    model, x, y = _setup()
+    for clip in (True, False):
+        method = build_method("agm", model, _spec(method="agm", method_args={"agm": {"clip": clip}}), PROFILE)
+        model.zero_grad(set_to_none=True)
+        out, loss = method.forward_loss(model, x, y, 0, None)
+        loss.backward()
+        for p in model.parameters():
+            p.grad.fill_(0.01)
+        model.fusion.fc.weight.grad[0, 0] = 5.0  # one element of the head's weight gradient leaves [-1, 1]
+        method.after_backward(out, y, 0)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+        assert (norm == pytest.approx(1.0, abs=1e-4)) is clip and (norm > 5.0) is not clip
+        assert method.clipped.item() == (1 if clip else 0)
+    from pdmp_cli.methods.agm import head_weights
+
+    assert head_weights(model) == [model.fusion.fc.weight]
+    for fusion, names in (("gated", ["fc_out"]), ("sum", ["fcs.audio", "fcs.visual"]), ("film", ["fc"])):
+        m = build_multimodal("small", fusion, {"audio": 1, "visual": 3}, num_classes=3)
+        assert head_weights(m) == [m.fusion.get_submodule(n).weight for n in names]
 
 
 # --- PMR ---------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class _Ctx:
 
 
 def test_one_batch_is_one_step_per_modality_in_order():
-    model, method, opt, _ = _mla()
+    model, method, opt, _ = _mla(projection=True)
     method.on_epoch_start(_Ctx(n_train=40, batch_size=4))  # 10 batches per epoch
     x = {"audio": torch.randn(4, 1, 16, 16), "visual": torch.randn(4, 3, 16, 16)}
     y = torch.tensor([0, 1, 2, 1])
@@ -120,6 +120,28 @@ def test_one_batch_is_one_step_per_modality_in_order():
     again.load_state_dict(state)
     assert (again.exp_count, again.batch_index, again.batches) == (2, 1, 10)
     torch.testing.assert_close(again.P, method.P)
+
+
+def test_default_leaves_the_head_gradient_unprojected_as_the_official_code():
+    x = {"audio": torch.randn(4, 1, 16, 16), "visual": torch.randn(4, 3, 16, 16)}
+    y = torch.tensor([0, 1, 2, 1])
+    grads = {}
+    for projection in (None, True):  # None: the default
+        model, method, _, _ = _mla(**({} if projection is None else {"projection": projection}))
+        method.on_epoch_start(_Ctx(n_train=40, batch_size=4))
+        method.exp_count = 1  # past the run's first step, where the projection would apply
+        out, loss = method.forward_loss(model, x, y, 0, "visual")
+        loss.backward()
+        raw = method.head.weight.grad.clone()
+        z = out.features["visual"].detach()  # the unprojected gradient by hand: (softmax - onehot)^T z / B
+        p = torch.softmax(method.head(z), 1) - torch.nn.functional.one_hot(y, 3)
+        torch.testing.assert_close(raw, p.T @ z / 4)
+        method.after_backward(out, y, 0)
+        grads[projection] = (raw, method.head.weight.grad.clone())
+    raw, after = grads[None]
+    torch.testing.assert_close(after, raw, rtol=0, atol=0)  # default: exactly the unprojected gradient
+    raw, after = grads[True]
+    assert after.norm() < 0.2 * raw.norm()  # projection on: P / ||P||_F shrinks it (about 1/sqrt(D))
 
 
 def test_projection_off_reproduces_the_official_code():

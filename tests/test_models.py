@@ -70,13 +70,39 @@ def test_concat_branch_is_the_weight_slice():
     torch.testing.assert_close(fusion.branch_logits(feats)["visual"], expected)
 
 
-@pytest.mark.parametrize("name", ["film", "gated"])
+@pytest.mark.parametrize("name", ["film", "film-swap", "gated"])
 def test_non_separable_fusions_branch_by_zeroing_the_others(name):
     dims = {"audio": 4, "visual": 4}
     fusion = build_fusion(name, dims, num_classes=3)
     feats = _feats(dims)
     zero_v = {"audio": feats["audio"], "visual": torch.zeros(5, 4)}
     torch.testing.assert_close(fusion.branch_logits(feats)["audio"], fusion(zero_v))
+
+
+def test_film_the_first_modality_produces_gamma_beta_that_modulate_the_others():
+    """The reference (OGM-GE, PMR: x_film=True on fusion_module(a, v)): audio films visual."""
+    dims = {"audio": 2, "visual": 3, "depth": 1}
+    fusion = build_fusion("film", dims, num_classes=2)
+    assert fusion.film.in_features == 2 and fusion.film.out_features == 2 * 4 and fusion.fc.in_features == 4
+    with torch.no_grad():  # gamma = 1 + audio[0], beta = 0: the logits read visual/depth scaled by audio
+        fusion.film.weight.zero_(), fusion.film.bias.zero_()
+        fusion.film.weight[:4, 0] = 1.0
+        fusion.film.bias[:4] = 1.0
+        fusion.fc.weight.copy_(torch.eye(2, 4)), fusion.fc.bias.zero_()
+    feats = {"audio": torch.tensor([[2.0, 7.0]]), "visual": torch.tensor([[1.0, -1.0, 5.0]]), "depth": torch.tensor([[9.0]])}
+    torch.testing.assert_close(fusion(feats), torch.tensor([[3.0, -3.0]]))  # (1 + 2) * (1, -1)
+    swap = build_fusion("film-swap", dims, num_classes=2)  # the other direction: the others film audio
+    assert swap.film.in_features == 4 and swap.film.out_features == 2 * 2 and swap.fc.in_features == 2
+    # gamma and beta come only from the first modality in film, only from the others in film-swap
+    g = {m: torch.zeros(1, d) for m, d in dims.items()}
+    moved = {**g, "audio": torch.ones(1, 2)}
+    assert not torch.allclose(fusion.film(moved["audio"]), fusion.film(g["audio"]))
+    assert torch.equal(swap.film(torch.cat([moved["visual"], moved["depth"]], 1)), swap.film(torch.cat([g["visual"], g["depth"]], 1)))
+
+
+def test_gated_hidden_size_is_the_references():
+    fusion = build_fusion("gated", {"audio": 512, "visual": 512}, num_classes=6)
+    assert (fusion.fc_x.out_features, fusion.fc_y.out_features, fusion.fc_out.in_features) == (512, 512, 512)
 
 
 def _small(fusion, channels, classes=3):
@@ -177,7 +203,7 @@ def test_intermediate_fusions_refuse_encoders_without_stages(fusion, monkeypatch
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(PdmpError, match=r"unknown fusion 'bogus'; choose one of: concat, film, gated, mmformer, se, sum"):
+    with pytest.raises(PdmpError, match=r"unknown fusion 'bogus'; choose one of: concat, film, film-swap, gated, mmformer, se, sum"):
         build_fusion("bogus", {"a": 1, "b": 1}, 2)
     with pytest.raises(PdmpError, match="unknown encoder 'vit'"):
         build_encoder("vit", 3)

@@ -8,8 +8,14 @@ m_p is the performance-dominant modality (best final unimodal accuracy), m_o the
 optimization-dominant one (best early accuracy). Only the *modality-owned* parameters' gradients
 are scaled (a late-fusion model's encoders; in a model that fuses inside its encoders, each
 stream's own layers), after ``loss.backward()`` and before ``optimizer.step()``; shared parts
-(fusion head, squeeze layers, cross-modal transformers) are untouched. With three or more
-modalities, Eq. 12 gives each remaining modality gamma_r.
+(fusion head, squeeze layers, cross-modal transformers) are untouched.
+
+Three or more modalities: Eq. 12 names one "remaining" factor, and the default reading gives it
+to every modality but m_p (``others="gamma_r"``: with m_p != m_o, all of them x 1/gamma_p). The
+paper's reasoning (slow the modality that dominates optimisation) reads as well with only m_o
+slowed: ``others="one"`` leaves a modality that is neither m_p nor m_o at x1, ``others="gamma_p"``
+speeds it up with m_p. With m_p == m_o every reading gives every modality gamma_p; with two
+modalities they coincide.
 
 Use it on your own model: map each modality to its modules, or to a list of its parameters
 (the parameters that belong to that modality alone)::
@@ -35,10 +41,20 @@ from torch import nn
 from pdmp_cli.errors import PdmpError
 
 
+OTHERS = ("gamma_r", "one", "gamma_p")  # readings of Eq. 12 for a modality neither m_p nor m_o
+
+
 def resolve_gammas(
-    modalities: list[str], performance_dominant: str, optimization_dominant: str, gamma_p: float
+    modalities: list[str], performance_dominant: str, optimization_dominant: str, gamma_p: float,
+    others: str = "gamma_r",
 ) -> dict[str, float]:
-    """Eq. 12: modality -> gamma. m_p gets gamma_p; every other modality gets gamma_r."""
+    """Eq. 12: modality -> gamma. m_p gets gamma_p; every other modality gets gamma_r.
+
+    ``others`` (three or more modalities, m_p != m_o): what a modality that is neither m_p nor
+    m_o gets: ``gamma_r`` (1/gamma_p, the default reading), ``one`` (x1) or ``gamma_p``.
+    """
+    if others not in OTHERS:
+        raise PdmpError(f"others must be one of {', '.join(OTHERS)}, got {others!r}", exit_code=2)
     if not (isinstance(gamma_p, (int, float)) and math.isfinite(gamma_p) and gamma_p > 0):
         raise PdmpError(f"gamma_p must be > 0, got {gamma_p}", exit_code=2)
     for role, m in (("performance-dominant", performance_dominant), ("optimization-dominant", optimization_dominant)):
@@ -47,7 +63,11 @@ def resolve_gammas(
                 f"{role} modality {m!r} is not one of the model's modalities {modalities}", exit_code=2
             )
     gamma_r = 1.0 / gamma_p if performance_dominant != optimization_dominant else float(gamma_p)
-    return {m: (float(gamma_p) if m == performance_dominant else gamma_r) for m in modalities}
+    third = gamma_r if performance_dominant == optimization_dominant else {"gamma_r": gamma_r, "one": 1.0, "gamma_p": float(gamma_p)}[others]
+    return {
+        m: float(gamma_p) if m == performance_dominant else gamma_r if m == optimization_dominant else third
+        for m in modalities
+    }
 
 
 def grad_norm(module: nn.Module) -> float:
@@ -112,6 +132,7 @@ class PDMPModulator:
         performance_dominant: str | None = None,
         optimization_dominant: str | None = None,
         profile=None,
+        others: str = "gamma_r",
     ):
         if hasattr(owned, "modality_parameters"):
             owned = owned.modality_parameters()
@@ -141,7 +162,11 @@ class PDMPModulator:
         self.params = owned_parameters(self.owned)  # modality -> its parameters
         self.performance_dominant = performance_dominant
         self.optimization_dominant = optimization_dominant
-        self.gammas = resolve_gammas(list(self.params), performance_dominant, optimization_dominant, gamma_p)
+        self.others = others
+        self.gammas = resolve_gammas(list(self.params), performance_dominant, optimization_dominant, gamma_p, others)
+        # which criterion chose m_o (the profile's; None when given by hand): said by describe()
+        self.criterion = getattr(profile, "optimization_criterion", None) if profile is not None else None
+        self._profile = profile
         self._hooks: list = []
 
     def describe(self) -> str:
@@ -153,7 +178,30 @@ class PDMPModulator:
             if mp != mo
             else f"gamma_r = gamma_p because {mp} is both performance- and optimization-dominant"
         )
-        return f"{parts} ({why}; Eq. 12)"
+        third = [m for m in self.gammas if m not in (mp, mo)]
+        if third and mp != mo and self.others != "gamma_r":
+            why += f"; {', '.join(third)} x{self.gammas[third[0]]:g} (others={self.others})"
+        return f"{parts} ({why}; Eq. 12){self._criterion_words()}"
+
+    def _criterion_words(self) -> str:
+        """``; m_o by ...``: which criterion of the profile chose m_o, and the other's answer if it differs."""
+        p, mo = self._profile, self.optimization_dominant
+        words = {
+            "multimodal-probe": "the branch ranking of a multimodal probe (Alg. 1)",
+            "unimodal-early": "early unimodal accuracy (Sec. III-B)",
+            "reference": "the paper's statement",
+            "manual": "hand",
+        }.get(self.criterion or "")
+        if not words:
+            return ""
+        text = f"; m_o {mo} by {words}"
+        early = (getattr(p, "early_ranking", None) or [None])[0]
+        probe = ((getattr(p, "probe", None) or {}).get("ranking") or [None])[0]
+        other = {"multimodal-probe": ("early unimodal accuracy", early), "unimodal-early": ("the multimodal probe", probe)}
+        name, says = other.get(self.criterion, (None, None))
+        if says and says != mo:
+            text += f" (the criteria disagree: {name} says {says}; `pdmp tune` tries both)"
+        return text
 
     def __repr__(self) -> str:
         return f"PDMPModulator({self.gammas})"

@@ -167,6 +167,15 @@ def test_pdmp_method_uses_the_modulator_and_needs_optimization_dominant():
     assert math.isclose(method.gamma["audio"] * method.gamma["visual"], 1.0)
 
 
+def test_pdmp_others_reads_eq12_for_a_third_modality():
+    model, _, _ = _setup(channels={"audio": 1, "visual": 3, "depth": 1})
+    prof = PROFILE.model_copy(update={"modalities": ["audio", "visual", "depth"]})  # m_p visual, m_o audio
+    default = build_method("pdmp", model, _spec(method="pdmp", gamma_p=10), prof)
+    assert default.gamma == {"audio": 0.1, "visual": 10.0, "depth": 0.1}
+    one = build_method("pdmp", model, _spec(method="pdmp", gamma_p=10, method_args={"pdmp": {"others": "one"}}), prof)
+    assert one.gamma == {"audio": 0.1, "visual": 10.0, "depth": 1.0} and "depth x1 (others=one)" in one.describe()
+
+
 # --- AGM ---------------------------------------------------------------------------------------------
 
 

@@ -167,3 +167,28 @@ def test_describe_states_eq12_branch():
     d = PDMPModulator(model.encoders, 10, "visual", "audio").describe()
     assert d.startswith("audio x0.1, visual x10") and "gamma_r = 1/gamma_p" in d
     assert "gamma_r = gamma_p because audio" in PDMPModulator(model.encoders, 10, "audio", "audio").describe()
+
+
+def test_eq12_readings_for_a_third_modality():
+    mods = ["audio", "visual", "depth"]  # m_p visual, m_o audio; depth is neither
+    assert resolve_gammas(mods, "visual", "audio", 10) == {"audio": 0.1, "visual": 10.0, "depth": 0.1}  # default
+    assert resolve_gammas(mods, "visual", "audio", 10, others="one") == {"audio": 0.1, "visual": 10.0, "depth": 1.0}
+    assert resolve_gammas(mods, "visual", "audio", 10, others="gamma_p") == {"audio": 0.1, "visual": 10.0, "depth": 10.0}
+    for others in ("gamma_r", "one", "gamma_p"):  # m_p == m_o: every reading gives everyone gamma_p
+        assert resolve_gammas(mods, "visual", "visual", 10, others=others) == {m: 10.0 for m in mods}
+    with pytest.raises(PdmpError, match="others must be one of gamma_r, one, gamma_p, got 'x'"):
+        resolve_gammas(mods, "visual", "audio", 10, others="x")
+
+
+def test_describe_names_the_criterion_that_chose_m_o_and_a_disagreement():
+    model, _, _ = _model_and_batch({"audio": 1, "visual": 3})
+    probe = _profile(optimization_dominant="audio").model_copy(update={
+        "optimization_criterion": "multimodal-probe", "early_ranking": ["visual", "audio"],
+        "probe": {"ranking": ["audio", "visual"]},
+    })  # fmt: skip
+    d = PDMPModulator(model.encoders, 10, profile=probe).describe()
+    assert d.endswith("m_o audio by the branch ranking of a multimodal probe (Alg. 1) (the criteria disagree: "
+                      "early unimodal accuracy says visual; `pdmp tune` tries both)")  # fmt: skip
+    agree = probe.model_copy(update={"early_ranking": ["audio", "visual"]})
+    assert PDMPModulator(model.encoders, 10, profile=agree).describe().endswith("m_o audio by the branch ranking of a multimodal probe (Alg. 1)")
+    assert "m_o" not in PDMPModulator(model.encoders, 10, "visual", "audio").describe().split("Eq. 12)")[1]  # by hand: no profile

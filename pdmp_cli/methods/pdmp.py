@@ -3,15 +3,34 @@
 The performance-dominant modality's encoder gradients are multiplied by gamma_p; every other
 encoder's by gamma_r = 1/gamma_p when m_p != m_o, else gamma_p. The fusion and head are left
 alone (that is what separates PDMP from a larger learning rate: Table VII).
+
+With three or more modalities, ``pdmp.others`` chooses the reading of Eq. 12 for a modality that
+is neither m_p nor m_o (:mod:`pdmp_cli.modulation`): ``gamma_r`` (default: every remaining
+modality x gamma_r), ``one`` (only m_o is slowed, the others x1) or ``gamma_p``.
 """
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, register_method
 from pdmp_cli.modulation import PDMPModulator
 
 
+class PDMPArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    others: Literal["gamma_r", "one", "gamma_p"] = Field(
+        "gamma_r",
+        description="3+ modalities, m_p != m_o: the factor of a modality that is neither m_p nor m_o "
+        "(gamma_r = 1/gamma_p, the default reading of Eq. 12; one: only m_o is slowed; gamma_p)",
+    )
+
+
 @register_method("pdmp")
 class PDMP(Method):
+    Args = PDMPArgs
     uses_gamma_p = True
     uses_optimization_dominant = True  # gamma_r by Eq. 12
     table_order = 100  # last, as in the paper's tables
@@ -26,7 +45,7 @@ class PDMP(Method):
                 "by hand or measure it with `pdmp analyze`; --method vanilla, ogm-ge and lr-scale do not need it",
                 exit_code=2,
             )
-        self.modulator = PDMPModulator(model.modality_parameters(), spec.gamma_p, profile=profile)
+        self.modulator = PDMPModulator(model.modality_parameters(), spec.gamma_p, profile=profile, others=self.args.others)
         self.gamma = dict(self.modulator.gammas)
 
     def describe(self) -> str:

@@ -18,10 +18,11 @@ The measurements (accuracy curves) are cached with diskcache, keyed by everythin
 them; the profile is re-derived from them on every run, so ``early_epochs`` only re-reads the
 cached curves. A per-key file lock keeps two identical concurrent runs from both training.
 
-With ``parallel=True`` the unimodal models train at the same time, one spawned process per
-modality (:func:`train_unimodal_parallel`; one GPU each where there are several, the CPU cores
-split between them otherwise). Each is seeded as in the sequential order, so the curves are the
-same measurement and share its cache entry.
+With ``jobs`` > 1 (``--jobs``; default: the free cores ÷ ``threads`` on a CPU, one per GPU) the
+unimodal models train at the same time, each in its own spawned process
+(:func:`train_unimodal_parallel` over :mod:`pdmp_cli.pool`; one GPU each where there are several).
+Each is seeded as in the sequential order and uses the same ``threads``, so the curves are
+bit-identical to ``--jobs 1`` and share its cache entry.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ from pdmp_cli.data.split import eval_split, with_validation
 from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso, write_json_atomic
 from pdmp_cli.specs import AnalyzeSpec
 
-# how --parallel starts its processes: spawn is safe with CUDA and with OpenMP thread pools
-# (fork is not); each process then imports torch itself
-START_METHOD = "spawn"
 ANALYSIS_VERSION = 2  # bump when the training or evaluation below changes its numbers (2: on validation)
 NOISE_Z = 2.0  # a ranking is uncertain when its top two are < NOISE_Z binomial SEs apart
 
@@ -474,18 +472,27 @@ def _key_lock(key: str, on_wait=None):
 
 def _cached(key: str, measure, use_cache: bool, on_wait=None) -> tuple[dict, bool]:
     """``measure()`` once per key: served from the cache when present (unless ``use_cache`` is
-    False, which recomputes and refreshes the entry)."""
-    from pdmp_cli.cache import open_cache
+    False, which recomputes and refreshes the entry). Records are stored as JSON text (no pickle,
+    :mod:`pdmp_cli.cache`); an entry that is not a JSON object is a miss, measured and replaced.
+    A fresh record is returned as it reads back, so a hit and a miss give the same value."""
+    from pdmp_cli.cache import json_from_text, json_to_text, note_foreign, open_cache
+
+    def hit_of(cache):
+        raw = cache.get(key)
+        rec = json_from_text(raw)
+        if raw is not None and not isinstance(rec, dict):
+            note_foreign("analysis")
+        return rec if isinstance(rec, dict) else None
 
     with open_cache("analysis") as cache:
-        if use_cache and (hit := cache.get(key)) is not None:
+        if use_cache and (hit := hit_of(cache)) is not None:
             return hit, True
         with _key_lock(key, on_wait):
-            if use_cache and (hit := cache.get(key)) is not None:  # a concurrent run finished it
+            if use_cache and (hit := hit_of(cache)) is not None:  # a concurrent run finished it
                 return hit, True
-            record = measure()
-            cache.set(key, record)
-            return record, False
+            text = json_to_text(measure())
+            cache.set(key, text)
+            return json_from_text(text), False
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,27 +562,27 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     return curve
 
 
-def _unimodal_worker(queue, spec: AnalyzeSpec, modality: str, indices: list[int], device: str, threads: int) -> None:
-    """One modality's :func:`train_unimodal` in a spawned process; reports through ``queue``:
-    ``("epoch", m, acc)`` after each epoch, then ``("done", m, (curve, steps))`` or ``("error", m, msg)``."""
-    try:
-        import torch
+def _unimodal_job(spec: AnalyzeSpec, modality: str, indices: list[int], device: str, report) -> tuple[list[float], int]:
+    """One modality's :func:`train_unimodal` in its own process (:mod:`pdmp_cli.pool`): each epoch's
+    accuracy goes to ``report``; returns ``(curve, optimizer steps)``."""
+    import torch
 
-        from pdmp_cli.data import load_dataset
+    from pdmp_cli.data import load_dataset
+    from pdmp_cli.runtime import use_threads
 
-        torch.set_num_threads(threads)
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        bundle = load_dataset(spec.dataset, data_root=spec.data_root)  # from the cache: the parent's data
-        bundle, _ = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
-        before = training_steps.value
-        curve = train_unimodal(bundle, modality, indices, spec, dev, lambda acc: queue.put(("epoch", modality, acc)))
-        queue.put(("done", modality, (curve, training_steps.value - before)))
-    except PdmpError as e:
-        queue.put(("error", modality, str(e)))
-    except BaseException as e:  # noqa: BLE001 - reported by the parent as one line
-        queue.put(("error", modality, f"{type(e).__name__}: {e}"))
+    use_threads(spec)
+    dev = torch.device(device)
+    bundle = load_dataset(spec.dataset, data_root=spec.data_root)  # from the cache: the parent's data
+    bundle, _ = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
+    before = training_steps.value
+    curve = train_unimodal(bundle, modality, indices, spec, dev, report)
+    return curve, training_steps.value - before
+
+
+def _gpu_count(device) -> int:
+    import torch
+
+    return torch.cuda.device_count() if device.type == "cuda" else 0
 
 
 def worker_devices(modalities: list[str], device) -> list[str]:
@@ -588,60 +595,38 @@ def worker_devices(modalities: list[str], device) -> list[str]:
     return [str(device)] * len(modalities)
 
 
-def train_unimodal_parallel(bundle, indices: list[int], spec: AnalyzeSpec, device, task=None) -> dict[str, list[float]]:
-    """:func:`train_unimodal` for every modality at once, one spawned process per modality.
+def train_unimodal_parallel(
+    bundle, indices: list[int], spec: AnalyzeSpec, device, task=None, jobs: int | None = None
+) -> dict[str, list[float]]:
+    """:func:`train_unimodal` for every modality, ``jobs`` at a time, each in its own spawned process
+    (:func:`pdmp_cli.pool.run_tasks`; default: one per modality).
 
     ``task(m)`` (optional) returns modality m's progress callback. Every process loads the dataset
-    itself (served from the cache) and trains with the same seed as the sequential order; on CPU
-    the threads are split between the processes. A failure in any process raises PdmpError
-    naming the modality.
+    itself (served from the cache), fixes its threads (``spec.threads``) and trains with the same
+    seed as the sequential order, so the curves are bit-identical to it. A failure in any process
+    raises PdmpError naming the modality; Ctrl-C stops them all (KeyboardInterrupt: nothing is cached).
     """
-    import multiprocessing as mp
-    import queue as queue_module
-
-    import torch
+    from pdmp_cli.pool import Task, run_tasks
 
     mods = list(bundle.modalities)
-    ctx = mp.get_context(START_METHOD)
-    q = ctx.Queue()
-    threads = max(1, torch.get_num_threads() // len(mods)) if device.type == "cpu" else torch.get_num_threads()
-    procs = {
-        m: ctx.Process(target=_unimodal_worker, args=(q, spec, m, indices, d, threads), name=f"pdmp-analyze-{m}")
-        for m, d in zip(mods, worker_devices(mods, device))
-    }
     advance = {m: task(m) if task else None for m in mods}
-    curves: dict[str, list[float]] = {}
-    errors: dict[str, str] = {}
-    for p in procs.values():
-        p.start()
-    finished = False
-    try:
-        while len(curves) + len(errors) < len(mods):
-            try:
-                kind, m, value = q.get(timeout=1.0)
-            except queue_module.Empty:  # a process killed without a word (out of memory, a signal)
-                for m, p in procs.items():
-                    if m not in curves and m not in errors and p.exitcode not in (None, 0):
-                        errors[m] = f"its process ended with exit code {p.exitcode}"
-                continue
-            if kind == "epoch":
-                if advance[m]:
-                    advance[m](value)
-            elif kind == "done":
-                curves[m], steps = value
-                training_steps.add(steps)
-            else:
-                errors[m] = value
-        finished = not errors
-    finally:  # on a failure or Ctrl-C the other processes stop too
-        for p in procs.values():
-            if not finished and p.is_alive():
-                p.terminate()
-            p.join()
-    if errors:
-        m, msg = next(iter(errors.items()))
-        raise PdmpError(f"training the {m} model in parallel failed: {msg}; run without --parallel to see it in full", 1)
-    return {m: curves[m] for m in mods}
+    tasks = [Task(m, _unimodal_job, (spec, m, indices, d), d) for m, d in zip(mods, worker_devices(mods, device))]
+
+    def message(m, acc):
+        if advance[m]:
+            advance[m](acc)
+
+    out = run_tasks(tasks, jobs or len(mods), on_message=message, stop_on_error=True)
+    if out.stopped_by is not None:
+        raise KeyboardInterrupt
+    if out.errors:
+        m, msg = next(iter(out.errors.items()))
+        raise PdmpError(f"training the {m} model in its own process failed: {msg}; run with --jobs 1 to see it in full", 1)
+    curves = {}
+    for m in mods:
+        curves[m], steps = out.results[m]
+        training_steps.add(steps)
+    return curves
 
 
 def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> dict:
@@ -701,7 +686,12 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
     from pdmp_cli.data.check import load_checked
     from pdmp_cli.runtime import resolve_device, stratified_subset
 
+    from pdmp_cli.pool import default_jobs
+    from pdmp_cli.runtime import use_threads
+
+    spec = spec.model_copy(update={"threads": use_threads(spec)})  # fixed before any work
     device = resolve_device(spec.device)
+    jobs = spec.jobs or default_jobs(device.type, spec.threads, _gpu_count(device))
     # a broken dataset (missing or corrupt files, unknown labels) stops here with one line
     bundle, _ = load_checked(spec.dataset, spec.data_root, skip_bad=spec.skip_bad)
     many = len(spec.subset) > 1
@@ -730,9 +720,9 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
                 def measure_unimodal(sbundle=sbundle, sidx=sidx, sspec=sspec, what=what):
                     t0 = time.perf_counter()
-                    if spec.parallel and len(sbundle.modalities) > 1:  # one process per modality
+                    if jobs > 1 and len(sbundle.modalities) > 1:  # each modality in its own process
                         curves = train_unimodal_parallel(
-                            sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs)
+                            sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs), jobs=jobs
                         )
                     else:
                         curves = {
@@ -763,7 +753,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
             if cached:
                 notes.append(f"unimodal curves served from the analysis cache (measured {measured})")
             settings = {
-                **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device", "parallel"}),
+                **spec.model_dump(mode="json", exclude={"dataset", "subset", "out", "cache", "device", "jobs"}),
                 "device": device.type,
                 "train_samples": len(indices),
             }

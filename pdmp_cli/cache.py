@@ -1,11 +1,134 @@
-"""Where pdmp keeps its caches (diskcache), and stable hashing for cache keys."""
+"""Where pdmp keeps its caches (diskcache), how values are stored, and stable hashing for keys.
+
+No code in the caches: a cache folder may sit on a shared filesystem, and diskcache's default
+stores every value that is not bytes, str or a number as a pickle, which runs code when read.
+Every pdmp cache is opened with :class:`SafeDisk`, which stores only bytes, str, numbers and
+None, and never unpickles: an entry in pickle form (an older pdmp's, or planted) is a miss, as is
+a value that does not decode (:func:`array_from_bytes`, :func:`arrays_from_bytes`,
+:func:`json_from_text` return None); the caller recomputes it and replaces the entry, and the
+process says so in one line (:func:`note_foreign`). Arrays are stored as ``.npy``/``.npz`` bytes
+read with ``allow_pickle=False``; records (analysis results) as JSON text.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
+import sys
 from pathlib import Path
+
+_NOTED: set[str] = set()
+
+
+def note_foreign(where: str) -> None:
+    """One line per cache and process: an entry was not in pdmp's format and is recomputed."""
+    if where not in _NOTED:
+        _NOTED.add(where)
+        print(f"pdmp: a {where} cache entry was not in pdmp's format (an older version's pickle, damaged, or "
+              "planted); it was ignored, recomputed and replaced", file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=1)
+def safe_disk():
+    """A :class:`diskcache.Disk` that stores bytes, str, numbers and None as they are and refuses
+    anything it would pickle; a stored pickle reads as missing (never unpickled)."""
+    import diskcache
+    from diskcache.core import MODE_PICKLE, MODE_RAW
+
+    class ForeignEntry(OSError):
+        """An entry in pickle form: diskcache's ``get`` treats an OSError as a miss."""
+
+    class SafeDisk(diskcache.Disk):
+        def put(self, key):
+            if type(key) not in (str, bytes, int, float):
+                raise TypeError(f"pdmp cache keys are str, bytes or numbers, got {type(key).__name__}")
+            return super().put(key)
+
+        def get(self, key, raw):
+            if not raw:  # a pickled key: never unpickled
+                return bytes(key)
+            return super().get(key, raw)
+
+        def store(self, value, read, key=diskcache.core.UNKNOWN):
+            if value is None:  # diskcache.Lock stores None
+                return 0, MODE_RAW, None, None
+            if not read and type(value) not in (bytes, str, int, float):
+                raise TypeError(f"pdmp caches store bytes, str or numbers (no pickles), got {type(value).__name__}")
+            return super().store(value, read, key)
+
+        def fetch(self, mode, filename, value, read):
+            if mode == MODE_PICKLE:
+                note_foreign(Path(self._directory).name)
+                raise ForeignEntry("a pickled value")
+            return super().fetch(mode, filename, value, read)
+
+    return SafeDisk
+
+
+def array_to_bytes(arr) -> bytes:
+    """A numpy array as ``.npy`` bytes (no pickle: object arrays are refused)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def array_from_bytes(data) -> "np.ndarray | None":  # noqa: F821
+    """``.npy`` bytes -> the array; anything else (a foreign or damaged entry) -> None."""
+    import numpy as np
+
+    if not isinstance(data, bytes):
+        return None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception:  # ValueError, EOFError, OSError...: not an array we wrote
+        return None
+
+
+def arrays_to_bytes(arrays: dict) -> bytes:
+    """{name: array} as ``.npz`` bytes (no pickle)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    for v in arrays.values():
+        if np.asarray(v).dtype.hasobject:
+            raise TypeError("object arrays are not stored in pdmp caches")
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def arrays_from_bytes(data, names=None) -> dict | None:
+    """``.npz`` bytes -> {name: array}; foreign, damaged or missing one of ``names`` -> None."""
+    import numpy as np
+
+    if not isinstance(data, bytes):
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception:
+        return None
+    if names is not None and not set(names) <= set(out):
+        return None
+    return out
+
+
+def json_to_text(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def json_from_text(data):
+    """JSON text -> the value; anything else -> None."""
+    if not isinstance(data, str):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def cache_dir() -> Path:
@@ -36,7 +159,7 @@ def open_cache(name: str):
     if not os.access(path, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise PdmpError(f"the cache folder {path} is not writable; {fix}", 1)
     try:
-        return diskcache.Cache(str(path), size_limit=2**34)
+        return diskcache.Cache(str(path), size_limit=2**34, disk=safe_disk())
     except (OSError, sqlite3.Error) as e:
         raise PdmpError(f"cannot open the cache in {path} ({e}); {fix}", 1) from None
 

@@ -168,3 +168,111 @@ def test_1_confine_keeps_ordinary_ids(tmp_path):
 
     for ok in ("v_ApplyEyeMakeup_g08_c01", "train/1_1/profile/0001.jpg", "a b", "-x_000010", "dots.in.name", "x" * 200):
         assert confine(tmp_path, f"frames/{ok}") == tmp_path / "frames" / ok
+
+
+# --------------------------------------------------------------------------- 2. no code in the caches
+
+
+class _Bomb:
+    """Unpickling this creates ``marker``: the stand-in for code a planted entry would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant(cache_folder: Path, marker: Path) -> int:
+    """Overwrite every entry of a diskcache folder with a pickle that would create ``marker``,
+    as someone with write access to a shared cache could (diskcache's default Disk pickles)."""
+    import diskcache
+
+    with diskcache.Cache(str(cache_folder)) as c:
+        keys = [k for k in c.iterkeys()]
+        for k in keys:
+            c.set(k, _Bomb(marker))
+    return len(keys)
+
+
+def test_2_a_planted_pickle_in_the_features_cache_never_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    root = M.make_cremad(tmp_path / "CREMA-D")
+    from pdmp_cli.data.check import check_dataset
+    from pdmp_cli.data.features import FeatureCache
+
+    assert check_dataset("cremad", root).ok
+    marker = tmp_path / "ran"
+    assert _plant(tmp_path / "cache" / "features", marker) == 12  # 6 clips x 2 modalities
+    fc = FeatureCache()
+    assert check_dataset("cremad", root, features=fc).ok  # the pickles are misses: decoded again
+    assert not marker.exists()
+    assert fc.misses == 12 and fc.hits == 0
+    assert capsys.readouterr().err.count("not in pdmp's format") == 1  # one line, not one per entry
+    fc2 = FeatureCache()
+    check_dataset("cremad", root, features=fc2)  # replaced: hits now
+    assert (fc2.hits, fc2.misses) == (12, 0) and not marker.exists()
+
+
+def test_2_a_planted_pickle_in_the_data_and_analysis_caches_never_runs(tmp_path, monkeypatch, tiny_manifest):
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    from pdmp_cli.analysis import _cached
+    from pdmp_cli.cache import open_cache
+    from pdmp_cli.data import load_dataset
+
+    first = load_dataset(str(tiny_manifest))
+    marker = tmp_path / "ran"
+    assert _plant(tmp_path / "cache" / "data", marker) == 1
+    again = load_dataset(str(tiny_manifest))
+    assert not marker.exists()
+    assert torch_equal(first.train.x["audio"], again.train.x["audio"])
+
+    with open_cache("analysis"):
+        pass
+    import diskcache
+
+    with diskcache.Cache(str(tmp_path / "cache" / "analysis")) as c:
+        c.set("k", _Bomb(marker))
+        c.set("damaged", "{not json")
+    rec, hit = _cached("k", lambda: {"curves": {"a": [0.5, 0.75]}}, True)
+    assert (rec, hit, marker.exists()) == ({"curves": {"a": [0.5, 0.75]}}, False, False)
+    assert _cached("k", lambda: 1 / 0, True) == ({"curves": {"a": [0.5, 0.75]}}, True)  # replaced by JSON
+    assert _cached("damaged", lambda: {"x": 1}, True) == ({"x": 1}, False)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_2_pdmp_caches_refuse_to_pickle(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    from pdmp_cli.cache import open_cache
+
+    with open_cache("features") as c:
+        with pytest.raises(TypeError, match="no pickles"):
+            c.set("k", {"a": 1})
+        c.set("k", b"bytes")
+        assert c.get("k") == b"bytes"
+
+
+# --------------------------------------------------------------------------- 3. finite data
+
+
+def test_3_nan_audio_is_a_problem_of_datasets_check_and_never_cached(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    root = M.make_cremad(tmp_path / "CREMA-D")
+    bad = root / "AudioWAV" / "1002_IEO_NEU_LO.wav"
+    wave = np.full(4800, np.nan, np.float32)
+    sf.write(str(bad), wave, 16000, subtype="FLOAT")
+    result = runner.invoke(app, ["datasets", "check", "cremad", "--data-root", str(root)])
+    assert result.exit_code == 1, result.output
+    assert "1 non-finite file" in result.output and "1002_IEO_NEU_LO" in result.output
+    from pdmp_cli.data.check import check_dataset
+
+    again = check_dataset("cremad", root)  # not cached: found again
+    assert again.counts == {"non-finite file": 1}
+    assert again.bad_samples == {("train", "1002_IEO_NEU_LO")}

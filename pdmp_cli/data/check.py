@@ -15,6 +15,7 @@ Problems found (``Problem.kind``):
   ``unreadable file``   a file that does not decode (not audio, not an image, bad array)
   ``truncated file``    a file cut short (a wav whose data chunk runs past the end, a
                         truncated jpg/png/npy, flow folders with unequal x/y counts)
+  ``non-finite file``   a file that decodes to NaN or inf values (checked once, when decoded)
 
 The deep check decodes every sample through the features cache, so it also warms the cache:
 the first training epoch then decodes nothing, and a second check only re-reads changed files.
@@ -37,7 +38,7 @@ from pdmp_cli.errors import PdmpError
 
 KINDS = [
     "missing list", "bad row", "empty split", "unknown label", "duplicate id", "leakage",
-    "missing file", "unreadable file", "truncated file",
+    "missing file", "unreadable file", "truncated file", "non-finite file",
 ]
 FATAL = {"missing list", "empty split"}  # skipping samples cannot fix these
 

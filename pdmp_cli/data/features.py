@@ -10,7 +10,13 @@ so it stays random every epoch.
 
 Storage is a diskcache (SQLite + files under ``$PDMP_CACHE_DIR/features``), which is safe to
 share between DataLoader worker processes: each process opens its own connection (see
-``_open``). ``PDMP_FEATURES_CACHE=0`` turns the cache off.
+``_open``). ``PDMP_FEATURES_CACHE=0`` turns the cache off. Values are ``.npy`` bytes read with
+``allow_pickle=False`` (:mod:`pdmp_cli.cache`: no code in the caches); an entry that does not
+read back as an array is a miss, decoded again and replaced.
+
+Finite data: every decoded array is checked finite once, when it is decoded (before it is
+cached): NaN or inf (a NaN-filled wav, a corrupt ``.npy``) is a ``non-finite`` :class:`BadFile`,
+so ``pdmp datasets check`` lists the sample and training never sees it.
 
 ``hits`` / ``misses`` count lookups in this process (each DataLoader worker has its own copy);
 :data:`STATS` sums them over every :class:`FeatureCache` of the process.
@@ -22,7 +28,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from pdmp_cli.cache import open_cache, stable_hash
+from pdmp_cli.cache import array_from_bytes, array_to_bytes, note_foreign, open_cache, stable_hash
 
 STATS: Counter = Counter()  # "hits", "misses" over all FeatureCache objects of this process
 
@@ -34,6 +40,34 @@ def file_identity(files: list[Path]) -> list[tuple[str, int, int]]:
         st = f.stat()
         out.append((str(f.resolve()), st.st_size, st.st_mtime_ns))
     return out
+
+
+def checked_finite(value, path: Path):
+    """``value`` if it holds no NaN or inf, else :class:`BadFile` (``non-finite``) naming the file."""
+    import numpy as np
+
+    from pdmp_cli.data.modalities import BadFile
+
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise BadFile(path, "non-finite", f"{bad} of {arr.size} decoded values are NaN or inf")
+    return value
+
+
+def decode_checked(modality, path: Path):
+    """``modality.decode(path)``, checked finite. Any exception of a third-party decoder (PIL's
+    decompression-bomb guard, a file name too long, soundfile, librosa) becomes a
+    :class:`BadFile` naming the file, so it is one problem of the sample, never a traceback."""
+    from pdmp_cli.data.modalities import BadFile
+
+    try:
+        value = modality.decode(path)
+    except BadFile:
+        raise
+    except Exception as e:
+        raise BadFile(path, "unreadable", f"{type(e).__name__}: {e}".replace("\n", " ")) from None
+    return checked_finite(value, path)
 
 
 def enabled_by_env() -> bool:
@@ -66,25 +100,27 @@ class FeatureCache:
 
     def load(self, modality, path: Path):
         if not (self.enabled and modality.cacheable):
-            return modality.decode(path)
+            return decode_checked(modality, path)
         key = self.key(modality, path)
         cache = self._open()
-        value = cache.get(key, default=None, retry=True)
+        value = array_from_bytes(raw := cache.get(key, default=None, retry=True))
         if value is not None:
             self.hits += 1
             STATS["hits"] += 1
             return value
+        if raw is not None:  # an entry pdmp did not write (or damaged): recomputed and replaced below
+            note_foreign("features")
         self.misses += 1
         STATS["misses"] += 1
-        value = modality.decode(path)
-        cache.set(key, value, retry=True)
+        value = decode_checked(modality, path)
+        cache.set(key, array_to_bytes(value), retry=True)
         return value
 
     def contains(self, modality, path: Path) -> bool:
         """Whether ``path`` (as it is now on disk) was decoded successfully before."""
         if not (self.enabled and modality.cacheable):
             return False
-        return self.key(modality, path) in self._open()
+        return array_from_bytes(self._open().get(self.key(modality, path), default=None, retry=True)) is not None
 
     def reset_counts(self) -> None:
         self.hits = self.misses = 0

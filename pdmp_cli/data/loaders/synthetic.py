@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
 from pdmp_cli import __version__
-from pdmp_cli.cache import open_cache, stable_hash
+from pdmp_cli.cache import arrays_from_bytes, arrays_to_bytes, note_foreign, open_cache, stable_hash
 from pdmp_cli.data.audio import AudioPreprocessing, spectrogram
 from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
 
@@ -149,14 +149,20 @@ class SyntheticLoader:
             del params["depth"]  # two-modality presets keep their identity
         identity = stable_hash({"generator": GENERATOR_VERSION, **params})
         key = f"synthetic/{identity}"
-        with open_cache("data") as cache:
-            arrays = cache.get(key)
-            if arrays is None:
+        with open_cache("data") as cache:  # .npz bytes, no pickle (pdmp_cli.cache)
+            raw = cache.get(key)
+            flat = arrays_from_bytes(raw)
+            if flat is not None and all(f"{sp}/label" in flat for sp in ("train", "test")):
+                arrays = {sp: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(sp + "/")}
+                          for sp in ("train", "test")}
+            else:
+                if raw is not None:
+                    note_foreign("data")
                 arrays = {
                     "train": generate(manifest, manifest.train_size, 0),
                     "test": generate(manifest, manifest.test_size, 1),
                 }
-                cache.set(key, arrays)
+                cache.set(key, arrays_to_bytes({f"{sp}/{k}": v for sp, a in arrays.items() for k, v in a.items()}))
         modalities = ["audio", "visual"] + (["depth"] if manifest.depth is not None else [])
         return DatasetBundle(
             name=manifest.name,

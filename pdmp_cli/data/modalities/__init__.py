@@ -30,7 +30,8 @@ register_modality = MODALITIES.register
 
 
 class BadFile(Exception):
-    """A sample's file cannot be used. ``problem`` is ``missing``, ``unreadable`` or ``truncated``."""
+    """A sample's file cannot be used. ``problem`` is ``missing``, ``unreadable``, ``truncated`` or
+    ``non-finite`` (decodes to NaN/inf)."""
 
     def __init__(self, path: Path | str, problem: str, detail: str = ""):
         self.path = Path(path)

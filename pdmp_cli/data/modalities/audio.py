@@ -91,6 +91,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         raise BadFile(path, "unreadable", str(e)) from None
     if len(wave) == 0:
         raise BadFile(path, "unreadable", "no samples")
+    if not np.isfinite(wave).all():  # a float wav can hold NaN/inf; resampling would fail on it
+        raise BadFile(path, "non-finite", f"{int((~np.isfinite(wave)).sum())} of {len(wave)} samples are NaN or inf")
     return wave, int(sr)
 
 

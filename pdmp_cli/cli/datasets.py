@@ -89,3 +89,22 @@ def check_cli(
     else:
         console.print("fix these files, or pass --skip-bad to pdmp analyze and pdmp train to leave the affected samples out")
     raise typer.Exit(1)
+
+
+@datasets_app.command("pack")
+@command
+def pack_cli(
+    name: str = typer.Argument(..., help="Dataset name or path to a manifest .toml."),
+    data_root: Path = typer.Option(None, "--data-root", help="Where the dataset's files are (overrides the manifest)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print where each split's store goes and its size; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Repack even when a store for this data exists."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad samples out (as pdmp train --skip-bad)."),
+):
+    """Check a dataset and write its packed store (what pdmp train reads): frames as uint8 at the
+    stored size, spectrograms as float16, in memory-mapped chunks under $PDMP_PACKED_DIR (default
+    <cache dir>/packed). pdmp train packs by itself after its data check; PDMP_PACKED=0 turns that off.
+    """
+    from pdmp_cli.data.packed import pack_dataset
+
+    for line in pack_dataset(name, data_root, dry_run=dry_run, force=force, skip_bad=skip_bad, progress=True):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from pdmp_cli import __version__, fsutil, rundir
 from pdmp_cli.data.check import load_checked
+from pdmp_cli.data.packed import train_loader, use_store
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, build_method, resolve_method_args
@@ -277,6 +278,12 @@ def epoch_loader(bundle, spec: TrainSpec, data_gen: torch.Generator, start_step:
     the global batch, and the ranks' batches of a step together are a single process's batch.
     """
     order = torch.randperm(len(bundle.train), generator=data_gen)
+    packed = train_loader(  # the packed store: each sample's augmentation uniforms drawn here, from data_gen
+        bundle.train, order, batch_size=spec.batch_size, start_step=start_step, data_gen=data_gen, device=device,
+        num_workers=spec.num_workers, worker_init_fn=ignore_stop_signals,
+    )
+    if packed is not None:
+        return packed
     return DataLoader(
         bundle.train,
         batch_size=distributed.per_rank_batch(spec.batch_size),
@@ -427,8 +434,11 @@ def train_one_epoch(
     precision = precision or amp.Precision("fp32", device)
     forward.train()
     owned = model.modality_parameters()  # once per epoch, not twice per step (gradient norms)
+    finish = getattr(loader.dataset, "finish_on_device", None)  # packed store: crop/flip/normalise on the device
     for step, (inputs, labels) in enumerate(loader, start=start_step):
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
+        if finish is not None:
+            inputs = finish(inputs)
         for part in method.parts(epoch):  # one optimizer step each; every method but MLA: one
             with precision.autocast():
                 carried, loss = forward(inputs, labels, epoch, part)  # method.forward_loss: CE of the fused logits
@@ -664,6 +674,10 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         dataset, spec.data_root, skip_bad=spec.skip_bad, skip_splits=() if evaluate_test else ("test",)
     )
     check_profile(profile, profile_path, dataset, bundle)
+    # the packed store (rank 0 writes it once, after the check; every rank then reads it)
+    packed_splits = ("train", "val", "test") if evaluate_test else ("train", "val")
+    packed_lines = distributed.on_main(lambda: use_store(bundle, dataset, splits=packed_splits)[1])
+    bundle = use_store(bundle, dataset, splits=packed_splits)[0]
     # the epoch is chosen on validation: the manifest's own split, else one carved from train
     bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
     if not evaluate_test and bundle.val is None:
@@ -774,6 +788,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     )
     if data_report.skipped:
         console.print(f"left out {data_report.skipped} bad samples (skip_bad)", soft_wrap=True)
+    for line in packed_lines:
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"method {spec.method}: {method.describe()}", highlight=False, soft_wrap=True)
     if spec.lr_schedule != "none":
         console.print(lr_schedule.describe(spec), highlight=False, soft_wrap=True)

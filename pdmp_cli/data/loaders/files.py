@@ -39,6 +39,7 @@ from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
 from pdmp_cli.data.manifest import check_command
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
+from pdmp_cli.data.store import PackedSpec
 from pdmp_cli.errors import PdmpError
 
 Format = Literal["csv", "cremad", "ave", "kinetics", "kslist", "vggsound", "ucf101", "cefa"]
@@ -139,6 +140,7 @@ class FilesManifest(ManifestBase):
     prepare: PrepareSpec | None = None
     duplicates: Literal["refuse", "first", "last", "drop"] = Field(
         "refuse", description="duplicate ids and ids in two splits: see pdmp_cli.data.duplicates")
+    packed: PackedSpec = Field(default_factory=PackedSpec, description="the packed store (pdmp_cli.data.store)")
 
     @model_validator(mode="after")
     def _classes(self):

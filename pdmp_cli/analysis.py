@@ -279,10 +279,14 @@ def build_profile(
             warnings.append(_uncertainty_warning("the probe's branch ranking", branch, eval_size, subset))
         probe_out = {**probe, "ranking": probe_ranking}
         m_o, criterion = probe_ranking[0], "multimodal-probe"
-        if probe_ranking[0] != early_ranking[0]:
-            notes.append(
-                f"the multimodal probe ranks {probe_ranking[0]} first, the unimodal early accuracy "
-                f"{early_ranking[0]}; the probe decided (Alg. 1, line 2)"
+        # both criteria are recorded (early_ranking, probe.ranking); a disagreement is said aloud
+        uncertain["criteria_disagree"] = probe_ranking[0] != early_ranking[0]
+        if uncertain["criteria_disagree"]:
+            warnings.append(
+                f"the two m_o criteria disagree at subset {subset:g}: the multimodal probe's branches rank "
+                f"{probe_ranking[0]} first (after {probe.get('epochs', '?')} epochs), early unimodal accuracy "
+                f"{early_ranking[0]} (epoch {early_epochs}); the probe decided (Alg. 1, line 2), so gamma_r "
+                f"follows {probe_ranking[0]}: try both with `pdmp tune`, or pass --probe-epochs 0 for the other"
             )
     first = next(iter(runs.values()))
     profile = Profile(

@@ -116,7 +116,11 @@ class AnalyzeSpec(OptimSpec):
     early_epochs: int = Field(5, gt=0, description="epoch whose accuracy ranks the optimization-dominant modality")
     out: str | None = Field(None, description="profile path; default profiles/<dataset>.json")
     cache: bool = True
-    probe_epochs: int = Field(0, ge=0, description="epochs of a vanilla multimodal probe (0: off)")
+    probe_epochs: int | None = Field(
+        None, ge=0,
+        description="epochs of the vanilla multimodal probe whose branch ranking decides m_o (Alg. 1, line 2); "
+        "default: early_epochs, the point the unimodal criterion reads; 0: off (early unimodal accuracy decides)",
+    )  # fmt: skip
     probe_fusion: str = "concat"
     parallel: bool = Field(
         False, description="train the unimodal models at once, one process per modality (one GPU each where there are several)"
@@ -181,6 +185,8 @@ class TrainSpec(OptimSpec):
     """``pdmp train``: multimodal training with PDMP or a baseline in the same loop."""
 
     profile: str = Field(description="dominance profile JSON (from pdmp analyze or pdmp profile new)")
+        if self.probe_epochs is None:  # the probe by default, as long as the unimodal criterion's epoch
+            self.probe_epochs = self.early_epochs
     dataset: str | None = Field(None, description="defaults to the profile's dataset; must match it")
     fusion: str = "concat"
     method: str = Field("pdmp", description="method registry name (`pdmp methods` lists them)")

@@ -18,7 +18,8 @@ def _cwd(tmp_path, monkeypatch):
 
 
 def _spec(manifest, tmp_path, default_out=True, **kw) -> AnalyzeSpec:
-    base = {"dataset": str(manifest), "device": "cpu"}
+    # the probe off unless a test asks for it: these tests count the unimodal models' steps
+    base = {"dataset": str(manifest), "device": "cpu", "probe_epochs": 0}
     if default_out:
         base["out"] = str(tmp_path / "out" / "p.json")
     return resolve_spec(AnalyzeSpec, dataset_defaults(str(manifest), AnalyzeSpec), base, kw)
@@ -108,12 +109,20 @@ def test_close_rankings_are_marked_uncertain_with_a_fix_in_the_warning():
 
 def test_the_probe_decides_the_optimization_dominant_modality_and_says_so():
     probe = {"fusion": "concat", "epochs": 2, "branch_accuracy": {"audio": 0.3, "visual": 0.6}}
-    p, _ = _profile(probe=probe)
+    p, warnings = _profile(probe=probe)
     assert p.optimization_criterion == "multimodal-probe"
     assert p.optimization_dominant == "visual" and p.probe["ranking"] == ["visual", "audio"]
     assert p.early_ranking == ["audio", "visual"]  # still recorded
-    assert p.uncertain["probe_ranking"] is False
-    assert any("the probe decided" in n for n in p.notes)
+    assert p.uncertain["probe_ranking"] is False and p.uncertain["criteria_disagree"] is True
+    said = [w for w in warnings if "the two m_o criteria disagree" in w]
+    assert said == [
+        "the two m_o criteria disagree at subset 1: the multimodal probe's branches rank visual first (after 2 "
+        "epochs), early unimodal accuracy audio (epoch 2); the probe decided (Alg. 1, line 2), so gamma_r follows "
+        "visual: try both with `pdmp tune`, or pass --probe-epochs 0 for the other"
+    ]
+    assert said[0] in p.notes
+    agree, warnings = _profile(probe={**probe, "branch_accuracy": {"audio": 0.6, "visual": 0.3}})
+    assert agree.uncertain["criteria_disagree"] is False and not any("criteria" in w for w in warnings)
 
 
 def test_curves_of_different_length_are_refused():
@@ -234,6 +243,20 @@ def test_the_probe_trains_a_fused_model_and_is_cached_on_its_own(tiny_manifest, 
     assert o.profile.optimization_dominant == probe["ranking"][0]
     [again], steps = _run(_spec(tiny_manifest, tmp_path, probe_epochs=1))
     assert steps == 0 and again.cached is True and again.profile.probe == probe
+
+
+def test_plain_analyze_runs_the_probe_for_early_epochs_and_records_both_criteria(tiny_manifest, tmp_path):
+    spec = resolve_spec(AnalyzeSpec, dataset_defaults(str(tiny_manifest), AnalyzeSpec),
+                        {"dataset": str(tiny_manifest), "device": "cpu", "out": str(tmp_path / "p.json")})  # fmt: skip
+    assert spec.probe_epochs == spec.early_epochs  # the default: the probe, as long as the early criterion reads
+    [o], _ = _run(spec)
+    p = o.profile
+    assert p.optimization_criterion == "multimodal-probe" and p.probe["epochs"] == spec.early_epochs
+    assert p.early_ranking and p.probe["ranking"]  # both criteria recorded
+    assert p.uncertain["criteria_disagree"] == (p.early_ranking[0] != p.probe["ranking"][0])
+    off = spec.model_copy(update={"probe_epochs": 0})
+    [o], _ = _run(off)
+    assert o.profile.probe is None and o.profile.optimization_criterion == "unimodal-early"
 
 
 def test_two_concurrent_identical_measurements_train_once(tmp_path):

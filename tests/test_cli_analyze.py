@@ -47,7 +47,8 @@ def test_defaults_come_from_the_dataset_manifest_and_the_paper(calls):
     assert (s.dataset, s.subset, s.encoder, s.epochs, s.early_epochs, s.batch_size, s.lr) == (
         "synthetic", [1.0], "small", 20, 2, 64, 0.01,
     )  # fmt: skip
-    assert (s.momentum, s.weight_decay, s.cache, s.probe_epochs, s.device) == (0.9, 1e-4, True, 0, "auto")
+    # the probe (Alg. 1's m_o criterion) runs by default, as long as the early epochs
+    assert (s.momentum, s.weight_decay, s.cache, s.probe_epochs, s.device) == (0.9, 1e-4, True, 2, "auto")
 
 
 def test_every_flag_reaches_the_spec(calls):

@@ -77,6 +77,22 @@ def test_show_prints_a_measured_profile_with_its_curves(tmp_path):
     assert "encoder=small, epochs=2, train_samples=480" in out
 
 
+def test_show_says_when_the_two_m_o_criteria_disagree(tmp_path):
+    args = dict(
+        dataset="synthetic", identity="abc123", modalities=["audio", "visual"],
+        curves={"audio": [0.59, 0.53], "visual": [0.17, 0.775]}, eval_size=480, early_epochs=1, subset=0.4,
+        seed=3, settings={"encoder": "small", "epochs": 2},
+    )  # fmt: skip
+    for probe_acc, disagree in (({"audio": 0.3, "visual": 0.5}, True), ({"audio": 0.5, "visual": 0.3}, False)):
+        p, _ = build_profile(**args, probe={"fusion": "concat", "epochs": 1, "branch_accuracy": probe_acc})
+        p.save(tmp_path / "m.json")
+        out = runner.invoke(app, ["profile", "show", "m.json"], terminal_width=250).output
+        said = ("the m_o criteria disagree: the multimodal probe ranks visual first, early unimodal accuracy audio; "
+                "`pdmp tune` tries both")  # fmt: skip
+        assert (said in " ".join(out.split())) is disagree, out
+        assert "probe_ranking" in out and "early_ranking" in out  # both criteria shown
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

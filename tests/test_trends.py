@@ -107,7 +107,8 @@ def test_table_vi_rows_say_whether_they_agree_with_the_largest_subset():
 
 
 def _spec(manifest, tmp_path, **kw):
-    base = {"dataset": str(manifest), "device": "cpu", "out": str(tmp_path / "p.json")}
+    # the probe off: these tests are about the unimodal curves (and count their steps)
+    base = {"dataset": str(manifest), "device": "cpu", "out": str(tmp_path / "p.json"), "probe_epochs": 0}
     return resolve_spec(AnalyzeSpec, dataset_defaults(str(manifest), AnalyzeSpec), base, kw)
 
 

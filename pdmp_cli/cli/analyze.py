@@ -40,7 +40,7 @@ def analyze_cli(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate."),
     probe_epochs: Optional[int] = typer.Option(
-        None, "--probe-epochs", help="Also run a vanilla multimodal probe for N epochs; its branch ranking decides m_o."
+        None, "--probe-epochs", help="Epochs of the vanilla multimodal probe whose branch ranking decides m_o (Alg. 1; default: --early-epochs; 0: off, early unimodal accuracy decides)."
     ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json)."),
     spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any of these options."),

@@ -61,6 +61,16 @@ def new_cli(
     console.print(f"wrote {path}", highlight=False)
 
 
+def _criteria_words(p) -> str:
+    """A disagreement of the two m_o criteria (probe branch ranking, early unimodal accuracy), said in yellow."""
+    probe = ((p.probe or {}).get("ranking") or [None])[0]
+    early = (p.early_ranking or [None])[0]
+    if not (probe and early) or probe == early:
+        return ""
+    return (f"  [yellow]the m_o criteria disagree: the multimodal probe ranks {probe} first, early unimodal "
+            f"accuracy {early}; `pdmp tune` tries both[/]")  # fmt: skip
+
+
 def profile_table(p):
     """A rich rendering of a :class:`~pdmp_cli.profile.Profile`."""
     from rich.console import Group
@@ -74,7 +84,8 @@ def profile_table(p):
         ("dataset", p.dataset + (f"  [dim]identity {p.dataset_identity}[/]" if p.dataset_identity else "")),
         ("modalities", ", ".join(p.modalities)),
         ("performance-dominant", p.performance_dominant),
-        ("optimization-dominant", (p.optimization_dominant or "unknown") + f"  [dim]({p.optimization_criterion})[/]"),
+        ("optimization-dominant", (p.optimization_dominant or "unknown") + f"  [dim]({p.optimization_criterion})[/]"
+         + _criteria_words(p)),
         ("source", src),
     ]
     if p.subset is not None:

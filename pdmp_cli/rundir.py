@@ -5,7 +5,7 @@
     <run_dir>/metrics.jsonl    one EpochMetrics per line, appended as epochs finish
     <run_dir>/summary.json     RunSummary, rewritten atomically after every epoch
     <run_dir>/split.json       the validation split the best epoch was chosen on
-    <run_dir>/checkpoints/last.pt, best.pt
+    <run_dir>/checkpoints/last.pt, best.pt (+ .sha256: size and hash, checked before loading)
 """
 
 from __future__ import annotations

@@ -276,3 +276,95 @@ def test_3_nan_audio_is_a_problem_of_datasets_check_and_never_cached(tmp_path, m
     again = check_dataset("cremad", root)  # not cached: found again
     assert again.counts == {"non-finite file": 1}
     assert again.bad_samples == {("train", "1002_IEO_NEU_LO")}
+
+
+# --------------------------------------------------------------------------- 5. faults: one line, resumable
+
+
+@pytest.fixture
+def tiny_spec(tmp_path, tiny_manifest):
+    from pdmp_cli.profile import Profile, Provenance
+    from pdmp_cli.specs import TrainSpec
+
+    profile = Profile(
+        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
+        optimization_dominant="audio", optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    ).save(tmp_path / "tiny-profile.json")
+
+    def spec(**kw) -> TrainSpec:
+        base = dict(profile=str(profile), dataset=str(tiny_manifest), encoder="small", epochs=1, batch_size=16, lr=0.01)
+        return TrainSpec(**{**base, **kw})
+
+    return spec
+
+
+def test_5_disk_full_while_saving_a_checkpoint_is_one_line_and_resumable(tiny_spec, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train import checkpoint, run
+    from pdmp_cli.train.loop import resume_spec
+
+    real = torch.save
+
+    def full_disk(obj, f, *a, **kw):  # what torch raises for ENOSPC
+        if obj.get("epoch") == 2 and "optimizer" in obj:
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                               "data/12: file write failed")
+        return real(obj, f, *a, **kw)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    d = tmp_path / "run"
+    with pytest.raises(PdmpError) as e:
+        run(tiny_spec(run_dir=str(d), epochs=3), quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot save checkpoint" in msg and "PytorchStreamWriter failed writing file" in msg
+    assert f"pdmp train --resume {d}" in msg
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_done"] in (1, 2)
+    monkeypatch.setattr(checkpoint.torch, "save", real)
+    done = run(resume_spec(d), resume=True, quiet=True)
+    assert done.status == "complete" and done.summary.epochs_done == 3
+
+
+def test_5_a_corrupt_checkpoint_is_found_before_loading(tiny_spec, tmp_path, monkeypatch):
+    import torch
+
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train import checkpoint, run
+    from pdmp_cli.train.loop import resume_spec
+
+    d = tmp_path / "run"
+    run(tiny_spec(run_dir=str(d)), quiet=True)
+    last = d / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one bit, in the middle of a tensor's bytes
+    last.write_bytes(bytes(data))
+    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **k: pytest.fail("a damaged checkpoint was loaded"))
+    with pytest.raises(PdmpError) as e:
+        run(resume_spec(d, {"epochs": 2}), resume=True, quiet=True)
+    assert str(e.value).startswith(f"checkpoint {last} is damaged: its sha256 differs from the one recorded")
+    last.write_bytes(bytes(data[:-100]))  # cut short
+    with pytest.raises(PdmpError, match="is damaged: it is .* bytes, .* were written"):
+        run(resume_spec(d, {"epochs": 2}), resume=True, quiet=True)
+
+
+def test_5_a_run_directory_that_disappears_stops_the_run_and_is_not_recreated(tiny_spec, tmp_path):
+    import shutil
+
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train import run
+
+    d = tmp_path / "run"
+
+    def vanish(info):
+        if d.exists():
+            shutil.rmtree(d)
+
+    with pytest.raises(PdmpError) as e:
+        run(tiny_spec(run_dir=str(d), epochs=2), quiet=True, on_step=vanish)
+    assert "disappeared during the run" in str(e.value) and "--resume" not in str(e.value)
+    assert not d.exists()

@@ -468,6 +468,7 @@ def test_a_run_from_before_method_args_resumes(tmp_path, tiny_manifest):
     ckpt["spec"] = flat(ckpt["spec"])
     del ckpt["method"]
     torch.save(ckpt, tmp_path / "r" / "checkpoints" / "last.pt")
+    (tmp_path / "r" / "checkpoints" / "last.pt.sha256").unlink()  # older runs have no integrity record
     resumed = resume_spec(tmp_path / "r", {"epochs": 2})
     assert resumed.method_args["ogm-ge"] == {"alpha": 0.3, "start": 0, "end": 51}
     assert run(resumed, resume=True, quiet=True).status == "complete"

@@ -64,7 +64,7 @@ def test_run_directory_metrics_and_summary(env):
     assert sorted(p.name for p in d.iterdir()) == [
         "checkpoints", "metrics.jsonl", "profile.json", "spec.json", "split.json", "summary.json",
     ]  # fmt: skip
-    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"]
     metrics, bad = rundir.read_metrics(d)
     assert bad == 0 and [m.epoch for m in metrics] == [1, 2] and _comparable(metrics) == _comparable(env.pdmp.metrics)
     for m in metrics:

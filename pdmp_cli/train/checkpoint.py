@@ -3,10 +3,21 @@ resumed run reproduce an uninterrupted one exactly (on CPU, same seed, ``num_wor
 
 Everything stored is a tensor or a plain type (dict, list, str, int, float, None), so
 ``torch.load(..., weights_only=True)`` reads it back without unpickling arbitrary objects.
+
+Integrity: :func:`save` records each checkpoint's size and sha256 beside it
+(``<name>.sha256``, JSON); :func:`load` compares both before torch reads a byte, so a damaged
+file (a bit flip, a copy cut short) is refused in one line instead of being loaded. The record
+keeps the previous checkpoint's entry too, so a save cut off between writing the record and
+renaming the checkpoint into place still verifies. Checkpoints of older runs (no record) load as
+before. Any failure while writing (torch reports a full disk as ``RuntimeError``) is a
+:class:`~pdmp_cli.errors.PdmpError` in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import random
 from pathlib import Path
@@ -20,17 +31,77 @@ from pdmp_cli.fsutil import atomic_write
 FORMAT_VERSION = 1
 
 
+def record_path(path: str | os.PathLike) -> Path:
+    """Where the size and sha256 of checkpoint ``path`` are recorded."""
+    p = Path(path)
+    return p.with_name(p.name + ".sha256")
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        rec = json.loads(record_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def save(path: str | os.PathLike, obj: dict) -> Path:
-    """torch.save to a temp file beside ``path``, then rename: never half a checkpoint."""
-    with atomic_write(path, "wb") as f:
-        torch.save({"format": FORMAT_VERSION, **obj}, f)
-    return Path(path)
+    """torch.save to a temp file beside ``path``, then rename: never half a checkpoint. Its size
+    and sha256 are recorded in ``<path>.sha256`` (see the module docstring).
+
+    Raises:
+        PdmpError: anything failing while writing (a full disk: torch raises ``RuntimeError``;
+            a folder that is no longer writable: ``OSError``), in one line.
+    """
+    p = Path(path)
+    try:
+        buf = io.BytesIO()
+        torch.save({"format": FORMAT_VERSION, **obj}, buf)
+        data = buf.getbuffer()
+        entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        old = _read_record(p)
+        previous = {k: old[k] for k in ("size", "sha256") if k in old} if old else None
+        with atomic_write(record_path(p), "w") as f:  # the new entry and the one of the file still in place
+            json.dump({**entry, "previous": previous}, f)
+        with atomic_write(p, "wb") as f:
+            f.write(data)
+    except PdmpError:  # atomic_write's one line: the place is not writable (full disk, read-only)
+        raise
+    except (RuntimeError, OSError) as e:  # torch: "PytorchStreamWriter failed writing file ..." for ENOSPC
+        text = str(e).strip()
+        cause = getattr(e, "strerror", None) or (text.splitlines()[0] if text else type(e).__name__)
+        raise PdmpError(f"cannot save checkpoint {p}: {cause}; free disk space, or choose a writable --run-dir", 1) from None
+    return p
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Compare ``path`` with the size and sha256 recorded when it was saved (no record: older
+    runs, nothing to compare). A mismatch raises PdmpError before anything is loaded."""
+    p = Path(path)
+    rec = _read_record(p)
+    if rec is None:
+        return
+    entries = [e for e in (rec, rec.get("previous")) if isinstance(e, dict) and "size" in e and "sha256" in e]
+    size = p.stat().st_size
+    if not any(e["size"] == size for e in entries):
+        why = f"it is {size} bytes, {entries[0]['size'] if entries else '?'} were written"
+    else:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if any(e["size"] == size and e["sha256"] == h.hexdigest() for e in entries):
+            return
+        why = "its sha256 differs from the one recorded when it was saved (its bytes changed)"
+    raise PdmpError(f"checkpoint {p} is damaged: {why} ({record_path(p).name}); it is not loaded. "
+                    "Restore it from a copy, or start a new run", 1)
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     p = Path(path)
     if not p.is_file():
         raise PdmpError(f"checkpoint {p} does not exist; the run finished no epoch and no step to resume from", 2)
+    verify(p)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, foreign or tampered file

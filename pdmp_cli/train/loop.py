@@ -505,11 +505,20 @@ def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, n
     }
 
 
+def require_run_dir(run_dir: Path) -> None:
+    """Stop (PdmpError) if the run directory vanished during the run: writing would silently
+    re-create it without spec.json, profile.json and split.json, a run that can never be resumed."""
+    if not Path(run_dir).is_dir():
+        raise PdmpError(f"the run directory {run_dir} disappeared during the run (deleted or moved?); the run "
+                        "stopped without re-creating it: put it back and resume, or start a new run", 1)
+
+
 def save_last(
     run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha, amp_state=None,
     method: Method | None = None, lr_schedule: LRSchedule | None = None,
 ):
     """checkpoints/last.pt: everything needed to continue at (epoch, step), both 0-based."""
+    require_run_dir(run_dir)
     checkpoint.save(
         run_dir / rundir.CHECKPOINTS / "last.pt",
         {
@@ -774,6 +783,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
             pdmp_version=__version__,
         )
         if distributed.is_main():
+            require_run_dir(run_dir)
             fsutil.write_json(run_dir / rundir.SUMMARY, s.model_dump(mode="json"), in_place_fallback=in_place)
         return s
 
@@ -900,6 +910,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                 if best_acc is None or selection_score(m) > best_acc:  # best.pt: the best validation epoch
                     best_acc = selection_score(m)
                     if distributed.is_main():
+                        require_run_dir(run_dir)
                         checkpoint.save(
                             run_dir / rundir.CHECKPOINTS / "best.pt",
                             {"model": model.state_dict(), "method": method.state_dict(), "epoch": m.epoch, "test_accuracy": m.test_accuracy,

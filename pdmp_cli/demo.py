@@ -52,14 +52,20 @@ def run(
     dataset: str = "synthetic",
     epochs: int | None = None,
     seed: int = 0,
-    gamma_p: float = 10.0,
+    gamma_p: float | None = None,
     console=None,
     quiet: bool = False,
+    jobs: int | None = None,
+    threads: int | None = None,
 ) -> DemoResult:
     """Analyse ``dataset``, train vanilla, OGM-GE and PDMP on it, report and plot; see the module doc.
 
     ``epochs`` (default: the preset's) applies to the analysis and to each run; ``seed`` is the
     training seed (the analysis keeps the preset's, so its cache serves every demo seed).
+    ``gamma_p`` (default: the preset's, chosen on validation) is PDMP's. ``jobs`` runs (and
+    unimodal models) train at once, each in its own process (default: free cores ÷ ``threads``;
+    :mod:`pdmp_cli.pool`); ``threads`` per run (default: the encoder's, 1 for ``small``). The
+    numbers do not depend on ``jobs``.
 
     Raises PdmpError: an unknown dataset, an output folder that cannot be written, or a stop
     with Ctrl-C (exit code 130; the same command continues where it stopped).
@@ -78,7 +84,7 @@ def run(
 
     # 1. modality analysis (cached) ---------------------------------------------------------------
     defaults = dataset_defaults(dataset, AnalyzeSpec)
-    flags = {"dataset": dataset, "out": str(profile_path)}
+    flags = {"dataset": dataset, "out": str(profile_path), "jobs": jobs, "threads": threads}
     if epochs is not None:
         early = defaults.get("early_epochs", AnalyzeSpec.model_fields["early_epochs"].default)
         flags.update(epochs=epochs, early_epochs=min(early, epochs))
@@ -106,10 +112,11 @@ def run(
     )
 
     # 2. vanilla, OGM-GE, PDMP --------------------------------------------------------------------
-    console.rule(f"2/3 multimodal training: {', '.join(METHODS)} (γp {gamma_p:g}), concat fusion, seed {seed}")
-    flags = {"runs_root": str(out / "runs"), "seed": seed, "gamma_p": gamma_p, "fusion": "concat", "epochs": epochs}
+    flags = {"runs_root": str(out / "runs"), "seed": seed, "gamma_p": gamma_p, "fusion": "concat", "epochs": epochs,
+             "threads": threads}
     base = sweep.base_spec(str(outcome.path), dataset=dataset, flags=flags)
-    result = sweep.run(base, methods=list(METHODS), console=console, quiet=quiet, command="pdmp demo")
+    console.rule(f"2/3 multimodal training: {', '.join(METHODS)} (γp {base.gamma_p:g}), concat fusion, seed {seed}")
+    result = sweep.run(base, methods=list(METHODS), console=console, quiet=quiet, command="pdmp demo", jobs=jobs)
     if result.stopped:
         from pdmp_cli.errors import PdmpError
 

@@ -22,6 +22,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# intra-op threads of one run when --threads is not given (benchmarks/threads.py measures the
+# choice: step time against threads, and what a grid loses when each run takes more than one)
+SMALL_THREADS = 1
+RESNET18_THREADS = 1
+
+
+def default_threads(encoder: str) -> int:
+    """``--threads`` when not given: 1 for the ``small`` encoder (a step of ~40 ms gains little from
+    a second thread: 1.31x at 2 threads, efficiency 0.66, benchmarks/threads.py on a 2-core
+    machine), :data:`RESNET18_THREADS` for ResNet-18, 1 for any other encoder. One thread per run
+    leaves the other cores to ``--jobs``, which runs independent runs side by side."""
+    return RESNET18_THREADS if encoder == "resnet18" else SMALL_THREADS
+
+
+def use_threads(spec) -> int:
+    """Fix this process's intra-op threads for ``spec`` (``spec.threads``, else
+    :func:`default_threads` of its encoder) before any work; returns the count. The count
+    decides float summation order, so the same command, seed and thread count give the same
+    numbers bit for bit however busy the machine is; another count may differ in the last bits."""
+    n = spec.threads or default_threads(spec.encoder)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch Generator for the data order."""
     random.seed(seed)

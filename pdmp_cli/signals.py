@@ -23,6 +23,11 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def record_signal(signum: int) -> None:
+    """Count a stop signal another handler received (``pdmp_cli.pool`` passes them on to its processes)."""
+    _received.append(signum)
+
+
 def interrupt_exit_code() -> int:
     """The exit code of a run stopped by a signal: 128 + its number, the shell's convention
     (143 after SIGTERM, 130 after Ctrl-C; 130 when none was seen, e.g. a KeyboardInterrupt)."""

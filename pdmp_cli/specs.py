@@ -83,6 +83,11 @@ class OptimSpec(_Spec):
     encoder: str = Field("resnet18", description="encoder registry name")
     device: Device = "auto"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    threads: int | None = Field(
+        None, ge=1,
+        description="intra-op CPU threads of each run, fixed before any work (default: 1 for the small encoder, "
+        "pdmp_cli.runtime.RESNET18_THREADS for resnet18); resolved into the saved spec",
+    )  # fmt: skip
     data_root: str | None = Field(None, description="override the manifest's data root")
     val_fraction: float = Field(
         0.1, ge=0, lt=1,
@@ -122,9 +127,11 @@ class AnalyzeSpec(OptimSpec):
         "default: early_epochs, the point the unimodal criterion reads; 0: off (early unimodal accuracy decides)",
     )  # fmt: skip
     probe_fusion: str = "concat"
-    parallel: bool = Field(
-        False, description="train the unimodal models at once, one process per modality (one GPU each where there are several)"
-    )
+    jobs: int | None = Field(
+        None, ge=1,
+        description="unimodal models trained at once, each in its own process (default: free cores ÷ threads on a CPU, "
+        "one per GPU); the curves are the same as with 1",
+    )  # fmt: skip
     epochs: int | Literal["auto"] = Field(
         100, description="epochs of each unimodal model, or auto: until validation accuracy stops improving"
     )
@@ -178,6 +185,8 @@ class AnalyzeSpec(OptimSpec):
         if self.early_epochs > cap:
             what = "max_epochs" if self.epochs == "auto" else "epochs"
             raise ValueError(f"early_epochs ({self.early_epochs}) must be <= {what} ({cap})")
+        if self.probe_epochs is None:  # the probe by default, as long as the unimodal criterion's epoch
+            self.probe_epochs = self.early_epochs
         return self
 
 
@@ -185,8 +194,6 @@ class TrainSpec(OptimSpec):
     """``pdmp train``: multimodal training with PDMP or a baseline in the same loop."""
 
     profile: str = Field(description="dominance profile JSON (from pdmp analyze or pdmp profile new)")
-        if self.probe_epochs is None:  # the probe by default, as long as the unimodal criterion's epoch
-            self.probe_epochs = self.early_epochs
     dataset: str | None = Field(None, description="defaults to the profile's dataset; must match it")
     fusion: str = "concat"
     method: str = Field("pdmp", description="method registry name (`pdmp methods` lists them)")
@@ -283,7 +290,8 @@ def read_spec_file(path: str | Path) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise PdmpError(f"spec file {p} must hold a mapping of options (key: value), not a {type(raw).__name__}", 2)
-    return raw
+    # keys starting with "_" are annotations, never options (pdmp tune's chosen.json: "_tune")
+    return {k: v for k, v in raw.items() if not str(k).startswith("_")}
 
 
 def _merge(into: dict, layer: dict) -> None:

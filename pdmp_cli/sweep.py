@@ -216,20 +216,23 @@ def run(
     quiet: bool = False,
     command: str = "",
     on_outcome: Callable[[Outcome], None] | None = None,
+    jobs: int | None = None,
 ) -> SweepResult:
     """Run the grid in ``base.runs_root``, skipping what is already there; report its runs.
 
-    Stops at the first interrupted run (Ctrl-C): its checkpoint is kept, and calling again
-    resumes it. A diverged run is a result (γp too large) and the sweep goes on.
+    ``jobs`` runs at once, each in its own process (:mod:`pdmp_cli.pool`; default: the free cores
+    ÷ the threads of a run on the CPU, one per visible GPU); every run fixes its own threads and
+    seed, so its numbers are bit-identical to ``jobs=1``, where the runs train one after the other
+    in this process. The outcomes (and the report) keep the grid's order whatever finishes first.
+
+    Stops at Ctrl-C: every run in progress saves its checkpoint, and calling again resumes them.
+    A diverged run is a result (γp too large) and the sweep goes on.
 
     Raises PdmpError: a grid value that is not valid (before anything trains), or whatever
     :func:`pdmp_cli.train.run` refuses (a profile that does not fit the dataset, ...).
     """
     from pdmp_cli import report as report_mod
-    from pdmp_cli import train
     from pdmp_cli.profile import Profile
-    from pdmp_cli.progress import duration
-    from pdmp_cli.train.loop import resume_spec
 
     if console is None or quiet:
         from rich.console import Console
@@ -241,46 +244,153 @@ def run(
     ident = profile_identity(prof)
     have = existing_runs(base.runs_root)
     command = command or shlex.join(["pdmp", *sys.argv[1:]])
-    outcomes: list[Outcome] = []
-    stopped = None
-    trained_seconds, trained = 0.0, 0  # the sweep's ETA: mean time of a trained run x runs left
+    outcomes: dict[int, Outcome] = {}
+    todo: list[tuple[int, TrainSpec, Path | None]] = []  # (index, spec, interrupted run to resume)
     for i, spec in enumerate(specs, 1):
-        what = f"[{i}/{len(specs)}] {describe(spec)}"
         spec = spec.model_copy(update={"dataset": spec.dataset or ident["dataset"]})
         matches = have.get(run_key(spec.model_dump(mode="json"), ident), [])
         done = next(((d, s) for d, s in matches if s in DONE), None)
         if done is not None:
-            o = Outcome(spec, "skipped", done[0], done[1])
-            console.print(f"{what}: already in {done[0]} ({done[1]}); skipped", highlight=False, soft_wrap=True)
+            outcomes[i] = Outcome(spec, "skipped", done[0], done[1])
+            console.print(f"[{i}/{len(specs)}] {describe(spec)}: already in {done[0]} ({done[1]}); skipped", highlight=False, soft_wrap=True)
+            if on_outcome is not None:
+                on_outcome(outcomes[i])
         else:
-            paused = next((d for d, s in matches if s == "interrupted"), None)
-            t_run = time.monotonic()
-            with _EpochBar(console, what, spec.epochs) as bar:
-                if paused is not None:
-                    res = train.run(resume_spec(paused), command, resume=True, quiet=True, on_step=bar.step)
-                    action = "resumed"
-                else:
-                    res = train.run(spec, command, quiet=True, on_step=bar.step)
-                    action = "trained"
-            o = Outcome(spec, action, res.run_dir, res.summary.status)
-            s = res.summary
-            trained_seconds, trained = trained_seconds + time.monotonic() - t_run, trained + 1
-            left = len(specs) - i
-            eta = f"; sweep ETA {duration(trained_seconds / trained * left)}" if left else ""
-            acc = "no epoch finished" if s.final_accuracy is None else f"final accuracy {s.final_accuracy:.4f}"
-            if s.selected_accuracy is not None:
-                acc = f"test accuracy {s.selected_accuracy:.4f} at the best {s.selection} epoch, {acc}"
-            console.print(f"{what}: {action}, {s.status}; {acc}; {res.run_dir}{eta}", highlight=False, soft_wrap=True)
-            if s.status == "interrupted":
-                stopped = f"{s.message}; give the same command again to continue the sweep"
-        outcomes.append(o)
+            todo.append((i, spec, next((d for d, s in matches if s == "interrupted"), None)))
+    jobs = jobs or _default_jobs(base)
+    if jobs > 1 and len(todo) > 1:
+        stopped = _run_in_processes(todo, len(specs), jobs, command, console, outcomes, on_outcome)
+    else:
+        stopped = _run_here(todo, len(specs), command, console, outcomes, on_outcome)
+    ordered = [outcomes[i] for i in sorted(outcomes)]
+    dirs = [o.run_dir for o in ordered]
+    rep = report_mod.build(dirs) if dirs else None
+    return SweepResult(ordered, rep, stopped)
+
+
+def _default_jobs(base: TrainSpec) -> int:
+    """--jobs when not given: :func:`pdmp_cli.pool.default_jobs` for the base spec's device and threads."""
+    import torch
+
+    from pdmp_cli.pool import default_jobs
+    from pdmp_cli.runtime import default_threads, resolve_device
+
+    device = resolve_device(base.device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return default_jobs(device.type, base.threads or default_threads(base.encoder), gpus)
+
+
+def _run_line(i: int, total: int, spec: TrainSpec, action: str, s, run_dir, eta: str = "") -> str:
+    """The one line a finished run prints: status, the validation-selected headline, the final epoch."""
+    acc = "no epoch finished" if s.final_accuracy is None else f"final accuracy {s.final_accuracy:.4f}"
+    if s.selected_accuracy is not None:
+        acc = f"test accuracy {s.selected_accuracy:.4f} at the best {s.selection} epoch, {acc}"
+    return f"[{i}/{total}] {describe(spec)}: {action}, {s.status}; {acc}; {run_dir}{eta}"
+
+
+def _run_here(todo, total, command, console, outcomes, on_outcome) -> str | None:
+    """The runs one after the other in this process, each with its epoch bar (--jobs 1)."""
+    from pdmp_cli import train
+    from pdmp_cli.progress import duration
+    from pdmp_cli.train.loop import resume_spec
+
+    trained_seconds, trained = 0.0, 0  # the sweep's ETA: mean time of a trained run x runs left
+    for n, (i, spec, paused) in enumerate(todo, 1):
+        t_run = time.monotonic()
+        with _EpochBar(console, f"[{i}/{total}] {describe(spec)}", spec.epochs) as bar:
+            if paused is not None:
+                res = train.run(resume_spec(paused), command, resume=True, quiet=True, on_step=bar.step)
+                action = "resumed"
+            else:
+                res = train.run(spec, command, quiet=True, on_step=bar.step)
+                action = "trained"
+        outcomes[i] = o = Outcome(spec, action, res.run_dir, res.summary.status)
+        trained_seconds, trained = trained_seconds + time.monotonic() - t_run, trained + 1
+        left = len(todo) - n
+        eta = f"; sweep ETA {duration(trained_seconds / trained * left)}" if left else ""
+        console.print(_run_line(i, total, spec, action, res.summary, res.run_dir, eta), highlight=False, soft_wrap=True)
         if on_outcome is not None:
             on_outcome(o)
-        if stopped:
-            break
-    dirs = [o.run_dir for o in outcomes]
-    rep = report_mod.build(dirs) if dirs else None
-    return SweepResult(outcomes, rep, stopped)
+        if res.summary.status == "interrupted":
+            return f"{res.summary.message}; give the same command again to continue the sweep"
+    return None
+
+
+def _train_job(spec_json: dict, paused: str | None, command: str, report) -> tuple[str, dict, str]:
+    """One run of the grid in its own process (:mod:`pdmp_cli.pool`); each finished epoch goes to
+    ``report``. -> ``(run directory, summary as JSON, trained | resumed)``."""
+    from pdmp_cli import train
+    from pdmp_cli.train.loop import resume_spec
+
+    done = [0]
+
+    def step(info):
+        while done[0] < info.epoch:  # the first step of epoch e: e epochs are done
+            done[0] += 1
+            report(done[0])
+
+    if paused is not None:
+        res = train.run(resume_spec(paused), command, resume=True, quiet=True, on_step=step)
+        action = "resumed"
+    else:
+        res = train.run(TrainSpec.model_validate(spec_json), command, quiet=True, on_step=step)
+        action = "trained"
+    step(type("Done", (), {"epoch": len(res.metrics)}))  # the last epoch has no step after it
+    return str(res.run_dir), res.summary.model_dump(mode="json"), action
+
+
+def _run_in_processes(todo, total, jobs, command, console, outcomes, on_outcome) -> str | None:
+    """The runs ``jobs`` at a time, each in its own process; one line per run as it finishes."""
+    import torch
+
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.pool import Task, run_tasks
+    from pdmp_cli.progress import EpochBars
+    from pdmp_cli.rundir import RunSummary
+    from pdmp_cli.runtime import resolve_device
+
+    by_index = {i: (spec, paused) for i, spec, paused in todo}
+    gpus = torch.cuda.device_count() if any(resolve_device(s.device).type == "cuda" for _, s, _ in todo) else 0
+    tasks = [
+        Task(i, _train_job, (spec.model_dump(mode="json"), str(paused) if paused else None, command),
+             f"cuda:{n % gpus}" if gpus else None)
+        for n, (i, spec, paused) in enumerate(todo)
+    ]  # fmt: skip
+    console.print(f"{len(tasks)} runs, {min(jobs, len(tasks))} at a time, each in its own process", highlight=False)
+    stopped, failures = None, []
+    with EpochBars(console.is_terminal, console) as bars:  # bars on a terminal; else the finished lines only
+        advance = {}
+
+        def started(i):
+            spec, _ = by_index[i]
+            advance[i] = bars.task(f"[{i}/{total}] {describe(spec)}", spec.epochs)
+
+        def epoch(i, _n):
+            if advance.get(i):
+                advance[i]()
+
+        def finished(i, value):
+            nonlocal stopped
+            run_dir, summary, action = value
+            spec, _ = by_index[i]
+            s = RunSummary.model_validate(summary)
+            outcomes[i] = o = Outcome(spec, action, Path(run_dir), s.status)
+            console.print(_run_line(i, total, spec, action, s, run_dir), highlight=False, soft_wrap=True)
+            if on_outcome is not None:
+                on_outcome(o)
+            if s.status == "interrupted":
+                stopped = f"{s.message}; give the same command again to continue the sweep"
+
+        out = run_tasks(tasks, jobs, on_start=started, on_message=epoch, on_done=finished)
+    for i, msg in sorted(out.errors.items()):
+        failures.append(f"[{i}/{total}] {describe(by_index[i][0])}: {msg}")
+    if out.stopped_by is not None and stopped is None:
+        stopped = "stopped; give the same command again to continue the sweep"
+    if failures and stopped is None:
+        raise PdmpError(failures[0] + (f" (and {len(failures) - 1} more failed)" if len(failures) > 1 else ""), 1)
+    if out.not_started and stopped:
+        stopped += f" ({len(out.not_started)} runs not started)"
+    return stopped
 
 
 class _EpochBar:

@@ -33,6 +33,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def _one_job_unless_asked(monkeypatch):
+    # --jobs defaults to the free cores: tests that want processes pass jobs themselves, the rest
+    # train in the test's own process (a spawned worker re-imports torch: seconds each)
+    monkeypatch.setattr("pdmp_cli.pool.free_cores", lambda: 1)
+
+
 @pytest.fixture
 def tiny_manifest(tmp_path) -> Path:
     """A 90-clip, 3-class synthetic dataset manifest (loads in well under a second)."""

@@ -1,4 +1,4 @@
-"""``pdmp analyze --parallel``: one spawned process per modality, the same curves as in sequence."""
+"""``pdmp analyze --jobs N``: each modality in its own spawned process, the same curves as with --jobs 1."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ def _spec(manifest, tmp_path, **kw) -> AnalyzeSpec:
 def test_parallel_curves_equal_the_sequential_ones(tiny_manifest, tmp_path, monkeypatch):
     # fork spares the workers re-importing torch (seconds on this shared 2-core machine); one CPU
     # thread and no CUDA make it safe here. The failure test below runs the default, spawn.
-    monkeypatch.setattr(analysis, "START_METHOD", "fork")
+    from pdmp_cli import pool
+
+    monkeypatch.setattr(pool, "START_METHOD", "fork")
     steps0 = analysis.training_steps.value
-    [seq] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1), progress=False)
+    [seq] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1, jobs=1), progress=False)
     steps_seq = analysis.training_steps.value - steps0
-    [par] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1, parallel=True), progress=False)
+    [par] = analysis.run(_spec(tiny_manifest, tmp_path, epochs=2, early_epochs=1, jobs=2), progress=False)
     steps_par = analysis.training_steps.value - steps0 - steps_seq
     for m in ("audio", "visual"):
         assert par.profile.results[m].curve == seq.profile.results[m].curve
@@ -40,13 +42,16 @@ def test_parallel_curves_equal_the_sequential_ones(tiny_manifest, tmp_path, monk
     )  # fmt: skip
     assert steps_par == steps_seq == 2 * 2 * 4  # the workers' steps are counted: 2 models x 2 epochs x 60/16
     assert par.cache_key == seq.cache_key  # one measurement, one cache entry
-    assert par.profile.settings == seq.profile.settings and "parallel" not in par.profile.settings
+    assert par.profile.settings == seq.profile.settings and "jobs" not in par.profile.settings
+    assert par.profile.settings["threads"] == 1  # the small encoder's default, recorded
 
 
 def test_a_failing_worker_names_its_modality(tiny_manifest, tmp_path):
     from pdmp_cli.data import load_dataset
 
-    assert analysis.START_METHOD == "spawn"  # the library's default: a fresh interpreter per worker
+    from pdmp_cli import pool
+
+    assert pool.START_METHOD == "spawn"  # the library's default: a fresh interpreter per worker
     spec = _spec(tiny_manifest, tmp_path)
     bundle = load_dataset(str(tiny_manifest))
     tiny_manifest.unlink()  # the workers load the dataset themselves: now they cannot
@@ -54,8 +59,8 @@ def test_a_failing_worker_names_its_modality(tiny_manifest, tmp_path):
     with pytest.raises(PdmpError) as e:
         analysis.train_unimodal_parallel(only_visual, list(range(len(bundle.train))), spec, torch.device("cpu"))
     msg = str(e.value)
-    assert msg.startswith("training the visual model in parallel failed: ")
-    assert str(tiny_manifest) in msg and msg.endswith("; run without --parallel to see it in full")
+    assert msg.startswith("training the visual model in its own process failed: ")
+    assert str(tiny_manifest) in msg and msg.endswith("; run with --jobs 1 to see it in full")
 
 
 def test_one_gpu_per_modality_where_there_are_several(monkeypatch):
@@ -65,11 +70,11 @@ def test_one_gpu_per_modality_where_there_are_several(monkeypatch):
     assert analysis.worker_devices(["audio", "visual"], cpu) == ["cpu", "cpu"]
 
 
-def test_cli_parallel_flag_reaches_the_spec(monkeypatch):
+def test_cli_jobs_and_threads_flags_reach_the_spec(monkeypatch):
     from pdmp_cli.cli.app import app
 
     seen = []
     monkeypatch.setattr(analysis, "run", lambda spec, **kw: seen.append(spec) or [])
-    assert CliRunner().invoke(app, ["analyze", "--dataset", "synthetic", "--parallel"]).exit_code == 0
+    assert CliRunner().invoke(app, ["analyze", "--dataset", "synthetic", "--jobs", "2", "--threads", "3"]).exit_code == 0
     assert CliRunner().invoke(app, ["analyze", "--dataset", "synthetic"]).exit_code == 0
-    assert [s.parallel for s in seen] == [True, False]
+    assert [(s.jobs, s.threads) for s in seen] == [(2, 3), (None, None)]

@@ -50,8 +50,12 @@ def analyze_cli(
     skip_bad: bool = typer.Option(
         None, "--skip-bad", help="Leave out unreadable samples (then train with --skip-bad too: the same samples)."
     ),
-    parallel: bool = typer.Option(
-        None, "--parallel/--sequential", help="Train the unimodal models at once, one process per modality (one GPU each)."
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1,
+        help="Unimodal models trained at once, each in its own process (default: free cores ÷ --threads; one per GPU). Same curves as --jobs 1.",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Intra-op CPU threads of each model (default: 1 for small, see README for resnet18)."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Check spec, data and --out, try one batch per modality, estimate the time; write nothing."
@@ -73,7 +77,7 @@ def analyze_cli(
     flags = overrides(
         dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
         batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
-        cache=False if no_cache else None, parallel=parallel, skip_bad=skip_bad, patience=patience,
+        cache=False if no_cache else None, jobs=jobs, threads=threads, skip_bad=skip_bad, patience=patience,
         max_epochs=max_epochs, seeds=seeds, val_fraction=val_fraction, select_on_test=select_on_test,
     )  # fmt: skip
     resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)

@@ -29,6 +29,13 @@ def sweep_cli(
     spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any `pdmp train` option; flags win."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1,
+        help="Runs at once, each in its own process (default: free cores ÷ --threads on a CPU, one per GPU); same numbers as --jobs 1.",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Intra-op CPU threads of each run (default: 1 for small; see README for resnet18)."
+    ),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write the sweep's plots (accuracy against γp, ...) here."),
     fmt: str = typer.Option("table", "--format", "-f", help="Table of the sweep's runs: table, markdown, csv or json."),
@@ -57,7 +64,7 @@ def sweep_cli(
         raise PdmpError("--profile is required: make one with `pdmp analyze --dataset NAME` or write it by hand", 2)
     flags = overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, encoder=encoder, ogm_alpha=ogm_alpha, runs_root=runs_dir,
-        device=device, num_workers=num_workers, data_root=data_root,
+        device=device, num_workers=num_workers, data_root=data_root, threads=threads,
     )  # fmt: skip
     base = sweep.base_spec(profile, dataset=dataset, file_layer=file_layer, flags=flags)
     result = sweep.run(
@@ -68,6 +75,7 @@ def sweep_cli(
         methods=sweep.parse_list(method, str, "--method"),
         console=err_console,
         quiet=quiet,
+        jobs=jobs,
     )
     rep = result.report
     summary = f"sweep: {result.trained} trained, {result.resumed} resumed, {result.skipped} skipped (already in {base.runs_root})"

@@ -11,7 +11,7 @@ import typer
 from pdmp_cli.cli._app import app, command, console, err_console, fail, overrides
 
 # flags a resumed run may change; every other flag is refused with --resume
-_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "tensorboard"}
+_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "tensorboard", "threads"}
 
 
 @app.command("train")
@@ -47,6 +47,7 @@ def train_cli(
     lr_min: float = typer.Option(None, "--lr-min", help="cosine: the lr it anneals to (default 0)."),
     lr_cosine_epochs: int = typer.Option(None, "--lr-cosine-epochs", help="cosine: epochs it anneals over (default: --epochs)."),
     tensorboard: bool = typer.Option(None, "--tensorboard", help="Also write TensorBoard event files into the run directory."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Intra-op CPU threads, fixed before any work (default: 1 for small; see README for resnet18)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check spec, data and profile, build and try one batch, estimate the time; write nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
@@ -73,7 +74,7 @@ def train_cli(
         num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
         devices=devices, precision=precision, val_fraction=val_fraction, select_on_test=select_on_test,
         method_args=parse_set(set_), lr_schedule=lr_schedule, lr_step_size=lr_step_size, lr_step_gamma=lr_step_gamma,
-        lr_min=lr_min, lr_cosine_epochs=lr_cosine_epochs, tensorboard=tensorboard,
+        lr_min=lr_min, lr_cosine_epochs=lr_cosine_epochs, tensorboard=tensorboard, threads=threads,
     )
     from pdmp_cli.train import distributed
 

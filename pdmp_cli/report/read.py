@@ -33,8 +33,9 @@ class _UsesGammaP:
 
 
 USES_GAMMA_P = _UsesGammaP()
-# spec fields that never change what a run computes (paths, worker processes), or identify it
-NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed"}
+# spec fields that never change what a run computes (paths, worker processes), or identify it; and
+# threads, an execution detail like the machine (another count may differ in the last bits)
+NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed", "threads"}
 
 
 @dataclass

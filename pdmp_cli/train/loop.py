@@ -51,7 +51,9 @@ from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile, write_json_atomic
 from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
-from pdmp_cli.runtime import GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device
+from pdmp_cli.runtime import (
+    GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device, use_threads,
+)
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, distributed, health
 from pdmp_cli.train.schedule import LRSchedule
@@ -61,6 +63,7 @@ CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for t
 # spec fields a resumed run may change; any other difference from the checkpoint is refused
 RESUMABLE_CHANGES = {
     "epochs", "device", "devices", "precision", "num_workers", "data_root", "run_dir", "runs_root", "tensorboard",
+    "threads",
 }
 
 
@@ -649,6 +652,8 @@ def run(
             profile or dataset, an occupied run directory, a resume that does not fit its run,
             a precision the device cannot run, a global batch that does not split over the ranks.
     """
+    # intra-op threads fixed before any work (and saved in spec.json): same thread count, same numbers
+    spec = spec.model_copy(update={"threads": use_threads(spec)})
     device, started = distributed.setup(resolve_device(spec.device))  # torchrun: join its group
     try:
         return _run(
@@ -793,7 +798,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         f"data: {bundle.name}, {len(bundle.train)} train / {_val_words(val_split)} / "
         f"{f'{len(bundle.test)} test' if evaluate_test else 'test split not read'}, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes; model: {spec.encoder} encoders, "
-        f"{spec.fusion} fusion; device {device}{_scale_note(spec, device)}",
+        f"{spec.fusion} fusion; device {device}, {spec.threads} thread{'s' if spec.threads != 1 else ''}"
+        f"{_scale_note(spec, device)}",
         soft_wrap=True,
     )
     if data_report.skipped:

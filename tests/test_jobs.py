@@ -1,0 +1,158 @@
+"""--threads (fixed per run, before any work, recorded) and --jobs (independent runs side by side,
+each in its own process; the same numbers as one after the other; Ctrl-C stops them all)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from rich.console import Console
+
+from pdmp_cli import pool, sweep
+from pdmp_cli.profile import Profile, Provenance
+from pdmp_cli.specs import TrainSpec
+
+_REAL_FREE_CORES = pool.free_cores  # before conftest's fixture pins it
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def profile(tmp_path) -> str:
+    p = Profile(
+        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
+        optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    )  # fmt: skip
+    return str(p.save(tmp_path / "profile.json"))
+
+
+def _comparable(run_dir) -> list[dict]:
+    from pdmp_cli import rundir
+
+    return [m.model_dump(exclude={"epoch_seconds"}) for m in rundir.read_metrics(run_dir)[0]]
+
+
+def test_threads_are_fixed_before_any_work_recorded_and_on_the_start_line(tiny_manifest, profile, tmp_path, one_thread, monkeypatch):
+    from pdmp_cli.train import run
+
+    torch.set_num_threads(2)  # whatever the process had (OMP_NUM_THREADS, torch's default): the run decides
+    seen = set()
+    out = io.StringIO()
+    spec = TrainSpec(profile=profile, dataset=str(tiny_manifest), epochs=1, run_dir=str(tmp_path / "a"))
+    r = run(spec, console=Console(file=out, width=300), on_step=lambda info: seen.add(torch.get_num_threads()))
+    assert seen == {1}  # the small encoder's default
+    assert json.loads((r.run_dir / "spec.json").read_text())["threads"] == 1
+    assert "concat fusion; device cpu, 1 thread\n" in out.getvalue()
+
+    class BeforeAnyWork(Exception):
+        pass
+
+    def seeded(seed):  # two threads on a busy 2-core machine are slow: the count at the seeding tells
+        seen.add(torch.get_num_threads())
+        raise BeforeAnyWork
+
+    seen.clear()
+    monkeypatch.setattr("pdmp_cli.train.loop.seed_everything", seeded)
+    with pytest.raises(BeforeAnyWork):
+        run(spec.model_copy(update={"threads": 2, "run_dir": str(tmp_path / "b")}), quiet=True)
+    assert seen == {2}
+
+
+def test_default_threads_and_jobs(monkeypatch):
+    from pdmp_cli.runtime import default_threads
+
+    assert default_threads("small") == 1
+    monkeypatch.setattr(pool, "free_cores", _REAL_FREE_CORES)  # conftest pins it to 1
+    monkeypatch.setattr(pool, "usable_cores", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert pool.free_cores() == 5  # 8 cores - round(2.6) busy
+    assert pool.default_jobs("cpu", 1) == 5 and pool.default_jobs("cpu", 2) == 2 and pool.default_jobs("cpu", 8) == 1
+    assert pool.default_jobs("cuda", 1, gpus=4) == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert pool.default_jobs("cpu", 1) == 1  # a saturated machine: one run at a time
+
+
+def test_threads_flag_is_refused_below_one(profile):
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.specs import resolve_spec
+
+    with pytest.raises(PdmpError, match="threads must be >= 1, got 0"):
+        resolve_spec(TrainSpec, {"profile": profile, "threads": 0})
+
+
+def test_sweep_with_two_jobs_gives_the_numbers_of_one_job(tiny_manifest, profile, tmp_path, monkeypatch, one_thread):
+    # fork spares each worker re-importing torch (seconds on a 2-core machine); safe here: one
+    # intra-op thread and no CUDA. The library's default is spawn (test_parallel_analysis.py).
+    monkeypatch.setattr(pool, "START_METHOD", "fork")
+    torch.set_num_threads(1)
+    grid = dict(gamma_p=[2.0], methods=["vanilla", "pdmp", "ogm-ge"])
+
+    def base(root):
+        return sweep.base_spec(profile, dataset=str(tiny_manifest), flags={"runs_root": str(tmp_path / root), "epochs": 2})
+
+    one = sweep.run(base("one"), jobs=1, quiet=True, **grid)
+    out = io.StringIO()
+    two = sweep.run(base("two"), jobs=2, console=Console(file=out, width=400), **grid)
+    assert [o.spec.method for o in two.outcomes] == [o.spec.method for o in one.outcomes] == ["vanilla", "pdmp", "ogm-ge"]
+    assert [o.action for o in two.outcomes] == ["trained"] * 3
+    for a, b in zip(one.outcomes, two.outcomes):
+        assert _comparable(b.run_dir) == _comparable(a.run_dir)  # bit for bit: losses, accuracies, w, gamma
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("[")]
+    assert len(lines) == 3 and all(": trained, complete; test accuracy " in ln for ln in lines)  # one line per run
+    assert "3 runs, 2 at a time, each in its own process" in out.getvalue()
+    def table(rep):
+        return [{k: v for k, v in r.stats.items() if k != "wall_seconds"} for r in rep.rows]
+
+    assert table(two.report) == table(one.report)
+
+
+def _wait_for_stop(report):
+    """A job that runs until it is asked to stop, as a training run does after Ctrl-C."""
+    from pdmp_cli.signals import GracefulInterrupt
+
+    with GracefulInterrupt() as stop:
+        report("ready")
+        deadline = time.monotonic() + 30
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return "stopped cleanly" if stop.requested else "never stopped"
+
+
+def test_ctrl_c_reaches_every_running_job_once_and_starts_no_more(monkeypatch):
+    monkeypatch.setattr(pool, "START_METHOD", "fork")
+    ready = []
+
+    def message(key, msg):
+        ready.append(key)
+        if len(ready) == 2:  # both running: Ctrl-C at the terminal reaches the parent alone
+            os.kill(os.getpid(), signal.SIGINT)
+
+    handler = signal.getsignal(signal.SIGINT)
+    tasks = [pool.Task(k, _wait_for_stop) for k in ("a", "b", "c")]
+    out = pool.run_tasks(tasks, 2, on_message=message)
+    assert out.results == {"a": "stopped cleanly", "b": "stopped cleanly"}  # one signal each: a graceful stop
+    assert out.not_started == ["c"] and out.stopped_by == signal.SIGINT and not out.errors
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
+def _fail(report):
+    from pdmp_cli.errors import PdmpError
+
+    raise PdmpError("no such thing; fix it")
+
+
+def test_a_failing_job_is_one_line(monkeypatch):
+    monkeypatch.setattr(pool, "START_METHOD", "fork")
+    out = pool.run_tasks([pool.Task("x", _fail)], 1)
+    assert out.errors == {"x": "no such thing; fix it"} and out.results == {}

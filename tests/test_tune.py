@@ -20,14 +20,10 @@ from pdmp_cli.profile import Profile, Provenance
 NAN = float("nan")  # in a fixture curve: the loss becomes non-finite in that epoch
 
 # Validation accuracy after each epoch (already increasing, so "best so far" = the value).
-# budget 8, first rung 2, eta 2: rungs at epochs 2 and 4. Worked out by hand with Optuna's rule
-# (a candidate goes on if its value is >= the k-th best of the n that reached the rung, k = max(1, n // 2)):
-#   γp 1  : epoch 2 alone -> on; epoch 4 alone -> on; finishes 8 epochs (0.70)
-#   γp 2  : epoch 2 {.50, .40}: k=1, .40 < .50 -> stopped after 2
-#   γp 5  : epoch 2 {.50,.40,.60}: k=1 best -> on; epoch 4 {.60,.65}: best -> on; finishes (0.80)
-#   γp 10 : epoch 2 {.50,.40,.60,.55}: k=2 -> .55 >= .55 on; epoch 4 {.60,.65,.62}: k=1 -> stopped after 4
-#   γp 15 : epoch 2 {.., .58}: n=5, k=2 -> .58 >= .58 on; epoch 3 diverges -> dropped
-#   γp 20 : epoch 2 n=6, k=3: 3rd best .55 > .30 -> stopped after 2
+# budget 8, first rung 2, eta 2: rungs at epochs 2 and 4. Synchronous successive halving, by hand:
+#   epoch 2, all six: γp 5 .60, γp 15 .58, γp 10 .55 | γp 1 .50, γp 2 .40, γp 20 .30: the best 3 of 6 go on
+#   epoch 4: γp 15 diverges in epoch 3 -> dropped; γp 5 .65 and γp 10 .62: the best 1 of 2 goes on
+#   epoch 8: γp 5 finishes (0.80)
 CURVES = {
     "gamma_p-1": [0.40, 0.50, 0.55, 0.60, 0.62, 0.64, 0.66, 0.70],
     "gamma_p-2": [0.30, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.90],
@@ -37,57 +33,73 @@ CURVES = {
     "gamma_p-20": [0.20, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60],
 }
 EXPECTED = {
-    "gamma_p-1": ("complete", 8),
+    "gamma_p-1": ("stopped", 2),
     "gamma_p-2": ("stopped", 2),
     "gamma_p-5": ("complete", 8),
     "gamma_p-10": ("stopped", 4),
     "gamma_p-15": ("dropped", 2),
     "gamma_p-20": ("stopped", 2),
 }
+SPENT = 2 + 2 + 8 + 4 + 2 + 2  # 20 of 48; the log also has γp 15's diverging epoch 3
 
 
 class FileTrainer:
-    """Stands in for the real trainer: a candidate's progress lives in a file (so a second process
-    or a second call sees it), every trained epoch is logged, and one Ctrl-C can be simulated."""
+    """Stands in for the real trainer: a run's progress lives in a file (so a second process or a
+    second call sees it), every trained epoch is logged, and one Ctrl-C can be simulated.
+    ``curves``: key -> curve, or (key, seed) -> curve. ``peers``: wait (before the first epoch)
+    until that many trainers have started on ``root``, so several workers really overlap."""
 
-    def __init__(self, root: Path, curves: dict, interrupt: tuple[str, int] | None = None, delay: float = 0.0):
-        self.root, self.curves, self.interrupt, self.delay = Path(root), curves, interrupt, delay
+    def __init__(self, root: Path, curves: dict, interrupt=None, delay: float = 0.0, n_val: int | None = None, peers: int = 0):
+        self.root, self.curves, self.interrupt, self.delay, self.n_val = Path(root), curves, interrupt, delay, n_val
         self.root.mkdir(parents=True, exist_ok=True)
+        self.peers = peers
+        if peers:
+            (self.root / f"started-{os.getpid()}").touch()
 
-    def _state(self, cand) -> dict:
-        p = self.root / f"{cand.key}.json"
+    def _file(self, cand, seed) -> Path:
+        return self.root / f"{cand.key}-s{seed}.json"
+
+    def _state(self, cand, seed) -> dict:
+        p = self._file(cand, seed)
         return json.loads(p.read_text()) if p.exists() else {"curve": [], "status": None, "message": None}
 
-    def progress(self, cand):
-        s = self._state(cand)
-        return tune.Progress(s["curve"], s["status"], s["message"], float(len(s["curve"])), str(self.root / cand.key))
+    def progress(self, cand, seed):
+        s = self._state(cand, seed)
+        return tune.Progress(s["curve"], s["status"], s["message"], float(len(s["curve"])), str(self.root / cand.key), self.n_val)
 
-    def advance(self, cand, epochs):
+    def advance(self, cand, seed, epochs):
         import time
 
-        s = self._state(cand)
+        if self.peers:
+            t0 = time.monotonic()
+            while len(list(self.root.glob("started-*"))) < self.peers and time.monotonic() - t0 < 60:
+                time.sleep(0.01)
+            self.peers = 0
+        s = self._state(cand, seed)
         assert s["status"] != "diverged", "a diverged candidate must not be trained again"
+        curve = self.curves.get((cand.key, seed), self.curves.get(cand.key))
         for e in range(len(s["curve"]) + 1, epochs + 1):
             time.sleep(self.delay)
             with open(self.root / "log.txt", "a") as f:
-                f.write(f"{cand.key} {e} {os.getpid()}\n")
-            v = self.curves[cand.key][e - 1]
+                f.write(f"{cand.key} {seed} {e} {os.getpid()}\n")
+            v = curve[e - 1]
             if math.isnan(v):
                 s.update(status="diverged", message=f"the loss became non-finite at epoch {e}, step 3")
                 break
             s["curve"].append(v)
             if self.interrupt == (cand.key, e):
                 self.interrupt = None
-                s.update(status="interrupted", message=f"interrupted after epoch {e}")
+                s.update(status="interrupted", message=f"interrupted after epoch {e}; continue with `pdmp train --resume x`")
                 break
         else:
             s.update(status="complete", message=None)
-        (self.root / f"{cand.key}.json").write_text(json.dumps(s))
-        return self.progress(cand)
+        self._file(cand, seed).write_text(json.dumps(s))
+        return self.progress(cand, seed)
 
-    def log(self) -> list[tuple[str, int, int]]:
+    def log(self) -> list[tuple[str, int, int, int]]:
         p = self.root / "log.txt"
-        return [(k, int(e), int(pid)) for k, e, pid in (ln.split() for ln in p.read_text().splitlines())] if p.exists() else []
+        rows = (ln.split() for ln in p.read_text().splitlines()) if p.exists() else []
+        return [(k, int(s), int(e), int(pid)) for k, s, e, pid in rows]
 
 
 def _profile(path: Path, **update) -> str:
@@ -112,74 +124,199 @@ def _states(result) -> dict:
     return {r.candidate.key: (r.state, len(r.curve)) for r in result.candidates}
 
 
-def test_successive_halving_keeps_and_drops_the_right_candidates(tmp_path, tiny_manifest):
+def _epochs(trainer) -> list[tuple[str, int, int]]:
+    return [(k, s, e) for k, s, e, _ in trainer.log()]
+
+
+def test_synchronous_successive_halving_keeps_and_drops_the_right_candidates(tmp_path, tiny_manifest):
     plan = _plan(tmp_path, tiny_manifest)
-    assert plan.rungs() == [2, 4] and plan.targets() == [2, 4, 8]
+    assert plan.rungs() == [2, 4] and plan.targets() == [2, 4, 8] and not plan.asynchronous
     trainer = FileTrainer(tmp_path / "fake", CURVES)
     result = tune.run(plan, trainer=trainer)
     assert _states(result) == EXPECTED
     assert result.choice.candidate.params == {"gamma_p": 5.0} and result.choice.value == 0.80
-    assert result.spent_epochs == 8 + 2 + 8 + 4 + 2 + 2 and result.full_epochs == 6 * 8
-    dropped = {r.candidate.key: r.note for r in result.candidates}["gamma_p-15"]
-    assert dropped == "dropped: diverged (the loss became non-finite at epoch 3, step 3)"
-    assert "not in the top 1/2 of the 3 candidates that had reached epoch 4" in {r.candidate.key: r.note for r in result.candidates}["gamma_p-10"]
+    assert result.spent_epochs == SPENT and result.full_epochs == 6 * 8
+    notes = {r.candidate.key: r.note for r in result.candidates}
+    assert notes["gamma_p-15"] == "dropped: diverged (the loss became non-finite at epoch 3, step 3)"
+    assert notes["gamma_p-10"] == (
+        "stopped after epoch 4: best validation accuracy 0.6200 ranked 2 of the 2 candidates at epoch 4 (the best 1 go on)"
+    )
+    assert notes["gamma_p-1"].startswith("stopped after epoch 2: best validation accuracy 0.5000 ranked 4 of the 6")
+    # every candidate reached rung 2 before any went past it
+    log = _epochs(trainer)
+    first_past = next(i for i, (_, _, e) in enumerate(log) if e > 2)
+    assert {k for k, _, e in log[:first_past] if e == 2} == set(CURVES)
     # the spec file pdmp train --spec takes: the choice for the whole run
     chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
     assert chosen["gamma_p"] == 5.0 and chosen["epochs"] == plan.base.epochs and "run_dir" not in chosen
     summary = json.loads((plan.tune_dir / tune.SUMMARY).read_text())
-    assert summary["choice"] == "gamma_p-5" and summary["spent_epochs"] == 26
+    assert summary["choice"] == "gamma_p-5" and summary["spent_epochs"] == SPENT and summary["schedule"] == "synchronous"
     # every epoch trained once; a second call trains nothing and gives the same answer
-    assert len(trainer.log()) == len(set((k, e) for k, e, _ in trainer.log())) == 27  # + the diverging epoch 3
+    assert len(log) == len(set(log)) == SPENT + 1  # + the diverging epoch 3
     again = tune.run(plan, trainer=trainer)
-    assert len(trainer.log()) == 27 and _states(again) == EXPECTED
+    assert len(trainer.log()) == SPENT + 1 and _states(again) == EXPECTED
 
 
-def test_resume_after_interrupt_repeats_no_epoch(tmp_path, tiny_manifest):
+def _order_curves(gammas):
+    """12 candidates whose curves cross: a fast starter that stalls, slow ones that climb."""
+    out = {}
+    for i, g in enumerate(gammas):
+        start, slope = 0.30 + 0.03 * ((i * 5) % 12), 0.004 + 0.002 * ((i * 7) % 12)
+        out[f"gamma_p-{g:g}"] = [min(0.99, start + slope * e) for e in range(1, 26)]
+    return out
+
+
+def test_order_of_the_candidates_changes_nothing_and_halving_costs_at_most_half(tmp_path, tiny_manifest):
+    gammas = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 12.0, 15.0, 20.0, 30.0]
+    curves = _order_curves(gammas)
+    runs = {}
+    for name, order in (("best-first", sorted(gammas, key=lambda g: -curves[f"gamma_p-{g:g}"][-1])),
+                        ("worst-first", sorted(gammas, key=lambda g: curves[f"gamma_p-{g:g}"][-1]))):  # fmt: skip
+        d = tmp_path / name
+        d.mkdir()
+        plan = _plan(d, tiny_manifest, values={"gamma_p": order}, budget=25, min_epochs=None, eta=2)
+        assert plan.rungs() == [6, 12, 24] and len(plan.candidates) == 12
+        trainer = FileTrainer(d / "fake", curves)
+        runs[name] = (tune.run(plan, trainer=trainer), trainer)
+    (a, ta), (b, tb) = runs["best-first"], runs["worst-first"]
+    assert _states(a) == _states(b) and a.choice.candidate.key == b.choice.candidate.key
+    assert a.spent_epochs == b.spent_epochs == 12 * 6 + 6 * 6 + 3 * 12 + 1 == 145 <= 300 / 2
+    assert sorted(_epochs(ta)) == sorted(_epochs(tb))  # the same epochs of the same candidates
+
+
+def test_identical_candidates_train_once_and_vanilla_is_named(tmp_path, tiny_manifest):
+    """γp 1 gives every modality γ = 1 under either branch of Eq. 12: one candidate, one run."""
+    prof = _profile(tmp_path / "p.json", optimization_dominant=None)
+    plan = _plan(tmp_path, tiny_manifest, profile=prof, values={"gamma_p": [1, 5]})
+    assert plan.grid_size == 4 and len(plan.candidates) == 3
+    one = plan.candidates[0]
+    assert one.params == {"gamma_p": 1.0, "m_o": "visual"} and one.vanilla and one.same == ("γp 1 · m_o audio",)
+    assert one.display == "γp 1 · m_o visual (= vanilla) [same as γp 1 · m_o audio]"
+    assert [c.vanilla for c in plan.candidates] == [True, False, False]
+    assert "γp 1 · m_o audio trains exactly as γp 1 · m_o visual: trained once" in plan.notes
+    curves = {c.key: [0.7] * 8 if c is one else [0.5] * 8 for c in plan.candidates}
+    trainer = FileTrainer(tmp_path / "fake", curves)
+    result = tune.run(plan, trainer=trainer)
+    assert {k for k, _, _ in _epochs(trainer)} == {c.key for c in plan.candidates}  # 3 runs, not 4
+    assert result.full_epochs == 3 * 8 and result.choice.candidate is one
+    assert result.vanilla_note == "the choice γp 1 · m_o visual switches PDMP off: every modality's γ is 1, so it trains as --method vanilla"
+    assert result.branch_note.startswith("Eq. 12: no branch preferred")
+    assert "1 of the grid's 4 points were duplicates, trained once" in tune.compute_line(result)
+    # lr-scale's factor 1 is vanilla too; OGM-GE's alpha never is
+    plan = _plan(tmp_path / "l", tiny_manifest, flags={"method": "lr-scale"}, values={"gamma_p": [1, 2]})
+    assert [c.vanilla for c in plan.candidates] == [True, False]
+    plan = _plan(tmp_path / "o", tiny_manifest, flags={"method": "ogm-ge"}, values={"ogm-ge.alpha": [0.1, 0.8]})
+    assert [c.vanilla for c in plan.candidates] == [False, False] and len(plan.candidates) == 2
+
+
+def test_choice_within_noise_is_said_and_recorded(tmp_path, tiny_manifest):
+    """100 validation samples: 0.80 against 0.78 is 0.35 standard errors of the difference apart."""
+    plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [1, 5, 10]}, budget=2, min_epochs=2)
+    curves = {"gamma_p-1": [0.70, 0.78], "gamma_p-5": [0.75, 0.80], "gamma_p-10": [0.40, 0.50]}
+    result = tune.run(plan, trainer=FileTrainer(tmp_path / "fake", curves, n_val=100))
+    se5, se1 = math.sqrt(0.8 * 0.2 / 100), math.sqrt(0.78 * 0.22 / 100)
+    assert result.choice.candidate.key == "gamma_p-5" and result.choice.se == pytest.approx(se5)
+    z = 0.02 / math.sqrt(se5**2 + se1**2)
+    assert result.noise == [
+        f"within noise of the runner-up (PDMP off) γp 1: 0.8000 against 0.7800, a difference of 0.0200 = {z:.1f} "
+        "standard errors (< 2); validation cannot tell them apart"
+    ]
+    assert result.within_noise_of == ["γp 1"] and result.vanilla_note is None
+    chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
+    assert chosen["_tune"]["within_noise_of"] == ["γp 1"] and chosen["_tune"]["se"] == pytest.approx(se5)
+    # far apart: nothing said
+    curves = {"gamma_p-1": [0.40, 0.45], "gamma_p-5": [0.90, 0.95], "gamma_p-10": [0.40, 0.50]}
+    result = tune.run(_plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [1, 5, 10]}, budget=2, min_epochs=2),
+                      trainer=FileTrainer(tmp_path / "b" / "fake", curves, n_val=100))  # fmt: skip
+    assert result.noise == [] and result.within_noise_of == []
+
+
+def test_seeds_tune_on_the_mean(tmp_path, tiny_manifest):
+    plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [1, 5]}, budget=2, min_epochs=2, seeds=[0, 1, 2])
+    assert plan.seeds == [0, 1, 2] and plan.full_epochs == 2 * 3 * 2
+    # γp 5 wins on seed 0 alone, γp 1 on the mean of the three
+    curves = {("gamma_p-1", 0): [0.5, 0.6], ("gamma_p-1", 1): [0.7, 0.8], ("gamma_p-1", 2): [0.7, 0.8],
+              ("gamma_p-5", 0): [0.6, 0.9], ("gamma_p-5", 1): [0.5, 0.5], ("gamma_p-5", 2): [0.5, 0.6]}  # fmt: skip
+    trainer = FileTrainer(tmp_path / "fake", curves, n_val=50)
+    result = tune.run(plan, trainer=trainer)
+    assert result.choice.candidate.key == "gamma_p-1"
+    assert result.choice.value == pytest.approx((0.6 + 0.8 + 0.8) / 3)
+    assert result.choice.per_seed == {0: 0.6, 1: 0.8, 2: 0.8}
+    sd = math.sqrt(((0.6 - 2.2 / 3) ** 2 + 2 * (0.8 - 2.2 / 3) ** 2) / 2)
+    assert result.choice.se == pytest.approx(sd / math.sqrt(3))  # larger than the binomial one here
+    assert len(set(_epochs(trainer))) == len(_epochs(trainer)) == 12 and result.spent_epochs == 12
+
+
+def test_resume_after_interrupt_repeats_no_epoch_and_the_advice_reads_no_test_data(tmp_path, tiny_manifest):
     plan = _plan(tmp_path, tiny_manifest)
-    trainer = FileTrainer(tmp_path / "fake", CURVES, interrupt=("gamma_p-5", 6))
-    first = tune.run(plan, trainer=trainer)
-    assert first.stopped.startswith("interrupted after epoch 6") and first.choice is None
+    trainer = FileTrainer(tmp_path / "fake", CURVES, interrupt=("gamma_p-5", 3))
+    first = tune.run(plan, trainer=trainer, command="pdmp tune --profile p.json")
+    assert first.stopped == (
+        "interrupted in γp 5 after 3 epochs (its run keeps a checkpoint); run `pdmp tune --profile p.json` again "
+        "to continue the tuning"
+    )
+    assert "pdmp train" not in first.stopped and first.choice is None
     assert not (plan.tune_dir / tune.CHOSEN).exists()
     assert {r.candidate.key: r.state for r in first.candidates}["gamma_p-5"] == "interrupted"
     second = tune.run(plan, trainer=trainer)  # the same call continues
     assert second.stopped is None and _states(second) == EXPECTED
     assert second.choice.candidate.key == "gamma_p-5"
-    log = [(k, e) for k, e, _ in trainer.log()]
-    assert len(log) == len(set(log)) == 27  # the same epochs as without the interrupt, each once
+    log = _epochs(trainer)
+    assert len(log) == len(set(log)) == SPENT + 1  # the same epochs as without the interrupt, each once
+
+
+def _load(stop):
+    while not stop.is_set():  # another process keeping a core busy
+        sum(i * i for i in range(10000))
 
 
 def _worker(plan, root, delay):
-    tune.run(plan, trainer=FileTrainer(root, CURVES, delay=delay))
+    tune.run(plan, trainer=FileTrainer(root, CURVES, delay=delay, peers=2))
 
 
-def test_two_processes_share_one_sqlite_storage(tmp_path, tiny_manifest):
-    plan = _plan(tmp_path, tiny_manifest)
+@pytest.mark.parametrize("repeats", [1, pytest.param(5, marks=pytest.mark.slow)])
+def test_two_workers_on_a_journal_storage_never_train_the_same_epoch_under_load(tmp_path, tiny_manifest, repeats):
+    """The claim of a candidate is one storage operation (a trial created with it), so this holds
+    whatever the timing; while two other processes load the CPU (5 times: make test-slow)."""
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(plan, tmp_path / "fake", 0.05)) for _ in range(2)]
-    for p in procs:
+    stop = ctx.Event()
+    loads = [ctx.Process(target=_load, args=(stop,)) for _ in range(2)]
+    for p in loads:
         p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    log = FileTrainer(tmp_path / "fake", CURVES).log()
-    assert len({pid for _, _, pid in log}) == 2  # both worked
-    assert len({(k, e) for k, e, _ in log}) == len(log)  # no epoch twice, no candidate in two workers
-    for key in CURVES:
-        assert len({pid for k, _, pid in log if k == key}) == 1
-    # the study is settled and the last worker wrote the choice: any later call reads it
-    result = tune.run(plan, trainer=FileTrainer(tmp_path / "fake", CURVES))
-    assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates)
-    assert json.loads((plan.tune_dir / tune.SUMMARY).read_text())["choice"] == result.choice.candidate.key
+    try:
+        for rep in range(repeats):
+            d = tmp_path / f"rep{rep}"
+            plan = _plan(d, tiny_manifest, asynchronous=True)
+            assert plan.storage.endswith("study.journal")
+            procs = [ctx.Process(target=_worker, args=(plan, d / "fake", 0.002)) for _ in range(2)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(120)
+                assert p.exitcode == 0
+            log = FileTrainer(d / "fake", CURVES).log()
+            assert len({pid for *_, pid in log}) == 2  # both worked
+            assert len({(k, s, e) for k, s, e, _ in log}) == len(log)  # no epoch twice
+            for key in CURVES:
+                assert len({pid for k, _, _, pid in log if k == key}) == 1  # no candidate in two workers
+            # the study is settled and the last worker wrote the choice: any later call reads it
+            result = tune.run(plan, trainer=FileTrainer(d / "fake", CURVES))
+            assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates)
+            assert json.loads((plan.tune_dir / tune.SUMMARY).read_text())["choice"] == result.choice.candidate.key
+    finally:
+        stop.set()
+        for p in loads:
+            p.join(10)
 
 
 class DyingTrainer(FileTrainer):
     """A worker killed (a preempted node) in the middle of a candidate: no Ctrl-C, no tell."""
 
-    def advance(self, cand, epochs):
+    def advance(self, cand, seed, epochs):
         if cand.key == "gamma_p-5" and epochs == 4:
-            super().advance(cand, 3)  # epoch 3 done and saved, then the process dies in epoch 4
+            super().advance(cand, seed, 3)  # epoch 3 done and saved, then the process dies in epoch 4
             os._exit(1)
-        return super().advance(cand, epochs)
+        return super().advance(cand, seed, epochs)
 
 
 def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path, tiny_manifest, monkeypatch):
@@ -187,7 +324,7 @@ def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path,
 
     monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(tune, "GRACE_SECONDS", 2)
-    plan = _plan(tmp_path, tiny_manifest)
+    plan = _plan(tmp_path, tiny_manifest, asynchronous=True)
     ctx = multiprocessing.get_context("fork")
     p = ctx.Process(target=lambda: tune.run(plan, trainer=DyingTrainer(tmp_path / "fake", CURVES)))
     p.start()
@@ -196,9 +333,11 @@ def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path,
     time.sleep(3)  # past the grace period: the next worker fails that trial and takes γp 5 over
     trainer = FileTrainer(tmp_path / "fake", CURVES)
     result = tune.run(plan, trainer=trainer)
-    assert _states(result) == EXPECTED and result.choice.candidate.key == "gamma_p-5"
-    log = [(k, e) for k, e, _ in trainer.log()]
-    assert len(log) == len(set(log)) == 27  # γp 5 went on from epoch 4: nothing trained twice
+    assert result.choice.candidate.key == "gamma_p-5"
+    log = _epochs(trainer)
+    assert len(log) == len(set(log))  # γp 5 went on from epoch 4: nothing trained twice
+    mine = sorted(e for k, _, e, pid in trainer.log() if k == "gamma_p-5" and pid == os.getpid())
+    assert mine == [4, 5, 6, 7, 8]  # epochs 1-3 were the dead worker's
 
 
 @pytest.mark.parametrize(
@@ -232,9 +371,13 @@ def test_both_branches_of_eq12_when_the_profile_cannot_settle_m_o(tmp_path, tiny
 
 
 def test_method_hyperparameters_and_bad_plans(tmp_path, tiny_manifest):
-    plan = _plan(tmp_path, tiny_manifest, values={"ogm-ge.alpha": [0.1, 0.8]})
+    plan = _plan(tmp_path, tiny_manifest, flags={"method": "ogm-ge"}, values={"ogm-ge.alpha": [0.1, 0.8]})
     specs = [plan.spec_for(c) for c in plan.candidates]
     assert [s.method_args["ogm-ge"]["alpha"] for s in specs] == [0.1, 0.8]
+    # another method's field changes nothing PDMP trains: one candidate
+    assert len(_plan(tmp_path, tiny_manifest, values={"ogm-ge.alpha": [0.1, 0.8]}).candidates) == 1
+    with pytest.raises(PdmpError, match="--budget must be >= 1 epoch, got 0"):
+        _plan(tmp_path, tiny_manifest, budget=0)
     with pytest.raises(PdmpError, match="gamma_p must be > 0"):
         _plan(tmp_path, tiny_manifest, values={"gamma_p": [0, 5]})
     with pytest.raises(PdmpError, match="--min-epochs must be between 1 and the budget"):
@@ -289,9 +432,10 @@ def test_real_tuning_never_reads_the_test_split(tmp_path):
         metrics = [json.loads(ln) for ln in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
         assert all(m["test_accuracy"] is None and m["val_accuracy"] is not None for m in metrics)
         assert [m["val_accuracy"] for m in metrics] == r.curve
-    # the first candidate's run was continued past the rung (resumed), not restarted
-    first = result.candidates[0]
-    assert first.state == "complete" and json.loads((Path(first.run_dir) / "summary.json").read_text())["epochs_done"] == 2
+    # the finished candidate's run was continued past the rung (resumed), not restarted
+    done = [r for r in result.candidates if r.state == "complete"]
+    assert len(done) == 1 and json.loads((Path(done[0].run_dir) / "summary.json").read_text())["epochs_done"] == 2
+    assert [m["epoch"] for m in map(json.loads, (Path(done[0].run_dir) / "metrics.jsonl").read_text().splitlines())] == [1, 2]
     chosen = json.loads((plan.tune_dir / tune.CHOSEN).read_text())
     assert chosen["gamma_p"] == result.choice.candidate.params["gamma_p"]
     # the final training of the choice does read the test split, and refuses the garbage
@@ -313,14 +457,54 @@ def test_cli_prints_curves_choice_compute_and_the_spec(tmp_path, tiny_manifest, 
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
-    assert "γp 5 * │ complete │ 8 │ 0.8000 (8) │ 0.50 0.60 0.62 0.65 0.70" in out  # the curve (wraps at 80 columns)
+    assert "γp 5 * │ complete │ 8 │ 0.8000 (8) │ 0.50 0.60 0.62" in out and "γp 1 (= vanilla) │ stopped │ 2" in out  # the curve (wraps at 80 columns)
     assert "γp 15: dropped: diverged (the loss became non-finite at epoch 3, step 3)" in out
-    assert "choice: γp 5: the best validation accuracy, 0.8000 at epoch 8 of 8; next γp 1 0.7000 (complete)" in out
-    assert "compute: 26 of 48 epochs (54% of a full sweep of 6 candidates x 8 epochs)" in out
-    spec = tmp_path / "t" / "tiny-pdmp-s0" / "chosen.json"
-    assert f"pdmp train --spec {spec}" in out and json.loads(spec.read_text())["gamma_p"] == 5.0
+    assert "choice: γp 5: the best validation accuracy, 0.8000 at epoch 8 of 8; next γp 10 0.6200 (stopped after 4 epochs)" in out
+    assert "compute: 20 of 48 epochs (42% of a full sweep of 6 candidates x 8 epochs; synchronous successive halving)" in out
+    name, h = tune.dataset_identity(sweep.base_spec(prof, dataset=str(tiny_manifest)))
+    spec = tmp_path / "t" / f"{name}-{h}-pdmp-s0" / "chosen.json"
+    assert name == "tiny" and f"pdmp train --spec {spec}" in out and json.loads(spec.read_text())["gamma_p"] == 5.0
     # bad input: one line, exit 2, nothing trained
     r = CliRunner().invoke(app, ["tune", "--profile", prof, "--dataset", str(tiny_manifest), "--values", "ogm-ge.alpha"])
     assert r.exit_code == 2 and "--values needs FIELD=v1,v2" in r.output
     r = CliRunner().invoke(app, ["tune", "--dataset", str(tiny_manifest)])
     assert r.exit_code == 2 and "--profile is required" in r.output
+    r = CliRunner().invoke(app, [*args, "--budget", "0"])  # once silently the full budget
+    assert r.exit_code == 2 and "--budget must be >= 1 epoch, got 0" in r.output
+
+
+def test_tune_folders_are_named_by_the_dataset_identity_and_not_overwritten(tmp_path, tiny_manifest):
+    """Two datasets laid out as my-data/manifest.toml get two folders; another plan in a folder needs force."""
+    prof = _profile(tmp_path / "p.json")
+    text = tiny_manifest.read_text()
+    bases = []
+    for folder, extra in (("a", ""), ("b", ""), ("c", "\n# another content\n")):
+        m = tmp_path / folder / "manifest.toml"
+        m.parent.mkdir()
+        m.write_text(text + extra)
+        bases.append(sweep.base_spec(prof, dataset=str(m)))
+    names = [tune.dir_name(b) for b in bases]
+    assert names[0].startswith("a-") and names[1].startswith("b-") and names[0].endswith("-pdmp-s0")
+    assert names[0].split("-")[1] == names[1].split("-")[1] != names[2].split("-")[1]  # same bytes, same hash
+    # one tune folder, two plans: the second is refused without force
+    first = tune.make_plan(bases[0], tmp_path / "t", values={"gamma_p": [1, 5]})
+    tune.check_tune_dir(first)
+    tune.check_tune_dir(first)  # the same plan again: fine
+    other = tune.make_plan(bases[2], tmp_path / "t", values={"gamma_p": [1, 5]})
+    with pytest.raises(PdmpError, match=r"holds the tuning of another dataset \(a, candidates gamma_p-1, gamma_p-5"):
+        tune.check_tune_dir(other)
+    with pytest.raises(PdmpError, match="holds the tuning of other settings"):
+        tune.check_tune_dir(tune.make_plan(bases[0], tmp_path / "t", values={"gamma_p": [1, 10]}))
+    tune.check_tune_dir(other, force=True)
+
+
+def test_a_study_shared_with_an_incompatible_plan_is_refused_in_one_line(tmp_path, tiny_manifest):
+    storage = str(tmp_path / "shared.journal")
+    plan = _plan(tmp_path / "a", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
+    tune.run(plan, trainer=FileTrainer(tmp_path / "fake", {"gamma_p-1": [0.5] * 8, "gamma_p-5": [0.6] * 8}))
+    grid = _plan(tmp_path / "a", tiny_manifest, values={"gamma_p": [1, 10]}, storage=storage, study_name="s", asynchronous=True)
+    with pytest.raises(PdmpError, match=r"study s in .*shared.journal was made by another plan \(its candidates differ\)"):
+        tune.run(grid, trainer=FileTrainer(tmp_path / "fake", {}))
+    elsewhere = _plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
+    with pytest.raises(PdmpError, match=r"study s in .* belongs to the tune directory .*a/tune"):
+        tune.run(elsewhere, trainer=FileTrainer(tmp_path / "fake", {}))

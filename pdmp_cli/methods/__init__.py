@@ -116,6 +116,17 @@ class Method(nn.Module):
     def describe(self) -> str:
         return "no gradient modulation"
 
+    @classmethod
+    def training_settings(cls, spec, profile) -> dict | None:
+        """What this method changes in training, resolved: its ``Args`` with defaults filled in
+        and gamma_p when it reads it. Two specs with equal settings (and equal other fields) train
+        identically, so ``pdmp tune`` trains them once; ``None``: exactly plain joint training."""
+        args = cls.Args.model_validate(((getattr(spec, "method_args", None) or {}).get(cls.name)) or {})
+        out = {"method": cls.name, **args.model_dump(mode="json")}
+        if cls.uses_gamma_p:
+            out["gamma_p"] = float(spec.gamma_p)
+        return out
+
     # -- set-up ----------------------------------------------------------------------------------
 
     def configure_optimizer(self, optimizer: torch.optim.Optimizer) -> None:

@@ -16,6 +16,11 @@ class LRScale(Method):
         super().__init__(model, spec, profile)
         self.factor = float(spec.gamma_p)
 
+    @classmethod
+    def training_settings(cls, spec, profile):
+        """A factor of 1 changes no learning rate: plain joint training (None)."""
+        return None if float(spec.gamma_p) == 1.0 else {"method": cls.name, "factor": float(spec.gamma_p)}
+
     def describe(self) -> str:
         return f"no gradient modulation; every learning rate x{self.factor:g} (Table VII control)"
 

@@ -51,6 +51,19 @@ class PDMP(Method):
     def describe(self) -> str:
         return "gradient factors " + self.modulator.describe()
 
+    @classmethod
+    def training_settings(cls, spec, profile):
+        """The factor per modality (Eq. 12), not gamma_p and m_o: with gamma_p 1 every factor is 1
+        whichever modality is m_o, which trains as vanilla (None)."""
+        from pdmp_cli.modulation import resolve_gammas
+
+        if profile.optimization_dominant is None:
+            return {"method": cls.name, "gamma_p": float(spec.gamma_p), "m_o": None}
+        gammas = resolve_gammas(
+            list(profile.modalities), profile.performance_dominant, profile.optimization_dominant, spec.gamma_p
+        )
+        return None if all(g == 1.0 for g in gammas.values()) else {"method": cls.name, "gamma": gammas}
+
     def after_backward(self, out, labels, epoch):
         self.modulator.apply()  # Eq. 10-11, in place on every encoder parameter's .grad
         return self.gamma

@@ -7,3 +7,7 @@ from pdmp_cli.methods import Method, register_method
 class Vanilla(Method):
     table_order = 0  # the paper's "Concatenation" row: first
     in_paper_table = True
+
+    @classmethod
+    def training_settings(cls, spec, profile):
+        return None  # plain joint training itself

@@ -163,7 +163,8 @@ def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "") -
 
 
 def plot_profile(row, path: str | os.PathLike) -> Path:
-    """A measured profile's unimodal test-accuracy curves (paper Fig. 3 b), early epoch marked."""
+    """A measured profile's unimodal accuracy curves (paper Fig. 3 b), early epoch marked; the
+    y-axis names the split they were measured on (validation; test for v1 or --select-on-test profiles)."""
     p = row.profile
     fig, (ax,) = _figure(PROFILE_SIZE)
     for m in p.modalities:
@@ -176,7 +177,7 @@ def plot_profile(row, path: str | os.PathLike) -> Path:
     if early:
         ax.axvline(early, color="grey", linestyle=":", linewidth=1, label=f"early epoch ({early})")
     _epochs(ax)
-    ax.set_ylabel("test accuracy %")
+    ax.set_ylabel(f"{profile_split(p)} accuracy %")
     subset = f", subset {p.subset:g}" if p.subset is not None else ""
     ax.set_title(
         f"{p.dataset}{subset}: performance-dominant {p.performance_dominant}, "
@@ -187,8 +188,14 @@ def plot_profile(row, path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
-def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "accuracy", title: str = "") -> Path:
-    """``col`` (%) against γp, one line per (method, fusion) with ± std bars; methods without γp
+def profile_split(p) -> str:
+    """The split a profile's curves were measured on: ``validation``, or ``test`` (profiles from
+    before the validation split, and ``--select-on-test``)."""
+    return "validation" if (p.validation or {}).get("selection", "test") != "test" else "test"
+
+
+def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "selected_accuracy", title: str = "") -> Path:
+    """``col`` (%; default the report's headline: test accuracy at the best validation epoch) against γp, one line per (method, fusion) with ± std bars; methods without γp
     (vanilla, ogm-ge) as horizontal dashed lines (paper Table V)."""
     from pdmp_cli.report import sweep_grid
 
@@ -212,7 +219,10 @@ def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "accuracy", 
             )  # fmt: skip
     ax.set_xlabel("γp")
     ax.set_xticks(gps)
-    ax.set_ylabel({"accuracy": "final test accuracy %", "best_accuracy": "best test accuracy %"}.get(col, col))
+    ax.set_ylabel({
+        "selected_accuracy": "test accuracy % (best validation epoch)", "accuracy": "final test accuracy %",
+        "best_accuracy": "best test accuracy %",
+    }.get(col, col))  # fmt: skip
     ax.set_title(title or "accuracy against γp (mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)

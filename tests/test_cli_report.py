@@ -128,6 +128,15 @@ def test_report_default_runs_dir_and_profiles(tmp_path, monkeypatch, runs):
     assert data["rows"] == [] and data["profiles"][0]["performance_dominant"] == "visual"
 
 
+@pytest.mark.parametrize("cols", [200, 60])  # the wide layout, and the narrow ones tried first
+def test_report_runs_and_profile_in_the_terminal(tmp_path, runs, width, cols):
+    width(cols)
+    prof = _profile(tmp_path / "p.json")
+    r = runner.invoke(app, ["report", str(runs), "--profile", prof])
+    assert r.exit_code == 0, r.output  # was: ValueError (the runs table read the profiles' cells)
+    assert "Dominance profiles" in r.output and "vanilla" in r.output
+
+
 def test_sweep_cli_runs_the_grid_and_prints_the_table(tmp_path, tiny_manifest, monkeypatch, width):
     width(200)
     fake = FakeTrain()
@@ -169,7 +178,9 @@ def test_demo_cli_passes_its_flags(monkeypatch):
     ((out, kw),) = calls
     assert (out, kw["epochs"], kw["seed"], kw["gamma_p"]) == ("somewhere", 2, 3, 5.0)
     r = runner.invoke(app, ["demo"])
-    assert calls[1][0] == "demo-output" and (calls[1][1]["epochs"], calls[1][1]["seed"], calls[1][1]["gamma_p"]) == (None, 0, 10.0)
+    assert calls[1][0] == "demo-output" and (calls[1][1]["epochs"], calls[1][1]["seed"], calls[1][1]["gamma_p"]) == (None, 0, None)
+    r = runner.invoke(app, ["demo", "--jobs", "2", "--threads", "1"])  # γp None above: the preset's
+    assert r.exit_code == 0 and (calls[2][1]["jobs"], calls[2][1]["threads"]) == (2, 1)
     line = _one_error_line(runner.invoke(app, ["demo", "--epochs", "0"]), 2)
     assert "--epochs must be >= 1, got 0" in line
     line = _one_error_line(runner.invoke(app, ["demo", "--gamma-p", "-1"]), 2)

@@ -70,3 +70,18 @@ def test_runs_without_epochs_and_reference_profiles_draw_nothing(tmp_path):
 def test_safe_names():
     assert plots.safe_name("runs/a b:c") == "runs_a_b_c"
     assert plots.safe_name("///") == "plot"
+
+
+def test_axis_labels_name_the_split_and_the_headline(rep, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    labels = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: labels.append(fig.axes[0].get_ylabel()) or real(fig, path))
+    p = rep.profiles[0].profile
+    plots.plot_profile(SimpleNamespace(profile=p), tmp_path / "v1.png")  # no validation record: ranked on test
+    on_val = p.model_copy(update={"validation": {"selection": "validation", "source": "carved", "val_size": 120}})
+    plots.plot_profile(SimpleNamespace(profile=on_val), tmp_path / "val.png")
+    rows = [w for w in rep.rows if w.dataset == "synthetic" and w.fusion == "concat"]
+    plots.plot_sweep(rows, tmp_path / "sweep.png")
+    assert labels == ["test accuracy %", "validation accuracy %", "test accuracy % (best validation epoch)"]

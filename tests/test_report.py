@@ -388,3 +388,17 @@ def test_sweep_grid_puts_gamma_p_in_columns(tmp_path):
     text = con.export_text()
     assert "γp 1" in text and "γp 10" in text and "no γp" in text
     assert "82.0 ± 2.8 (2)" in text and "58.0 (1)" in text
+
+
+def test_the_sweep_table_shows_the_reports_headline_not_the_last_epoch(tmp_path):
+    from rich.console import Console
+
+    root = tmp_path / "runs"
+    make_run(root, "g1", accs=[0.50, 0.80], vals=[0.70, 0.40], gamma_p=1.0)  # best validation epoch: 1
+    make_run(root, "g5", accs=[0.60, 0.90], vals=[0.30, 0.60], gamma_p=5.0)  # best validation epoch: 2
+    rep = report.build([root])
+    console = Console(width=200, record=True)
+    console.print(report.sweep_table(rep.rows))
+    text = console.export_text()
+    assert "50.0 (1)" in text and "90.0 (1)" in text and "80.0" not in text
+    assert "acc % (best val epoch) against γp" in text

@@ -296,14 +296,15 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
         parts.append(_FitToWidth(lambda: make(False), lambda: make(True), lambda: make(True, ("w", "wall s"))))
         parts.append(f"[dim]{escape(caption)}[/]")
     if rep.profiles and profiles:
-        header, body, context = profile_cells(rep.profiles, compact=True)
+        # its own names: the runs table's layouts above are rendered later and still read theirs
+        pheader, pbody, pcontext = profile_cells(rep.profiles, compact=True)
         parts.append("[bold]Dominance profiles (unimodal accuracy on the evaluation split)[/]")
-        if context:
-            parts.append(escape(" · ".join(context)))
+        if pcontext:
+            parts.append(escape(" · ".join(pcontext)))
         t = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
-        for i, h in enumerate(header):
-            t.add_column(h, justify="right" if "%" in h else "left", min_width=_word(h, *(row[i] for row in body)))
-        for cells in body:
+        for i, h in enumerate(pheader):
+            t.add_column(h, justify="right" if "%" in h else "left", min_width=_word(h, *(row[i] for row in pbody)))
+        for cells in pbody:
             t.add_row(*(escape(c) for c in cells))
         parts.append(t)
     parts.extend(f"[yellow]note:[/] {escape(n)}" for n in rep.notes)

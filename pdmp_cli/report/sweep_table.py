@@ -8,7 +8,7 @@ from pdmp_cli.report.render import column_title, fmt_stat
 from pdmp_cli.report.stats import Row
 
 
-def sweep_grid(rows: list[Row], col: str = "accuracy") -> tuple[list[float], list[tuple[Row | None, dict]]]:
+def sweep_grid(rows: list[Row], col: str = "selected_accuracy") -> tuple[list[float], list[tuple[Row | None, dict]]]:
     """γp values (sorted) and, per (dataset, method, fusion, variant), the row of each γp.
 
     Methods that ignore γp (vanilla, ogm-ge) map under the key ``None``.
@@ -23,8 +23,9 @@ def sweep_grid(rows: list[Row], col: str = "accuracy") -> tuple[list[float], lis
     return gps, [(next(iter(cells.values())), cells) for cells in lines.values()]
 
 
-def sweep_table(rows: list[Row], col: str = "accuracy", title: str | None = None):
-    """A rich table: one line per (dataset, method, fusion), one column per γp; best per line bold."""
+def sweep_table(rows: list[Row], col: str = "selected_accuracy", title: str | None = None):
+    """A rich table: one line per (dataset, method, fusion), one column per γp; best per line bold.
+    ``col``: the report's headline by default (test accuracy at the epoch chosen on validation)."""
     from rich.markup import escape
     from rich.table import Table
 

@@ -957,7 +957,7 @@ class CandidateResult:
     def to_json(self) -> dict:
         c = self.candidate
         return {
-            "key": c.key, "label": c.label, "params": c.params, "profile": c.profile, "vanilla": c.vanilla,
+            "key": c.key, "label": c.label, "params": c.params, "profile": c.profile, "as_vanilla": c.vanilla,
             "same_as": list(c.same), "state": self.state, "epochs": len(self.curve), "value": self.value, "se": self.se,
             "per_seed": {str(k): v for k, v in self.per_seed.items()}, "best_epoch": self.best_epoch,
             "curve": self.curve, "note": self.note, "seconds": self.seconds, "epochs_spent": self.epochs_spent,
@@ -994,7 +994,7 @@ class TuneResult:
             "min_epochs": p.min_epochs, "eta": p.eta, "rungs": p.rungs(), "notes": p.notes, "grid_size": p.grid_size,
             "choice": self.choice.candidate.key if self.choice else None,
             "choice_label": self.choice.candidate.label if self.choice else None, "why": self.why,
-            "noise": self.noise, "within_noise_of": self.within_noise_of, "vanilla": self.vanilla_note,
+            "noise": self.noise, "within_noise_of": self.within_noise_of, "as_vanilla": self.vanilla_note,
             "branch": self.branch_note, "spent_epochs": self.spent_epochs, "full_epochs": self.full_epochs,
             "seconds": self.seconds, "spec": str(self.spec_path) if self.spec_path else None,
             "candidates": [c.to_json() for c in self.candidates],
@@ -1144,7 +1144,7 @@ def _noise(plan: Plan, rows: list[CandidateResult], choice: CandidateResult) -> 
     lines, labels = [], []
     vanilla_note = None
     if choice.candidate.vanilla:
-        what = "switches PDMP off: every modality's γ is 1" if plan.base.method == "pdmp" else "trains exactly as vanilla"
+        what = "switches PDMP off: every modality's γ is 1" if METHODS.get(plan.base.method).uses_optimization_dominant else "trains exactly as vanilla"
         vanilla_note = f"the choice {choice.candidate.label} {what}, so it trains as --method vanilla"
     others = sorted((r for r in rows if r is not choice and r.value is not None and r.state != "dropped"), key=lambda r: -r.value)
     compare = []
@@ -1185,7 +1185,7 @@ def chosen_spec(result: TuneResult) -> dict:
     out["_tune"] = {
         "choice": c.label, "value": result.choice.value, "se": result.choice.se, "seeds": result.plan.seeds,
         "budget": result.plan.budget, "within_noise_of": result.within_noise_of, "noise": result.noise,
-        "vanilla": result.vanilla_note, "why": result.why, "spent_epochs": result.spent_epochs,
+        "as_vanilla": result.vanilla_note, "why": result.why, "spent_epochs": result.spent_epochs,
         "full_epochs": result.full_epochs, "summary": str((result.plan.tune_dir / SUMMARY).resolve()),
     }  # fmt: skip
     return out
@@ -1288,7 +1288,7 @@ def tuned_record(entry: TableEntry) -> dict:
         "setting": r.choice.candidate.label if r.choice else None, "tuned": True, "budget": p.budget, "seeds": p.seeds,
         "candidates": len(p.candidates), "spent_epochs": r.spent_epochs, "full_epochs": r.full_epochs,
         "value": r.choice.value if r.choice else None, "se": r.choice.se if r.choice else None,
-        "within_noise_of": r.within_noise_of, "vanilla": r.vanilla_note, "tune_dir": str(p.tune_dir.resolve()),
+        "within_noise_of": r.within_noise_of, "as_vanilla": r.vanilla_note, "tune_dir": str(p.tune_dir.resolve()),
     }  # fmt: skip
 
 

@@ -155,7 +155,8 @@ def conditional_clip_(head: list[torch.Tensor], params: list[torch.Tensor], max_
 class AGMArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(1.5, gt=0, description="alpha of k = exp(alpha * min(r^ - r, 10)); reference CREMA-D: 1.5")
+    alpha: float = Field(1.5, gt=0, description="alpha of k = exp(alpha * min(r^ - r, 10)); reference CREMA-D: 1.5",
+                         json_schema_extra={"tune": [0.1, 0.25, 0.5, 1.0, 1.5, 3.0]})  # pdmp tune: BalanceBenchmark's 0.1 to twice the reference's 1.5
     clip: bool = Field(
         True,
         description="the reference's clip: when an element of the head's weight gradient leaves [-1, 1], "

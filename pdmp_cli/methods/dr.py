@@ -92,7 +92,8 @@ def reinit_due(epoch: int, reinit_epoch: int, done: int, reinit_num: int) -> boo
 class DRArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    move_lambda: float = Field(3.0, gt=0, description="lambda of w = tanh(lambda * purity gap) (reference: 3)")
+    move_lambda: float = Field(3.0, gt=0, description="lambda of w = tanh(lambda * purity gap) (reference: 3)",
+                               json_schema_extra={"tune": [0.5, 1.0, 2.0, 3.0, 6.0, 12.0]})  # pdmp tune: around the reference's 3
     reinit_epoch: int | None = Field(
         None, gt=0, description="re-initialise after every this many epochs (default: 20 of 90, scaled to --epochs)"
     )

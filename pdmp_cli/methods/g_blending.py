@@ -83,7 +83,8 @@ def mean_losses(model, heads, batches, branches: list[str]) -> list[float]:
 class GBlendingArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    super_epoch: int = Field(10, ge=1, description="epochs between weight estimates (online G-Blending); BalanceBenchmark: 10")
+    super_epoch: int = Field(10, ge=1, description="epochs between weight estimates (online G-Blending); BalanceBenchmark: 10",
+                             json_schema_extra={"tune": [2, 5, 10, 20]})  # pdmp tune: BalanceBenchmark's 10; 20+ of 20 epochs: one estimate (offline-like)
 
 
 @register_method("g-blending")

@@ -62,7 +62,8 @@ def extra_loss_weights(scores: torch.Tensor, alpha: float) -> torch.Tensor:
 class PMRArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(2.0, ge=0, description="weight of the weaker modality's prototype CE; reference CREMA-D: 2.0")
+    alpha: float = Field(2.0, ge=0, description="weight of the weaker modality's prototype CE; reference CREMA-D: 2.0",
+                         json_schema_extra={"tune": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]})  # pdmp tune: halving/doubling the reference's 2.0
     momentum: float = Field(0.0, ge=0, lt=1, description="prototype EMA: p = (1-momentum) p_new + momentum p_old; reference: 0")
     start: int = Field(0, ge=0, description="first epoch of the rebalancing window (0-based)")
     end: int = Field(71, ge=1, description="epoch the window ends (0-based, exclusive; reference CREMA-D: epochs 0-70 inclusive)")

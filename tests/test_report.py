@@ -265,14 +265,6 @@ def test_a_field_added_since_a_run_was_written_takes_its_default(tmp_path):
     assert row.n == 2 and row.variant == {}
 
 
-def test_the_same_seed_twice_is_noted(tmp_path):
-    make_run(tmp_path, "a", accs=[0.5])
-    make_run(tmp_path, "b", accs=[0.5])
-    rep = report.build([tmp_path])
-    assert rep.rows[0].seeds == [0, 0]
-    assert any("averages 2 runs, several with the same seed (0)" in n for n in rep.notes)
-
-
 def test_vanilla_runs_with_different_gamma_p_are_one_configuration(tmp_path):
     for seed, g in enumerate([1.0, 5.0]):
         make_run(tmp_path, f"v{seed}", method="vanilla", accs=[0.5], seed=seed, gamma_p=g)
@@ -402,3 +394,29 @@ def test_the_sweep_table_shows_the_reports_headline_not_the_last_epoch(tmp_path)
     text = console.export_text()
     assert "50.0 (1)" in text and "90.0 (1)" in text and "80.0" not in text
     assert "acc % (best val epoch) against γp" in text
+
+
+def test_a_rerun_of_a_seed_counts_once_and_the_note_names_it(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "a-s0", accs=[0.5, 0.80], vals=[0.4, 0.7], seed=0)
+    make_run(root, "b-s0-again", accs=[0.5, 0.20], vals=[0.4, 0.7], seed=0)  # the same seed, rerun
+    make_run(root, "c-s1", accs=[0.5, 0.90], vals=[0.4, 0.7], seed=1)
+    rep = report.build([root])
+    [row] = rep.rows
+    assert (row.n, row.seeds) == (2, [0, 1])  # was n = 3 with seed 0 twice
+    assert row.stats["selected_accuracy"].mean == pytest.approx(0.85)  # a-s0 (first by name) and c-s1
+    [note] = [n for n in rep.notes if "rerun" in n]
+    assert note.endswith(str(root / "b-s0-again")) and "the first run directory by name is used" in note
+
+
+def test_logging_only_and_inert_settings_do_not_split_rows(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "plain", accs=[0.5, 0.80], vals=[0.4, 0.7], seed=0)
+    make_run(root, "tb", accs=[0.5, 0.90], vals=[0.4, 0.7], seed=1, spec_extra={"tensorboard": True})
+    make_run(root, "inert", accs=[0.5, 0.70], vals=[0.4, 0.7], seed=2,
+             spec_extra={"lr_schedule": "none", "lr_step_size": 30, "lr_min": 0.001, "threads": 2})
+    make_run(root, "step", accs=[0.5, 0.60], vals=[0.4, 0.7], seed=3, spec_extra={"lr_schedule": "step", "lr_step_size": 30})
+    rep = report.build([root])
+    assert sorted(w.n for w in rep.rows) == [1, 3]  # the step schedule does change the run: its own row
+    step = next(w for w in rep.rows if w.n == 1)
+    assert step.variant["lr_schedule"] == "step" and "tensorboard" not in step.variant and "lr_min" not in step.variant

@@ -114,7 +114,7 @@ def build(
     for r in records:
         if not r.complete:
             notes.append(_status_note(r))
-    rows = aggregate(records)
+    rows = aggregate(records, notes)
     if compare:
         present = sorted({w.method for w in rows if w.status == "complete"})
         if compare not in present:
@@ -123,13 +123,6 @@ def build(
                 2,
             )
         notes.extend(compare_to(rows, compare))
-    for w in rows:
-        repeated = sorted({s for s in w.seeds if w.seeds.count(s) > 1})
-        if repeated:
-            notes.append(
-                f"{w.label} on {w.dataset} averages {w.n} runs, several with the same seed "
-                f"({', '.join(map(str, repeated))}): the same run repeated? n counts runs, not seeds"
-            )
     return Report(sources=sources, records=records, rows=rows, profiles=prows, notes=notes, compare=compare)
 
 

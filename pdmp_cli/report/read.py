@@ -33,9 +33,18 @@ class _UsesGammaP:
 
 
 USES_GAMMA_P = _UsesGammaP()
+TUNED = "tuned.json"  # written by pdmp tune beside a final run of the tuned Table I (pdmp_cli.tune.TUNED)
 # spec fields that never change what a run computes (paths, worker processes), or identify it; and
 # threads, an execution detail like the machine (another count may differ in the last bits)
-NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed", "threads"}
+NOT_SETTINGS = {"run_dir", "runs_root", "profile", "num_workers", "data_root", "dataset", "seed", "threads",
+                "tensorboard"}  # tensorboard: logging only
+# per lr_schedule, the schedule fields it never reads (set or not, the run computes the same)
+_LR_FIELDS = {"lr_step_size", "lr_step_gamma", "lr_min", "lr_cosine_epochs"}
+INERT = {
+    "none": _LR_FIELDS,
+    "step": _LR_FIELDS - {"lr_step_size", "lr_step_gamma"},
+    "cosine": _LR_FIELDS - {"lr_min", "lr_cosine_epochs"},
+}
 
 
 @dataclass
@@ -61,6 +70,7 @@ class RunRecord:
     settings: dict  # spec fields that change results, minus the ones shown as columns
     message: str | None = None
     selection: str = "test"  # what chose the headline's epoch: validation, or test (no validation split)
+    tuned: dict | None = None  # tuned.json of a tuned Table I's final run: the setting and the budget it had
 
     @property
     def complete(self) -> bool:
@@ -72,13 +82,16 @@ class RunRecord:
 
 
 def settings_key(spec: dict) -> dict:
-    """The spec fields that change what a run computes, with those its method ignores removed.
+    """The spec fields that change what a run computes, with those its method ignores removed
+    (and the lr-schedule fields its ``lr_schedule`` never reads, :data:`INERT`).
 
     ``gamma_p`` is dropped for methods whose class does not read it, and ``method_args`` keeps only
     the run's own method's hyperparameters, so e.g. a vanilla run matches whatever gamma_p or
     other methods' settings it was started with.
     """
     s = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
+    for k in INERT.get(s.get("lr_schedule", "none"), ()):  # fields the run's lr schedule never reads
+        s.pop(k, None)
     method = s.get("method")
     if method not in USES_GAMMA_P:
         s.pop("gamma_p", None)
@@ -215,6 +228,8 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         }
     else:
         rec.settings = {"encoder": rec.encoder, "epochs": rec.epochs_planned}
+    if (p / TUNED).is_file():
+        rec.tuned = _read_json(p / TUNED, notes)
     return rec
 
 

@@ -178,8 +178,12 @@ def compare_to(rows: list[Row], method: str) -> list[str]:
     return notes
 
 
-def aggregate(records: list[RunRecord]) -> list[Row]:
-    """Group complete runs by configuration (mean ± std over seeds); unfinished runs stay alone."""
+def aggregate(records: list[RunRecord], notes: list[str] | None = None) -> list[Row]:
+    """Group complete runs by configuration (mean ± std over seeds); unfinished runs stay alone.
+
+    A seed counts once: when a configuration has several complete runs of one seed (a rerun),
+    the row uses the first by run-directory path (the earliest: ``pdmp train`` names its
+    directories by start time) and ``notes`` (when given) says which runs were left out."""
     groups: dict[str, list[RunRecord]] = {}
     singles: list[list[RunRecord]] = []
     for r in records:
@@ -191,6 +195,19 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
             groups.setdefault(key, []).append(r)
         else:
             singles.append([r])
+    for key, runs in groups.items():
+        kept: dict[int, RunRecord] = {}
+        for r in sorted(runs, key=lambda r: str(r.path)):
+            kept.setdefault(r.seed, r)
+        if len(kept) < len(runs):
+            left = sorted(str(r.path) for r in runs if kept[r.seed] is not r)
+            if notes is not None:
+                r0 = kept[min(kept)]
+                notes.append(
+                    f"{r0.method} on {r0.dataset}: {len(runs) - len(kept)} rerun(s) of a seed left out (a seed counts "
+                    f"once; the first run directory by name is used): {', '.join(left)}"
+                )
+            groups[key] = list(kept.values())
     rows = []
     for runs in [*groups.values(), *singles]:
         r0 = runs[0]

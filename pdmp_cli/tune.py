@@ -80,7 +80,7 @@ HEARTBEAT_SECONDS = 60  # a live worker renews its claim this often (asynchronou
 GRACE_SECONDS = 180  # a claim silent this long belongs to a dead worker: failed, and its candidate resumed
 NOISE_Z = 2.0  # within noise: less than this many standard errors of the difference apart (pdmp analyze's rule)
 CHOSEN, SUMMARY, PLAN_FILE, LOCK = "chosen.json", "tune.json", "plan.json", "tune.lock"
-TUNED = "tuned.json"  # in a final run directory of the tuned Table I: the setting and the budget it had
+TUNED = "tuned.json"  # in a final run directory of the tuned Table I: the setting and the budget it had (report.read.TUNED)
 # spec fields that say where or on what a run trains, not what it learns
 _NOT_IDENTITY = {"run_dir", "runs_root", "device", "devices", "num_workers", "data_root", "threads"}
 BRANCH = "m_o"  # the pseudo-parameter of a candidate: which modality Eq. 12 takes as optimization-dominant

@@ -508,3 +508,74 @@ def test_a_study_shared_with_an_incompatible_plan_is_refused_in_one_line(tmp_pat
     elsewhere = _plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
     with pytest.raises(PdmpError, match=r"study s in .* belongs to the tune directory .*a/tune"):
         tune.run(elsewhere, trainer=FileTrainer(tmp_path / "fake", {}))
+
+
+SMALL_GRIDS = ["--values", "g-blending.super_epoch=1,2", "--values", "ogm-ge.alpha=0.1,0.8", "--values", "agm.alpha=0.1,1.5",
+               "--values", "pmr.alpha=1,2", "--values", "dr.move_lambda=1,3", "--gamma-p", "1,5"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tuned_table_one_tunes_every_method_before_any_run_reads_the_test_split(tmp_path):
+    """--method paper on a dataset whose test files are garbage: every method with a knob is tuned
+    (chosen.json each, same budget) and the methods without one say so; only then does the first
+    final run read the test split, and it refuses the garbage."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+    from pdmp_cli.methods import METHODS
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from data import miniature as M
+
+    root = M.make_custom(tmp_path / "mine")
+    (root / "m.toml").write_text(FILES_MANIFEST)
+    for clip, _ in M.CUSTOM_TEST:
+        (root / "audio" / f"{clip}.wav").write_bytes(b"not audio")
+        (root / "visual" / f"{clip}.png").write_bytes(b"not an image")
+    prof = _profile(tmp_path / "p.json", dataset="m")
+    args = ["tune", "--method", "paper", "--profile", prof, "--dataset", str(root / "m.toml"), "--budget", "1",
+            "--epochs", "1", "--device", "cpu", "--tune-dir", str(tmp_path / "t"), "-q", *SMALL_GRIDS]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "unreadable file [test]" in out, r.output
+    paper = [n for n in METHODS.names() if METHODS.get(n).in_paper_table]
+    knobs = {n for n in paper if tune.method_space(n)}
+    assert knobs == {"g-blending", "ogm-ge", "agm", "pmr", "dr", "pdmp"}
+    for n in sorted(set(paper) - knobs):
+        assert f"{n}: no tunable hyperparameter; trained at its defaults" in out
+    chosen = {p.parent.name.split("-s0")[0].split("-", 2)[2]: json.loads(p.read_text()) for p in (tmp_path / "t").glob("*/chosen.json")}
+    assert set(chosen) == knobs
+    assert all(c["_tune"]["budget"] == 1 and c["_tune"]["full_epochs"] in (2, 1) for c in chosen.values())
+
+
+@pytest.mark.slow
+def test_tuned_table_one_trains_the_choices_and_report_names_them(tmp_path, tiny_manifest):
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    prof = _profile(tmp_path / "p.json")
+    args = ["tune", "--method", "vanilla,ogm-ge,pdmp", "--final", "--profile", prof, "--dataset", str(tiny_manifest),
+            "--budget", "1", "--epochs", "1", "--seeds", "0,1", "--tune-dir", str(tmp_path / "t"), "-q",
+            "--values", "ogm-ge.alpha=0.1,0.8", "--gamma-p", "1,5"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "vanilla has no tunable hyperparameter" in r.output  # a list, not paper/all: refused
+    args[2] = "all"
+    args = [a for a in args if a != "--final"]
+    r = CliRunner().invoke(app, [*args, "--values", "g-blending.super_epoch=1", "--values", "agm.alpha=1.5",
+                                 "--values", "pmr.alpha=2", "--values", "dr.move_lambda=3"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "tuned Table I: each method's setting, chosen on validation with the same budget" in out
+    assert "vanilla: defaults (no tunable hyperparameter)" in out
+    table = next(tmp_path.joinpath("t").glob("table-tiny-*"))
+    assert f"pdmp report {table} --compare vanilla" in out
+    assert sorted(p.name for p in table.iterdir())[:2] == ["agm-s0", "agm-s1"]
+    rec = json.loads((table / "ogm-ge-s1" / tune.TUNED).read_text())
+    assert rec["tuned"] and rec["budget"] == 1 and rec["seeds"] == [0, 1] and rec["setting"].startswith("ogm-ge.alpha ")
+    r = CliRunner().invoke(app, ["report", str(table), "--format", "markdown", "--compare", "vanilla"])
+    assert r.exit_code == 0, r.output
+    assert "tuned on validation" in r.output and f"{rec['setting']} of 2 (budget 1 ep x 2 seeds; 4/4 ep)" in r.output
+    assert "no knob: defaults" in r.output

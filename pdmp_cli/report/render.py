@@ -112,6 +112,25 @@ def method_label(name: str) -> str:
     return f"{name} (approximation)" if name in METHODS and METHODS.get(name).approximation else name
 
 
+def fmt_tuned(w: Row) -> str:
+    """The tuned Table I's column: the setting validation chose and the budget it had (``tuned.json``)."""
+    t = next((r.tuned for r in w.runs if r.tuned), None)
+    if not t:
+        return "-"
+    if not t.get("tuned"):
+        return "no knob: defaults"
+    seeds = len(t.get("seeds") or [0])
+    out = (
+        f"{t.get('setting')} of {t.get('candidates')} (budget {t.get('budget')} ep x {seeds} seed{'s' if seeds > 1 else ''}; "
+        f"{t.get('spent_epochs')}/{t.get('full_epochs')} ep)"
+    )
+    if t.get("as_vanilla"):
+        out += ", = vanilla"
+    if t.get("within_noise_of"):
+        out += f", within noise of {', '.join(t['within_noise_of'])}"
+    return out
+
+
 def _show_settings(rows: list[Row]) -> bool:
     return any(w.variant for w in rows)
 
@@ -137,6 +156,8 @@ def table_cells(rows: list[Row], compact: bool = False) -> tuple[list[str], list
     ]
     if _show_settings(rows):
         fields.append(("settings", lambda w: ", ".join(f"{k}={v}" for k, v in w.variant.items()) or "-"))
+    if any(r.tuned for w in rows for r in w.runs):
+        fields.append(("tuned on validation", fmt_tuned))
     fields.append(("n", lambda w: str(w.n)))
     if compact:  # the status of an unfinished run goes beside its epochs: one column fewer
         tail = [("epochs", lambda w: epochs(w) + ("" if w.status == "complete" else f" {fmt_status(w, short=True)}"))]
@@ -392,6 +413,7 @@ def row_dict(w: Row) -> dict:
         "compare": vars(w.compare) if w.compare is not None else ("reference" if w.is_reference else None),
         "best": sorted(w.best),
         "runs": [str(r.path) for r in w.runs],
+        "tuned": next((r.tuned for r in w.runs if r.tuned), None),
     }
 
 

@@ -42,6 +42,9 @@ def test_datasets_lists_every_manifest_and_its_root(tmp_path, monkeypatch):
     assert "incomplete (missing testSet.txt, valSet.txt)" in rows["ave"]
     assert "missing" in rows["ucf101"] and "classInd.txt" in rows["ucf101"]
     assert "built-in" in rows["synthetic"]
+    mods = {d.name: d.modalities for d in list_datasets()}
+    assert (mods["synthetic"], mods["synthetic-3"]) == ("audio, visual", "audio, visual, depth")  # was: no depth
+    assert "audio, visual, depth" in rows["synthetic-3"]
     status = {d.name: d.status for d in list_datasets()}
     built_in = {n: "built-in" for n in list_manifests() if n.startswith("synthetic")}
     assert status == {"ave": "incomplete", "cefa": "missing", "cremad": "present", "ks": "missing",

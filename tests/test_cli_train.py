@@ -88,8 +88,11 @@ def test_method_hyperparameters_from_spec_table_set_and_old_flag(fake_run, tmp_p
     r = runner.invoke(app, ["train", "--spec", str(spec), "--set", "ogm-ge.start=2"])
     assert r.exit_code == 0, r.output
     assert fake_run.calls[-1]["spec"].method_args["ogm-ge"] == {"alpha": 0.3, "start": 2, "end": 9}
-    r = runner.invoke(app, ["train", "--spec", str(spec), "--set", "ogm-ge.alpha=0.5", "--ogm-alpha", "0.6"])
+    r = runner.invoke(app, ["train", "--spec", str(spec), "--ogm-alpha", "0.6"])
     assert fake_run.calls[-1]["spec"].method_args["ogm-ge"]["alpha"] == 0.6  # the old flag still works
+    r = runner.invoke(app, ["train", "--spec", str(spec), "--set", "ogm-ge.alpha=0.5", "--ogm-alpha", "0.6"])
+    assert r.exit_code == 2 and r.output.strip() == (  # two flags, one field, two values: refused (issue 27)
+        "error: --ogm-alpha 0.6 and --set ogm-ge.alpha=0.5 set ogm-ge.alpha differently; give one of them")
     for args, message in [
         (["--set", "ogm-ge.alfa=1"], "error: ogm-ge.alfa is not a known option; remove it or check its spelling"),
         (["--set", "ogm-ge.alpha=-1"], "error: ogm-ge.alpha must be > 0, got -1"),
@@ -108,6 +111,9 @@ def test_methods_command_lists_every_method_and_its_defaults():
     for name in METHODS.names():
         assert f"\n{name}  " in "\n" + r.output
     assert "--set ogm-ge.alpha=VALUE  (default 0.8)" in r.output
+    assert "a [method_args.METHOD] table" in r.output  # was eaten as Rich markup
+    pdmp = r.output.split("\npdmp  ", 1)[1].split("\n")[1]
+    assert pdmp.startswith("    --gamma-p VALUE  (default 10, or the dataset preset's)  gamma_p of Eq. 10")  # not "no hyperparameters"
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,8 @@ def _visit(mods: dict, jobs: list, deep: bool, features) -> list[Problem]:
                     mod.sources(s.paths[m])
             except BadFile as e:
                 problems.append(Problem(f"{e.problem} file", split, e.path, s.id, e.detail))
+            except OSError as e:  # the file system refused the path itself (too long, an I/O error)
+                problems.append(Problem("unreadable file", split, s.paths[m], s.id, f"{type(e).__name__}: {e.strerror or e}"))
     return problems
 
 
@@ -286,7 +288,8 @@ def list_datasets(data_root=None) -> list[DatasetStatus]:
             continue
         if not _is_files(m):
             classes = str(getattr(m, "classes", "")) or "?"
-            out.append(DatasetStatus(name, m.loader, m.description, classes, "audio, visual", "built-in", "", "built-in"))
+            mods = ", ".join(getattr(m, "modalities", None) or []) or "?"  # a plugin loader may not say
+            out.append(DatasetStatus(name, m.loader, m.description, classes, mods, "built-in", "", "built-in"))
             continue
         from pdmp_cli.data.loaders.files import resolve_root
 

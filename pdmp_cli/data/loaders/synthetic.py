@@ -72,6 +72,11 @@ class SyntheticManifest(ManifestBase):
         sample_rate=4000, clip_seconds=0.5, n_fft=64, hop_length=64, clip_amplitude=None
     )
 
+    @property
+    def modalities(self) -> list[str]:
+        """audio, visual, and depth when the preset has a ``[depth]`` section."""
+        return ["audio", "visual"] + (["depth"] if self.depth is not None else [])
+
 
 def _corrupt(labels: np.ndarray, reliability: float, k: int, rng: np.random.Generator) -> np.ndarray:
     """The cue's class: the label with probability ``reliability``, else another class."""
@@ -163,7 +168,7 @@ class SyntheticLoader:
                     "test": generate(manifest, manifest.test_size, 1),
                 }
                 cache.set(key, arrays_to_bytes({f"{sp}/{k}": v for sp, a in arrays.items() for k, v in a.items()}))
-        modalities = ["audio", "visual"] + (["depth"] if manifest.depth is not None else [])
+        modalities = manifest.modalities
         return DatasetBundle(
             name=manifest.name,
             identity=identity,

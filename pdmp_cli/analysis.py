@@ -543,7 +543,7 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     n_eval = len(eval_loader.dataset)
     stop = EarlyStopping(spec.patience, spec.max_epochs, spec.early_epochs) if spec.epochs == "auto" else None
     curve = []
-    for _ in range(spec.max_epochs if stop else spec.epochs):
+    for epoch in range(spec.max_epochs if stop else spec.epochs):
         model.train()
         for inputs, y in train_loader:
             x, y = place_input(inputs[modality], device), y.to(device)
@@ -595,6 +595,14 @@ def worker_devices(modalities: list[str], device) -> list[str]:
 
     if device.type == "cuda":
         n = torch.cuda.device_count()
+def stop_if_nonfinite(bad_steps: int, what: str, epoch: int, spec: AnalyzeSpec) -> None:
+    """As ``pdmp train`` does: a non-finite training loss stops the analysis (nothing cached or
+    written) instead of ranking a model that learnt nothing."""
+    if bad_steps:
+        raise PdmpError(f"{what}'s training loss became inf/nan in {bad_steps} steps of epoch {epoch + 1}; the "
+                        f"analysis stopped and nothing was cached or written; try a smaller --lr than {spec.lr:g}", 1)
+
+
         return [f"cuda:{i % n}" for i in range(len(modalities))]
     return [str(device)] * len(modalities)
 
@@ -617,13 +625,16 @@ def train_unimodal_parallel(
     tasks = [Task(m, _unimodal_job, (spec, m, indices, d), d) for m, d in zip(mods, worker_devices(mods, device))]
 
     def message(m, acc):
+        bad = torch.zeros((), dtype=torch.int64, device=device)  # non-finite losses: read once per epoch
         if advance[m]:
             advance[m](acc)
 
+            bad += ~torch.isfinite(loss.detach())
     out = run_tasks(tasks, jobs or len(mods), on_message=message, stop_on_error=True)
     if out.stopped_by is not None:
         raise KeyboardInterrupt
     if out.errors:
+        stop_if_nonfinite(int(bad), f"the {modality} model", epoch, spec)
         m, msg = next(iter(out.errors.items()))
         raise PdmpError(f"training the {m} model in its own process failed: {msg}; run with --jobs 1 to see it in full", 1)
     curves = {}
@@ -646,7 +657,7 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
     opt = _optimizer(model, spec)
     train_loader, eval_loader = _loaders(bundle, indices, spec)
     fused, branches = [], {m: [] for m in bundle.modalities}
-    for _ in range(spec.probe_epochs):
+    for epoch in range(spec.probe_epochs):
         model.train()
         for inputs, y in train_loader:
             out = model(to_device(inputs, device), with_branches=False)
@@ -720,13 +731,16 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 sspec = spec.model_copy(update={"seed": seed})
                 sbundle, split = with_validation(bundle, spec.val_fraction, seed, select_on_test=spec.select_on_test)
                 sidx = stratified_subset(sbundle.train_labels, subset, seed)
+        bad = torch.zeros((), dtype=torch.int64, device=device)
                 what = f"subset {subset:g}" + (f" · seed {seed}" if len(seeds) > 1 else "")
 
                 def measure_unimodal(sbundle=sbundle, sidx=sidx, sspec=sspec, what=what):
+            bad += ~torch.isfinite(loss.detach())
                     t0 = time.perf_counter()
                     if jobs > 1 and len(sbundle.modalities) > 1:  # each modality in its own process
                         curves = train_unimodal_parallel(
                             sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs), jobs=jobs
+        stop_if_nonfinite(int(bad), "the multimodal probe", epoch, spec)
                         )
                     else:
                         curves = {

@@ -26,6 +26,8 @@ def _one(err) -> str:
         return f"{loc} is not a known option; remove it or check its spelling"
     if kind == "missing":
         return f"{loc} is required"
+    if kind == "finite_number":
+        return f"{loc} must be a finite number, got {value!r}"
     if kind == "literal_error":
         return f"{loc} must be one of {ctx.get('expected')}, got {value!r}"
     msg = err["msg"]
@@ -67,8 +69,12 @@ def _check_registered(family: str, name: str) -> str:
     return name
 
 
+SEED_MAX = 2**32 - 1  # seeds feed numpy and scikit-learn, which take [0, 2**32)
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float of every spec is finite (an lr of inf or nan is never a setting)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class OptimSpec(_Spec):
@@ -79,7 +85,7 @@ class OptimSpec(_Spec):
     lr: float = Field(1e-3, gt=0, description="SGD learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of model init, data order and noise, in [0, 2**32)")
     encoder: str = Field("resnet18", description="encoder registry name")
     device: Device = "auto"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
@@ -182,6 +188,9 @@ class AnalyzeSpec(OptimSpec):
     @model_validator(mode="after")
     def _early(self):
         cap = self.max_epochs if self.epochs == "auto" else self.epochs
+        for seed in v or []:
+            if isinstance(seed, int) and not 0 <= seed <= SEED_MAX:
+                raise ValueError(f"each seed must be in [0, 2**32), got {seed}")
         if self.early_epochs > cap:
             what = "max_epochs" if self.epochs == "auto" else "epochs"
             raise ValueError(f"early_epochs ({self.early_epochs}) must be <= {what} ({cap})")

@@ -368,3 +368,82 @@ def test_5_a_run_directory_that_disappears_stops_the_run_and_is_not_recreated(ti
         run(tiny_spec(run_dir=str(d), epochs=2), quiet=True, on_step=vanish)
     assert "disappeared during the run" in str(e.value) and "--resume" not in str(e.value)
     assert not d.exists()
+
+
+# --------------------------------------------------------------------------- 6. validation at the edge
+
+
+@pytest.fixture
+def cli_env(tmp_path, tiny_manifest, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["profile", "new", "--dataset", str(tiny_manifest), "--performance-dominant", "visual",
+                            "--optimization-dominant", "audio", "--out", "prof.json"])
+    assert r.exit_code == 0, r.output
+    return ["train", "--profile", "prof.json", "--dataset", str(tiny_manifest), "--dry-run"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--grad-clip", "inf"], "grad_clip must be a finite number, got inf"),
+    (["--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--seed", "4294967296"], "seed must be <= 4294967295, got 4294967296"),
+    (["--set", "agm.alpha=1.5"], "--set agm.alpha=1.5 is for method agm, but the run's method is pdmp: it would be "
+                                 "ignored; drop it, or pass --method agm"),
+    (["--ogm-alpha", "0.5"], "--ogm-alpha 0.5 is for method ogm-ge, but the run's method is pdmp"),
+    (["--method", "ogm-ge", "--ogm-alpha", "0.5", "--set", "ogm-ge.alpha=0.7"],
+     "--ogm-alpha 0.5 and --set ogm-ge.alpha=0.7 set ogm-ge.alpha differently; give one of them"),
+    (["--set", "pdmp.others=x", "--set", "pdmp.others=y"], "--set pdmp.others is given twice with different values"),
+    (["--method", "ogm-ge", "--set", "ogm-ge.alpha=inf"], "ogm-ge.alpha must be a finite number, got 'inf'"),
+])
+def test_6_numeric_options_and_method_flags_are_refused_in_one_line(cli_env, args, line):
+    r = runner.invoke(app, cli_env + args)
+    assert r.exit_code == 2, r.output
+    assert line in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("table, line", [
+    ("method_args = 5", "method_args must be a table of method name -> its fields, got 5"),
+    ("[method_args]\npdmp = 5", "method_args.pdmp must be a table of that method's fields"),
+])
+def test_6_spec_fields_of_the_wrong_type_are_refused_in_one_line(cli_env, tmp_path, table, line):
+    (tmp_path / "s.toml").write_text(table + "\n")
+    r = runner.invoke(app, cli_env + ["--spec", str(tmp_path / "s.toml")])
+    assert r.exit_code == 2 and line in r.output and "Traceback" not in r.output, r.output
+
+
+def test_6_analyze_seeds_and_fractions_are_checked_before_anything_runs(tiny_manifest):
+    r = runner.invoke(app, ["analyze", "--dataset", str(tiny_manifest), "--seeds=-1,2", "--epochs", "1"])
+    assert r.exit_code == 2 and "seeds: each seed must be in [0, 2**32), got -1" in r.output, r.output
+    r = runner.invoke(app, ["analyze", "--dataset", str(tiny_manifest), "--subset", "nan", "--epochs", "1"])
+    assert r.exit_code == 2 and "must be a finite number, got nan" in r.output, r.output
+
+
+def test_6_a_decompression_bomb_is_one_problem_naming_the_sample(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pdmp_cli.data.check import check_dataset
+
+    root = M.make_cremad(tmp_path / "CREMA-D")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the frames (40x32) are then past 2x the guard
+    r = check_dataset("cremad", root)
+    assert r.counts == {"unreadable file": 6}
+    assert "DecompressionBombError" in r.first(1) and "(sample 1004_DFA_HAP_XX)" in r.first(1)
+
+
+# --------------------------------------------------------------------------- 3. analyze stops on a non-finite loss
+
+
+def test_3_analyze_stops_on_a_non_finite_loss_and_writes_nothing(tiny_manifest, tmp_path):
+    from pdmp_cli import analysis
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.specs import AnalyzeSpec
+
+    out = tmp_path / "p.json"
+    spec = AnalyzeSpec(dataset=str(tiny_manifest), encoder="small", epochs=2, early_epochs=1, subset=[1.0], lr=1e30,
+                       out=str(out), jobs=1, probe_epochs=0)
+    with pytest.raises(PdmpError) as e:
+        analysis.run(spec, progress=False)
+    assert "training loss became inf/nan" in str(e.value) and "try a smaller --lr than 1e+30" in str(e.value)
+    assert "gamma" not in str(e.value)
+    assert not out.exists()

@@ -63,7 +63,7 @@ def train_cli(
     Several GPUs: pdmp train --devices 4 ... (or torchrun --nproc-per-node 4 -m pdmp_cli train ...).
     """
     from pdmp_cli.errors import PdmpError
-    from pdmp_cli.methods import parse_set
+    from pdmp_cli.methods import check_set_for, parse_set
     from pdmp_cli.profile import Profile
     from pdmp_cli.specs import TrainSpec, dataset_defaults, read_spec_file, resolve_spec
     from pdmp_cli.train import run
@@ -111,6 +111,7 @@ def train_cli(
                     exit_code=2,
                 ) from None
         train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
+        check_set_for(parse_set(set_), train_spec.method, flags)  # nothing set for a method not run, nor twice
 
     if dry_run:
         from pdmp_cli.dryrun import dry_run_train

@@ -101,7 +101,12 @@ class FeatureCache:
     def load(self, modality, path: Path):
         if not (self.enabled and modality.cacheable):
             return decode_checked(modality, path)
-        key = self.key(modality, path)
+        try:
+            key = self.key(modality, path)
+        except OSError as e:  # listing or stat-ing the sample's files failed (a name too long, an I/O error)
+            from pdmp_cli.data.modalities import BadFile
+
+            raise BadFile(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
         cache = self._open()
         value = array_from_bytes(raw := cache.get(key, default=None, retry=True))
         if value is not None:

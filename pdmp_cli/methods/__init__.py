@@ -29,6 +29,7 @@ names a method. Users set the hyperparameters in a spec file (``[method_args.<na
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from typing import Any, Iterable
 
@@ -209,7 +210,13 @@ def resolve_method_args(data: dict, default_method: str) -> dict:
     records the values a run used. Raises ValueError (the spec turns it into one line).
     """
     data = dict(data)
-    tables = {k: dict(v) for k, v in (data.get("method_args") or {}).items()}
+    given = data.get("method_args") or {}
+    if not isinstance(given, dict):
+        raise ValueError(f"method_args must be a table of method name -> its fields, got {given!r}")
+    for k, v in given.items():
+        if not isinstance(v, dict):
+            raise ValueError(f"method_args.{k} must be a table of that method's fields (e.g. alpha = 0.8), got {v!r}")
+    tables = {k: dict(v) for k, v in given.items()}
     for cls_name in METHODS.names():
         cls = METHODS.get(cls_name)
         for old, new in cls.spec_aliases.items():
@@ -226,8 +233,11 @@ def resolve_method_args(data: dict, default_method: str) -> dict:
             resolved[name] = METHODS.get(name).Args.model_validate(table).model_dump(mode="json")
         except ValidationError as e:
             raise ValueError("; ".join(_field_error(name, err) for err in e.errors())) from None
+        for field, v in resolved[name].items():  # every hyperparameter of every method is a finite number
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name}.{field} must be a finite number, got {table.get(field, v)!r}")
     chosen = data.get("method") or default_method
-    if chosen in METHODS and chosen not in resolved:
+    if isinstance(chosen, str) and chosen in METHODS and chosen not in resolved:
         resolved[chosen] = METHODS.get(chosen).Args().model_dump(mode="json")
     data["method_args"] = resolved
     return data
@@ -250,8 +260,34 @@ def parse_set(items: list[str] | None) -> dict | None:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        tables.setdefault(name, {})[field] = parsed
+        table = tables.setdefault(name, {})
+        if field in table and table[field] != parsed:
+            raise PdmpError(f"--set {name}.{field} is given twice with different values ({table[field]!r} and "
+                            f"{parsed!r}); give it once", exit_code=2)
+        table[field] = parsed
     return tables or None
+
+
+def check_set_for(tables: dict | None, method: str, flags: dict | None = None) -> None:
+    """The method flags of one command line: ``--set`` tables (and the old per-method flags such as
+    ``--ogm-alpha``, a method's ``spec_aliases``) name only the method being run, since a setting
+    for another method would be accepted and ignored, and never set one field twice differently.
+    Raises PdmpError (one line)."""
+    said = {(name, field): f"--set {name}.{field}={v}" for name, t in (tables or {}).items() for field, v in t.items()}
+    values = {(name, field): v for name, t in (tables or {}).items() for field, v in t.items()}
+    for name in METHODS.names():
+        for old, new in METHODS.get(name).spec_aliases.items():
+            if (flags or {}).get(old) is None:
+                continue
+            flag = f"--{old.replace('_', '-')} {flags[old]}"
+            if (name, new) in values and values[(name, new)] != flags[old]:
+                raise PdmpError(f"{flag} and {said[(name, new)]} set {name}.{new} differently; give one of them",
+                                exit_code=2)
+            said[(name, new)], values[(name, new)] = flag, flags[old]
+    for (name, _), flag in said.items():
+        if name != method:
+            raise PdmpError(f"{flag} is for method {name}, but the run's method is {method}: it would be ignored; "
+                            f"drop it, or pass --method {name}", exit_code=2)
 
 
 def describe_methods() -> list[tuple[str, str, list[tuple[str, str, str]]]]:

@@ -523,6 +523,14 @@ def _optimizer(model, spec: AnalyzeSpec):
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
+def stop_if_nonfinite(bad_steps: int, what: str, epoch: int, spec: AnalyzeSpec) -> None:
+    """As ``pdmp train`` does: a non-finite training loss stops the analysis (nothing cached or
+    written) instead of ranking a model that learnt nothing."""
+    if bad_steps:
+        raise PdmpError(f"{what}'s training loss became inf/nan in {bad_steps} steps of epoch {epoch + 1}; the "
+                        f"analysis stopped and nothing was cached or written; try a smaller --lr than {spec.lr:g}", 1)
+
+
 def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec, device, advance=None) -> list[float]:
     """Train one unimodal model on ``indices`` of the training split; its accuracy on the
     validation split (:func:`~pdmp_cli.data.split.eval_split`) after each epoch.
@@ -545,13 +553,16 @@ def train_unimodal(bundle, modality: str, indices: list[int], spec: AnalyzeSpec,
     curve = []
     for epoch in range(spec.max_epochs if stop else spec.epochs):
         model.train()
+        bad = torch.zeros((), dtype=torch.int64, device=device)  # non-finite losses: read once per epoch
         for inputs, y in train_loader:
             x, y = place_input(inputs[modality], device), y.to(device)
             loss = F.cross_entropy(model(x), y)
+            bad += ~torch.isfinite(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             training_steps.add()
+        stop_if_nonfinite(int(bad), f"the {modality} model", epoch, spec)
         model.eval()
         correct = 0
         with torch.no_grad():
@@ -595,14 +606,6 @@ def worker_devices(modalities: list[str], device) -> list[str]:
 
     if device.type == "cuda":
         n = torch.cuda.device_count()
-def stop_if_nonfinite(bad_steps: int, what: str, epoch: int, spec: AnalyzeSpec) -> None:
-    """As ``pdmp train`` does: a non-finite training loss stops the analysis (nothing cached or
-    written) instead of ranking a model that learnt nothing."""
-    if bad_steps:
-        raise PdmpError(f"{what}'s training loss became inf/nan in {bad_steps} steps of epoch {epoch + 1}; the "
-                        f"analysis stopped and nothing was cached or written; try a smaller --lr than {spec.lr:g}", 1)
-
-
         return [f"cuda:{i % n}" for i in range(len(modalities))]
     return [str(device)] * len(modalities)
 
@@ -625,16 +628,13 @@ def train_unimodal_parallel(
     tasks = [Task(m, _unimodal_job, (spec, m, indices, d), d) for m, d in zip(mods, worker_devices(mods, device))]
 
     def message(m, acc):
-        bad = torch.zeros((), dtype=torch.int64, device=device)  # non-finite losses: read once per epoch
         if advance[m]:
             advance[m](acc)
 
-            bad += ~torch.isfinite(loss.detach())
     out = run_tasks(tasks, jobs or len(mods), on_message=message, stop_on_error=True)
     if out.stopped_by is not None:
         raise KeyboardInterrupt
     if out.errors:
-        stop_if_nonfinite(int(bad), f"the {modality} model", epoch, spec)
         m, msg = next(iter(out.errors.items()))
         raise PdmpError(f"training the {m} model in its own process failed: {msg}; run with --jobs 1 to see it in full", 1)
     curves = {}
@@ -659,13 +659,16 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
     fused, branches = [], {m: [] for m in bundle.modalities}
     for epoch in range(spec.probe_epochs):
         model.train()
+        bad = torch.zeros((), dtype=torch.int64, device=device)
         for inputs, y in train_loader:
             out = model(to_device(inputs, device), with_branches=False)
             loss = F.cross_entropy(out.logits, y.to(device))
+            bad += ~torch.isfinite(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             training_steps.add()
+        stop_if_nonfinite(int(bad), "the multimodal probe", epoch, spec)
         model.eval()
         correct = {"fused": 0, **{m: 0 for m in bundle.modalities}}
         with torch.no_grad():
@@ -731,16 +734,13 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 sspec = spec.model_copy(update={"seed": seed})
                 sbundle, split = with_validation(bundle, spec.val_fraction, seed, select_on_test=spec.select_on_test)
                 sidx = stratified_subset(sbundle.train_labels, subset, seed)
-        bad = torch.zeros((), dtype=torch.int64, device=device)
                 what = f"subset {subset:g}" + (f" · seed {seed}" if len(seeds) > 1 else "")
 
                 def measure_unimodal(sbundle=sbundle, sidx=sidx, sspec=sspec, what=what):
-            bad += ~torch.isfinite(loss.detach())
                     t0 = time.perf_counter()
                     if jobs > 1 and len(sbundle.modalities) > 1:  # each modality in its own process
                         curves = train_unimodal_parallel(
                             sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs), jobs=jobs
-        stop_if_nonfinite(int(bad), "the multimodal probe", epoch, spec)
                         )
                     else:
                         curves = {

@@ -1,5 +1,5 @@
 """``agm``: Adaptive Gradient Modulation (Li et al., ICCV 2023), as its reference code
-(lihongcs/AGM, the CREMA-D setting) computes it; facts in BASELINES.md.
+(lihongcs/AGM, the CREMA-D setting) computes it; facts in docs/baselines.md.
 
 Each modality's *mono-modal response* is its Shapley value in the fused logits, with the
 other modalities' features set to zero (f(S): the fused logits when only the modalities in S

@@ -1,6 +1,6 @@
 """``g-blending``: Gradient-Blending (Wang, Tran and Feiszli, CVPR 2020), online, as the
 implementations the field uses compute it (no official code: timeseriesAI/tsai
-``tsai/callback/gblend.py`` and BalanceBenchmark's ``GBlending_trainer.py``; BASELINES.md).
+``tsai/callback/gblend.py`` and BalanceBenchmark's ``GBlending_trainer.py``; docs/baselines.md).
 
 The model gets one linear head per modality on its encoder features (method-owned), beside
 the fused head. The loss is a weighted sum over the M unimodal heads and the fused one::

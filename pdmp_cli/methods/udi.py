@@ -1,7 +1,7 @@
 """``udi``: Unidirectional Dynamic Interaction (Wang et al., arXiv 2509.02281) -- an APPROXIMATION.
 
 No code is released and the paper's exact formulas were not available to us, so this file
-implements what its abstract and our notes (``BASELINES.md``) establish, and marks every choice
+implements what its abstract and our notes (``docs/baselines.md``) establish, and marks every choice
 it had to make with "CHOICE". ``pdmp report`` and the README label the method "approximation".
 
 Established:

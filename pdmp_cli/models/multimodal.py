@@ -1,4 +1,4 @@
-"""The multimodal classifiers: one encoder per modality and a fusion head (late fusion, BRIEF.md,
+"""The multimodal classifiers: one encoder per modality and a fusion head (late fusion, the paper's
 Eq. 2), or a model that fuses inside its encoders (:class:`MaskedFusionModel`: ``se``, ``mmformer``).
 
 The model interface every method and the training loop rely on (README, "Add PDMP to your own

@@ -1,6 +1,6 @@
 """Shared by the image kinds (``image``, ``frames``, ``flow``): decoding, resizing, augmentation.
 
-Conventions (OGM-GE, BRIEF.md): evaluation resizes to ``size`` x ``size``; training takes a
+Conventions (OGM-GE's code, which the paper follows): evaluation resizes to ``size`` x ``size``; training takes a
 RandomResizedCrop(``size``) and a horizontal flip; ImageNet mean/std normalisation for RGB.
 Decoded images are resized to ``cache_size`` (default ``size``) before caching, so the cache
 holds small uint8 arrays; training crops are taken from that cached image.

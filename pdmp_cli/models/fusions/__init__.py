@@ -1,4 +1,4 @@
-"""Fusions (BRIEF.md, Eq. 2-4), registered by name. Adding one is adding one file here.
+"""Fusions (the paper's Eq. 2-4), registered by name. Adding one is adding one file here.
 
 Two kinds share the one registry (and the one ``--fusion`` flag):
 

@@ -289,7 +289,7 @@ def test_11_gamma_p_must_be_finite_both_ways_and_json_has_no_infinity(env, tmp_p
     for value, expected in (
         ("1e-320", "gamma_p: must be a finite number from 2.94e-39 to 3.4e+38 (gamma_p and 1/gamma_p scale float32 "
                    "gradients), got 1e-320"),
-        ("inf", "gamma_p: Input should be a finite number, got inf"),
+        ("inf", "gamma_p must be a finite number, got inf"),
     ):
         line = _one_error_line(runner.invoke(app, ["train", "--profile", prof, "--dataset", str(env.manifest),
                                                    "--gamma-p", value, "--run-dir", str(tmp_path / "r")]), 2)

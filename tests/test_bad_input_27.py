@@ -447,3 +447,25 @@ def test_3_analyze_stops_on_a_non_finite_loss_and_writes_nothing(tiny_manifest, 
     assert "training loss became inf/nan" in str(e.value) and "try a smaller --lr than 1e+30" in str(e.value)
     assert "gamma" not in str(e.value)
     assert not out.exists()
+
+
+def test_3_weights_far_past_normal_are_a_warning_not_a_clean_complete(tiny_spec, tmp_path):
+    import json
+
+    import torch
+
+    from pdmp_cli.train import run
+
+    d = tmp_path / "run"
+
+    def inflate(info):  # what a huge gamma_p does to a modulated encoder's BatchNorm before it overflows
+        for name, buf in info.model.named_buffers():
+            if name.endswith("running_var"):
+                buf.fill_(1e12)
+                break
+
+    done = run(tiny_spec(run_dir=str(d)), quiet=True, on_step=inflate)
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["message"].startswith("warning: after epoch 1, weights or buffers far past normal magnitudes")
+    assert "running_var 1e+12" in summary["message"] and done.summary.message == summary["message"]

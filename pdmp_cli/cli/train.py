@@ -133,6 +133,8 @@ def train_cli(
         from pdmp_cli.signals import interrupt_exit_code
 
         fail(s.message, interrupt_exit_code())  # 130 after Ctrl-C, 143 after SIGTERM
+    if s.message:  # a complete run's warning (weights far past normal): said again at the end
+        err_console.print(s.message, highlight=False, soft_wrap=True)
     console.print(headline(s) + f"; {result.run_dir}", highlight=False, soft_wrap=True)
 
 

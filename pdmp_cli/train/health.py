@@ -76,6 +76,27 @@ def blown_up(model: torch.nn.Module, stats, precision_kind: str) -> str | None:
     return "; ".join(parts) if parts else "another process's model holds inf/nan"
 
 
+HUGE = 1e10  # a weight or buffer this large is far past any trained model's (BatchNorm variances of ~1e12 seen)
+
+
+def oversized(model: torch.nn.Module, limit: float = HUGE) -> str | None:
+    """Finite but far past normal: the floating-point parameters and buffers whose largest
+    magnitude is over ``limit``, as a phrase (one device sync), or None. Such a model is on its way
+    to inf (a BatchNorm running variance of 1e12 evaluates that branch at chance): a warning, not
+    a clean "complete"."""
+    named = [(n, t) for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_floating_point()
+             and t.numel()]
+    if not named:
+        return None
+    with torch.no_grad():
+        peaks = torch.stack([t.detach().abs().amax().float() for _, t in named]).cpu().tolist()
+    big = [(n, p) for (n, _), p in zip(named, peaks) if p > limit]
+    if not big:
+        return None
+    shown = ", ".join(f"{n} {p:.3g}" for n, p in big[:SHOWN]) + (f" and {len(big) - SHOWN} more" if len(big) > SHOWN else "")
+    return f"weights or buffers far past normal magnitudes (over {limit:g}: {shown}); the model may be unusable"
+
+
 def remedy(spec) -> str:
     """What to try after a divergence: γp toward 1 for the methods that scale by it, else a
     smaller lr; and gradient clipping when it is off."""

@@ -810,6 +810,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     if spec.lr_schedule != "none":
         console.print(lr_schedule.describe(spec), highlight=False, soft_wrap=True)
     summary = write_summary("running")
+    huge_note = None  # a warning once weights grow far past normal (health.oversized)
 
     # -- the loop ---------------------------------------------------------------------------------
     test_loader = eval_loader(bundle, spec, device) if evaluate_test else None
@@ -874,6 +875,9 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     )
                     summary = write_summary("diverged", msg)
                     return RunResult(run_dir, summary, history)
+                if huge_note is None and (huge := health.oversized(model)):  # finite, but far past normal
+                    huge_note = f"warning: after epoch {epoch + 1}, {huge}; {health.remedy(spec)}"
+                    console.print(huge_note, highlight=False, soft_wrap=True)
 
                 if outcome == "interrupted":
                     wall = wall_before + time.monotonic() - t0
@@ -965,5 +969,5 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
             progress.stop()
         tensorboard.close()
 
-    summary = write_summary("complete")
+    summary = write_summary("complete", huge_note)  # the warning stays with the run
     return RunResult(run_dir, summary, history)

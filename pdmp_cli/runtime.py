@@ -30,9 +30,11 @@ RESNET18_THREADS = 1
 
 def default_threads(encoder: str) -> int:
     """``--threads`` when not given: 1 for the ``small`` encoder (a step of ~40 ms gains little from
-    a second thread: 1.31x at 2 threads, efficiency 0.66, benchmarks/threads.py on a 2-core
-    machine), :data:`RESNET18_THREADS` for ResNet-18, 1 for any other encoder. One thread per run
-    leaves the other cores to ``--jobs``, which runs independent runs side by side."""
+    a second thread: 1.31x at 2 threads, efficiency 0.66), :data:`RESNET18_THREADS` (1) for
+    ResNet-18 (CREMA-D-sized inputs, batch 16: 0.94x at 2 threads, no gain), 1 for any other
+    encoder; benchmarks/threads.py on this project's 2-core machine at load 1.2-2.2
+    (docs/results/threads.json). One thread per run leaves the other cores to ``--jobs``, which
+    runs independent runs side by side."""
     return RESNET18_THREADS if encoder == "resnet18" else SMALL_THREADS
 
 

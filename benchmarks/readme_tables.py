@@ -1,0 +1,158 @@
+"""The README's measured tables, regenerated from committed results (run directories and benchmark JSON).
+
+    # 1. measure (writes run directories / JSON), e.g. the demo and the thread benchmark:
+    pdmp demo --out /tmp/demo
+    python -m benchmarks.threads --encoder small,resnet18 --threads 1,2 --json /tmp/threads.json
+    # 2. keep the results in the repository (run directories without checkpoints, with how and where)
+    python -m benchmarks.readme_tables collect-demo /tmp/demo --command "make demo" --wall-s 97 --load "2.1 1.9 1.4"
+    python -m benchmarks.readme_tables collect-threads /tmp/threads.json
+    # 3. rewrite the README's tables from them (check: exit 1 when the README differs)
+    python -m benchmarks.readme_tables write
+    python -m benchmarks.readme_tables check
+
+Each table sits in the README between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` and
+is rendered only from ``docs/results/``: ``demo/`` (the demo's run directories, as
+``pdmp report`` reads them, and ``demo/meta.json``: machine, threads, jobs, load, wall time, the
+command) and ``threads.json`` (``benchmarks/threads.py``). ``tests/test_readme_numbers.py`` fails
+when a table in the README is not what this script makes from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+RUN_FILES = ("spec.json", "summary.json", "profile.json", "split.json", "metrics.jsonl")
+
+
+def machine_line(meta: dict) -> str:
+    m = meta.get("machine", {})
+    where = f"{m.get('cpu_count', '?')} CPU cores" + (f", {m['gpu']}" if m.get("gpu") else ", no GPU")
+    parts = [
+        f"`{meta['command']}`" if meta.get("command") else None,
+        f"on {where} ({m.get('platform', '?')}, torch {m.get('torch', '?')})",
+        f"{meta['threads']} thread(s) per run" if meta.get("threads") else None,
+        f"--jobs {meta['jobs']}" if meta.get("jobs") else None,
+        f"load average {meta['load']} when it started" if meta.get("load") else None,
+        f"wall time {meta['wall_s']:.0f} s" if meta.get("wall_s") is not None else None,
+        f"measured {meta['date']}" if meta.get("date") else None,
+    ]
+    return "Measured: " + "; ".join(p for p in parts if p) + "."
+
+
+def demo_table(results: Path = RESULTS) -> str:
+    """The demo's comparison table (``pdmp report --format markdown`` of its runs) and how it was measured."""
+    from pdmp_cli import report
+
+    d = results / "demo"
+    rep = report.build([d / "runs"])
+    meta = json.loads((d / "meta.json").read_text())
+    return report.markdown(rep).rstrip("\n") + "\n\n" + machine_line(meta) + "\n"
+
+
+def threads_table(results: Path = RESULTS) -> str:
+    """Step time against threads per encoder (benchmarks/threads.py)."""
+    data = json.loads((results / "threads.json").read_text())
+    lines = ["| encoder | input (batch) | threads | step ms | speedup | efficiency |", "|---|---|---|---|---|---|"]
+    for enc, fig in data["figures"].items():
+        shapes = " + ".join("×".join(map(str, s)) for s in fig["shapes"].values())
+        for t, row in fig["threads"].items():
+            lines.append(
+                f"| {enc} | {shapes} ({fig['batch_size']}) | {t} | {row['step_ms']:.0f} | {row['speedup']:.2f} | {row['efficiency']:.2f} |"
+            )
+    m = data["machine"]
+    lines += ["", f"Measured: `{data.get('command', 'python -m benchmarks.threads')}` on {m.get('cpu_count')} CPU cores "
+              f"({m.get('platform')}, torch {m.get('torch')}); load average {data.get('load_average_start')} at the "
+              f"start, {data.get('load_average_end')} at the end."]
+    return "\n".join(lines) + "\n"
+
+
+TABLES = {"demo": demo_table, "threads": threads_table}
+
+
+def _block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- table:{name} -->\n)(.*?)(<!-- /table:{name} -->)", re.S)
+
+
+def render_readme(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every ``<!-- table:NAME -->`` block replaced by its table from ``results``."""
+    for name, make in TABLES.items():
+        pat = _block(name)
+        if pat.search(text):
+            table = make(results)
+            text = pat.sub(lambda m: m.group(1) + table + m.group(3), text)
+    return text
+
+
+def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None, jobs: int | None) -> Path:
+    """Copy the demo's run directories (no checkpoints) into docs/results/demo/ with meta.json."""
+    import torch
+
+    dest = RESULTS / "demo"
+    shutil.rmtree(dest, ignore_errors=True)
+    threads = set()
+    for run in sorted((out / "runs").iterdir()):
+        if not (run / "spec.json").is_file():
+            continue
+        (dest / "runs" / run.name).mkdir(parents=True)
+        for f in RUN_FILES:
+            if (run / f).is_file():
+                shutil.copy(run / f, dest / "runs" / run.name / f)
+        threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
+    meta = {
+        "command": command, "wall_s": wall_s, "load": load, "jobs": jobs,
+        "threads": ",".join(str(t) for t in sorted(threads, key=str)),
+        "date": __import__("time").strftime("%Y-%m-%d"),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(terse=True), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }  # fmt: skip
+    (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return dest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("collect-demo", help="keep a demo's runs in docs/results/demo/")
+    c.add_argument("out", type=Path, help="the demo's --out folder")
+    c.add_argument("--command", default="make demo")
+    c.add_argument("--wall-s", type=float)
+    c.add_argument("--load", help="`uptime`'s load averages when it started")
+    c.add_argument("--jobs", type=int)
+    t = sub.add_parser("collect-threads", help="keep benchmarks/threads.py's JSON in docs/results/threads.json")
+    t.add_argument("json", type=Path)
+    t.add_argument("--command", default="python -m benchmarks.threads")
+    sub.add_parser("write", help="rewrite the README's tables from docs/results/")
+    sub.add_parser("check", help="exit 1 when a README table differs from docs/results/")
+    args = ap.parse_args(argv)
+    if args.what == "collect-demo":
+        print(collect_demo(args.out, args.command, args.wall_s, args.load, args.jobs))
+    elif args.what == "collect-threads":
+        data = json.loads(args.json.read_text())
+        data["command"] = args.command
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "threads.json").write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        text = README.read_text()
+        new = render_readme(text)
+        if args.what == "write":
+            README.write_text(new)
+        elif new != text:
+            print("README.md's tables differ from docs/results/; run: python -m benchmarks.readme_tables write")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,9 +6,11 @@
 1. Modality analysis (Alg. 1, stage 1) with the preset's defaults: a profile in
    ``<out>/profiles/``. Its curves are cached (``$PDMP_CACHE_DIR``), so a second demo trains no
    unimodal model.
-2. Three multimodal runs in ``<out>/runs/``: vanilla, OGM-GE and PDMP (γp 10), concat fusion,
-   the preset's defaults; a run already there with the same settings is reused (see
-   :mod:`pdmp_cli.sweep`), so a second demo only prints.
+2. Three multimodal runs in ``<out>/runs/``: vanilla, OGM-GE and PDMP, concat fusion, the
+   preset's defaults (OGM-GE's α and PDMP's γp: the ones ``pdmp tune`` chose on validation for
+   the preset, with the same budget; the manifest's ``[defaults]`` name the command); a run
+   already there with the same settings is reused (see :mod:`pdmp_cli.sweep`), so a second demo
+   only prints. ``jobs`` of them train at once (:mod:`pdmp_cli.pool`).
 3. The comparison table (also written as ``<out>/report.md``) and the plots in ``<out>/plots/``:
    the three runs' accuracy and w over epochs (paper Fig. 4), each run alone, and the
    profile's unimodal curves (Fig. 3 b).
@@ -90,7 +92,8 @@ def run(
         flags.update(epochs=epochs, early_epochs=min(early, epochs))
     aspec = resolve_spec(AnalyzeSpec, defaults, flags)
     console.rule(f"1/3 modality analysis: one unimodal model per modality on {name}")
-    [outcome] = analysis.run(aspec, command="pdmp demo", progress=not quiet, console=console)
+    # the demo's own folder: a rerun with other --epochs replaces its profile
+    [outcome] = analysis.run(aspec, command="pdmp demo", progress=not quiet, console=console, force=True)
     p = outcome.profile
     how = "served from the analysis cache, nothing trained" if outcome.cached else "measured"
     early, late = aspec.early_epochs, aspec.epochs

@@ -156,3 +156,51 @@ def test_a_failing_job_is_one_line(monkeypatch):
     monkeypatch.setattr(pool, "START_METHOD", "fork")
     out = pool.run_tasks([pool.Task("x", _fail)], 1)
     assert out.errors == {"x": "no such thing; fix it"} and out.results == {}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_parallel_sweep_keeps_each_run_resumable(tiny_manifest, profile, tmp_path, monkeypatch, one_thread):
+    import pdmp_cli.train
+
+    monkeypatch.setattr(pool, "START_METHOD", "fork")  # the children inherit the patches below
+    torch.set_num_threads(1)
+    real_train = pdmp_cli.train.run
+
+    def slow_train(spec, *a, on_step=None, **kw):  # 50 ms a step: the signal lands mid-run
+        def step(info):
+            time.sleep(0.05)
+            if on_step:
+                on_step(info)
+
+        return real_train(spec, *a, on_step=step, **kw)
+
+    monkeypatch.setattr(pdmp_cli.train, "run", slow_train)
+    real_pool = pool.run_tasks
+
+    def ctrl_c_once_both_report(tasks, jobs, *, on_message=None, **kw):
+        seen = set()
+
+        def message(key, m):
+            seen.add(key)
+            if len(seen) == 2 and not getattr(message, "sent", False):
+                message.sent = True
+                os.kill(os.getpid(), signal.SIGINT)  # as the terminal's Ctrl-C reaches the parent
+            on_message(key, m)
+
+        return real_pool(tasks, jobs, on_message=message, **kw)
+
+    grid = dict(gamma_p=[2.0], methods=["vanilla", "pdmp"])
+
+    def base(root):
+        return sweep.base_spec(profile, dataset=str(tiny_manifest), flags={"runs_root": str(tmp_path / root), "epochs": 4})
+
+    monkeypatch.setattr(pool, "run_tasks", ctrl_c_once_both_report)
+    cut = sweep.run(base("cut"), jobs=2, quiet=True, **grid)
+    assert cut.stopped and [o.status for o in cut.outcomes] == ["interrupted", "interrupted"]
+    assert all((o.run_dir / "checkpoints" / "last.pt").is_file() for o in cut.outcomes)
+    monkeypatch.setattr(pool, "run_tasks", real_pool)
+    done = sweep.run(base("cut"), jobs=2, quiet=True, **grid)
+    assert [o.action for o in done.outcomes] == ["resumed", "resumed"] and not done.stopped
+    whole = sweep.run(base("whole"), jobs=1, quiet=True, **grid)
+    for a, b in zip(whole.outcomes, done.outcomes):
+        assert _comparable(b.run_dir) == _comparable(a.run_dir)  # Ctrl-C + resume = uninterrupted

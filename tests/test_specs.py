@@ -71,3 +71,15 @@ def test_json_spec_and_bad_syntax(tmp_path):
 def test_unknown_dataset_lists_the_manifests():
     with pytest.raises(PdmpError, match="unknown dataset 'nope'; choose one of: .*synthetic"):
         dataset_defaults("nope", TrainSpec)
+
+
+def test_a_manifest_sets_method_hyperparameters_flags_still_win(tmp_path):
+    from pdmp_cli.specs import TrainSpec, dataset_defaults, resolve_spec
+
+    m = tmp_path / "m.toml"
+    m.write_text('loader = "synthetic"\n[audio]\nreliability = 0.6\n[visual]\nreliability = 0.9\n'
+                 '[defaults]\ngamma_p = 5.0\n[defaults.method_args.ogm-ge]\nalpha = 0.4\n')
+    d = dataset_defaults(str(m), TrainSpec)
+    assert resolve_spec(TrainSpec, d, {"profile": "p", "method": "ogm-ge"}).method_args["ogm-ge"]["alpha"] == 0.4
+    flag = {"method_args": {"ogm-ge": {"alpha": 0.1}}}
+    assert resolve_spec(TrainSpec, d, {"profile": "p", "method": "ogm-ge"}, flag).method_args["ogm-ge"]["alpha"] == 0.1

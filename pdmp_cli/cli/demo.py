@@ -22,9 +22,10 @@ def demo_cli(
     ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op CPU threads of each run (default 1 for the preset's small encoder)."),
 ):
-    """Run the whole method on the built-in `synthetic` preset in about two minutes on a CPU.
+    """Run the whole method on the built-in `synthetic` preset in a few minutes on a CPU.
 
-    Analyses the modalities (cached), trains vanilla, OGM-GE and PDMP (γp 10, concat fusion),
+    Analyses the modalities (cached), trains vanilla, OGM-GE and PDMP (concat fusion; OGM-GE's α
+    and PDMP's γp as `pdmp tune` chose them on validation for the preset),
     prints the comparison table, writes plots, and lists where every file went. A second demo
     reuses the cached analysis and the finished runs.
     """

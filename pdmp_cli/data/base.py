@@ -61,6 +61,9 @@ class TrainDefaults(BaseModel):
     subset: float | None = Field(None, gt=0, le=1)
     gamma_p: float | None = Field(None, gt=0, description="the paper's best gamma_p for this dataset (Table V)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (decoding real files pays off)")
+    method_args: dict[str, dict[str, Any]] | None = Field(
+        None, description="method -> its hyperparameters for this dataset ([defaults.method_args.ogm-ge] alpha = ...)"
+    )
 
     def as_overrides(self) -> dict:
         return self.model_dump(exclude_none=True)

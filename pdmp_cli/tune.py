@@ -933,7 +933,10 @@ def _run_async(plan: Plan, trainer: Trainer, log, command: str) -> tuple[str | N
             study.tell(trial, state=TrialState.FAIL)
             again = f"`{command}`" if command else "the same pdmp tune command"
             return (str(e) if isinstance(e, _Interrupted) else f"interrupted; run {again} again to continue the tuning"), study
-        study.tell(trial, value if state == "complete" else None, state=TrialState.COMPLETE if state == "complete" else TrialState.PRUNED)
+        try:
+            study.tell(trial, value if state == "complete" else None, state=TrialState.COMPLETE if state == "complete" else TrialState.PRUNED)
+        except (ValueError, RuntimeError) as e:  # its lease ran out (no heartbeat for GRACE_SECONDS) and another worker took over
+            log(f"{cand.label}: this worker's claim was taken over by another worker ({e}); its result is that worker's")
 
 
 # -----------------------------------------------------------------------------------------------

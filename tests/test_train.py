@@ -150,6 +150,19 @@ def test_resume_after_last_epoch_with_more_epochs_equals_longer_run(env):
     assert json.loads((short.run_dir / "spec.json").read_text())["epochs"] == 2
 
 
+def test_pdmp_at_gamma_p_1_is_vanilla_to_the_last_bit(env):
+    # γp 1 multiplies every encoder gradient by 1.0 (exact in floating point); same seed, same
+    # threads: the same data order, losses, accuracies and weights as vanilla
+    v = run(env.spec(method="vanilla", run_dir=str(env.root / "v-g1")), quiet=True)
+    p = run(env.spec(method="pdmp", gamma_p=1.0, run_dir=str(env.root / "p-g1")), quiet=True)
+    strip = lambda ms: [m.model_dump(exclude={"epoch_seconds", "gamma"}) for m in ms]  # noqa: E731
+    assert strip(p.metrics) == strip(v.metrics)
+    assert all(g == 1.0 for m in p.metrics for g in m.gamma.values())
+    a = torch.load(p.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(v.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_too_large_gamma_diverges_with_a_clear_message(env):
     r = run(env.spec(gamma_p=1e30, run_dir=str(env.root / "boom")), quiet=True)
     assert r.status == "diverged"

@@ -416,6 +416,35 @@ def _check_writable(path: Path) -> None:
 _MEASURED_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "encoder")
 
 
+def check_overwrite(path: Path, dataset: str, identity: str | None, spec: AnalyzeSpec, subset: float, force: bool) -> None:
+    """Refuse (PdmpError) to replace ``path`` when it holds another result: a profile of another
+    dataset (name or content identity: two datasets whose folders share a name), or of this one
+    measured with other settings, or a file that is no profile pdmp analyze wrote (a hand-written
+    one). ``force`` replaces it anyway. The same dataset and settings again: replaced (a rerun)."""
+    import json
+
+    if force or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    why = None
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict) or "dataset_identity" not in old:
+        why = "a file that is not a profile measured by pdmp analyze (a hand-written one?)"
+    elif old.get("dataset") != dataset or old.get("dataset_identity") != identity:
+        why = (f"the profile of dataset {old.get('dataset')} (data identity {old.get('dataset_identity')}), not of "
+               f"{dataset} (data identity {identity})")
+    else:
+        now = {k: getattr(spec, k) for k in _MEASURED_SETTINGS} | {"subset": subset}
+        was = {k: old["settings"].get(k) for k in _MEASURED_SETTINGS} | {"subset": old.get("subset")}
+        diff = [f"{k} {was[k]!r} -> {now[k]!r}" for k in now if was[k] is not None and was[k] != now[k]]
+        if diff:
+            why = f"a profile of {dataset} measured with other settings ({', '.join(diff)})"
+    if why:
+        raise PdmpError(f"{path} already holds {why}; pass --force to replace it, or --out another path", 2)
+
+
 def cache_key(
     kind: str, identity: str, modalities: list[str], subset: float, spec: AnalyzeSpec, device: str,
     validation: dict | None = None,
@@ -696,8 +725,10 @@ def train_probe(bundle, indices: list[int], spec: AnalyzeSpec, device, advance=N
 # --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
-def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=None) -> list[AnalysisOutcome]:
+def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=None, force: bool = False) -> list[AnalysisOutcome]:
     """Analyse every subset of ``spec``: one profile (and its resolved spec) written per subset.
+    An existing profile of another dataset or other settings is replaced only with ``force``
+    (:func:`check_overwrite`).
 
     Raises PdmpError for an unknown dataset, an unwritable output, or an unusable device.
     """
@@ -714,8 +745,9 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
     bundle, _ = load_checked(spec.dataset, spec.data_root, skip_bad=spec.skip_bad)
     many = len(spec.subset) > 1
     paths = [profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
-    for p in paths:
+    for p, s in zip(paths, spec.subset):
         _check_writable(p)
+        check_overwrite(p, bundle.name, bundle.identity, spec, s, force)
 
     def waiting():
         if console is not None:

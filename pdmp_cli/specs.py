@@ -183,14 +183,14 @@ class AnalyzeSpec(OptimSpec):
                 raise ValueError("must be a comma-separated list of integers such as 0,1,2") from None
         if v is not None and len(set(v)) != len(v):
             raise ValueError(f"must not repeat a seed, got {v}")
+        for seed in v or []:
+            if isinstance(seed, int) and not 0 <= seed <= SEED_MAX:
+                raise ValueError(f"each seed must be in [0, 2**32), got {seed}")
         return v or None
 
     @model_validator(mode="after")
     def _early(self):
         cap = self.max_epochs if self.epochs == "auto" else self.epochs
-        for seed in v or []:
-            if isinstance(seed, int) and not 0 <= seed <= SEED_MAX:
-                raise ValueError(f"each seed must be in [0, 2**32), got {seed}")
         if self.early_epochs > cap:
             what = "max_epochs" if self.epochs == "auto" else "epochs"
             raise ValueError(f"early_epochs ({self.early_epochs}) must be <= {what} ({cap})")

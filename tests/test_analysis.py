@@ -25,9 +25,9 @@ def _spec(manifest, tmp_path, default_out=True, **kw) -> AnalyzeSpec:
     return resolve_spec(AnalyzeSpec, dataset_defaults(str(manifest), AnalyzeSpec), base, kw)
 
 
-def _run(spec):
+def _run(spec, force=False):
     before = analysis.training_steps.value
-    outcomes = analysis.run(spec, progress=False)
+    outcomes = analysis.run(spec, progress=False, force=force)
     return outcomes, analysis.training_steps.value - before
 
 
@@ -202,7 +202,7 @@ def test_early_epochs_rereads_the_cache_and_no_cache_recomputes(tiny_manifest, t
 def test_a_changed_setting_or_changed_data_misses_the_cache(tiny_manifest, tmp_path):
     _run(_spec(tiny_manifest, tmp_path))
     for change in ({"lr": 0.02}, {"seed": 1}, {"epochs": 1}, {"batch_size": 32}, {"subset": 0.5}, {"encoder": "small"}):
-        [o], steps = _run(_spec(tiny_manifest, tmp_path, **change))
+        [o], steps = _run(_spec(tiny_manifest, tmp_path, **change), force=True)  # another setting, same --out
         if change == {"encoder": "small"}:  # the manifest default already: same key
             assert o.cached is True and steps == 0
         else:
@@ -210,7 +210,7 @@ def test_a_changed_setting_or_changed_data_misses_the_cache(tiny_manifest, tmp_p
     (tmp_path / "d").mkdir()
     other = tmp_path / "d" / "tiny.toml"  # same name, other content
     other.write_text(tiny_manifest.read_text().replace("seed = 0", "seed = 3"))
-    [o], steps = _run(_spec(other, tmp_path))
+    [o], steps = _run(_spec(other, tmp_path), force=True)
     assert o.cached is False and steps == 16 and o.profile.dataset == "tiny"
 
 

@@ -469,3 +469,33 @@ def test_3_weights_far_past_normal_are_a_warning_not_a_clean_complete(tiny_spec,
     assert summary["status"] == "complete"
     assert summary["message"].startswith("warning: after epoch 1, weights or buffers far past normal magnitudes")
     assert "running_var 1e+12" in summary["message"] and done.summary.message == summary["message"]
+
+
+# --------------------------------------------------------------------------- 4. no overwriting
+
+
+def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(tmp_path, monkeypatch):
+    """Two datasets laid out as the README shows (``<folder>/manifest.toml``) in folders of the same
+    name are both named ``my-data``: the second analysis must not replace the first's profile."""
+    from conftest import TINY_SYNTHETIC
+
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "one" / "my-data", tmp_path / "two" / "my-data"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    (a / "manifest.toml").write_text(TINY_SYNTHETIC)
+    (b / "manifest.toml").write_text(TINY_SYNTHETIC.replace("seed = 0", "seed = 1"))
+    base = ["analyze", "--epochs", "1", "--early-epochs", "1", "--subset", "1.0", "--probe-epochs", "0", "--jobs", "1"]
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")])
+    assert r.exit_code == 0, r.output
+    first = (tmp_path / "profiles" / "my-data.json").read_text()
+    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml")])
+    assert r.exit_code == 2 and "profiles/my-data.json already holds the profile of dataset my-data (data identity" in r.output
+    assert "pass --force to replace it, or --out another path" in r.output
+    assert (tmp_path / "profiles" / "my-data.json").read_text() == first
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05"])
+    assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")])  # the same again: a rerun
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml"), "--force"])
+    assert r.exit_code == 0 and (tmp_path / "profiles" / "my-data.json").read_text() != first

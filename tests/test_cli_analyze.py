@@ -32,7 +32,7 @@ def _outcome(subset, curves, cached=False, **kw):
 def calls(monkeypatch):
     seen = []
 
-    def fake_run(spec, command="", progress=True, console=None):
+    def fake_run(spec, command="", progress=True, console=None, force=False):
         seen.append(spec)
         return [_outcome(s, {"audio": [0.6, 0.6], "visual": [0.2, 0.8]}) for s in spec.subset]
 

@@ -60,6 +60,9 @@ def analyze_cli(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Check spec, data and --out, try one batch per modality, estimate the time; write nothing."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing profile of another dataset or other settings at the output path."
+    ),
 ):
     """Rank the modalities: train one unimodal model per modality on a class-stratified subset.
 
@@ -87,7 +90,7 @@ def analyze_cli(
         dry_run_analyze(resolved, console)
         return
 
-    outcomes = analysis.run(resolved, command=shlex.join(["pdmp", *sys.argv[1:]]), console=err_console)
+    outcomes = analysis.run(resolved, command=shlex.join(["pdmp", *sys.argv[1:]]), console=err_console, force=force)
 
     for o in outcomes:
         p = o.profile

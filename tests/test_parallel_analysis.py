@@ -40,7 +40,8 @@ def test_parallel_curves_equal_the_sequential_ones(tiny_manifest, tmp_path, monk
     assert (par.profile.performance_dominant, par.profile.optimization_dominant) == (
         seq.profile.performance_dominant, seq.profile.optimization_dominant,
     )  # fmt: skip
-    assert steps_par == steps_seq == 2 * 2 * 4  # the workers' steps are counted: 2 models x 2 epochs x 60/16
+    # the workers' steps are counted: 2 models x 2 epochs x 60/16, and the probe's (1 epoch, in this process)
+    assert steps_par == steps_seq == 2 * 2 * 4 + 4
     assert par.cache_key == seq.cache_key  # one measurement, one cache entry
     assert par.profile.settings == seq.profile.settings and "jobs" not in par.profile.settings
     assert par.profile.settings["threads"] == 1  # the small encoder's default, recorded

@@ -98,7 +98,8 @@ def test_1_finite_loss_but_inf_batchnorm_statistics_is_diverged_not_complete(env
     assert r.summary.message.startswith("the model blew up in epoch 2: the weights or buffers hold inf/nan (encoders.visual.")
     assert "running_var" in r.summary.message
     assert r.summary.message.endswith(
-        f"try a smaller --gamma-p than 10 or --grad-clip 1.0; the last good checkpoint ({last}, 1 epochs done) is kept"
+        "try a new run with a smaller --gamma-p than 10, a smaller --lr than 0.01 or --grad-clip 1.0; "
+        f"the last good checkpoint ({last}, 1 epochs done) is kept"
     )
     for name in ("last.pt", "best.pt"):  # no checkpoint holds the blown-up state
         ckpt = torch.load(r.run_dir / "checkpoints" / name, weights_only=True)

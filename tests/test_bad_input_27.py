@@ -499,3 +499,25 @@ def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml"), "--force"])
     assert r.exit_code == 0 and (tmp_path / "profiles" / "my-data.json").read_text() != first
+
+
+# --------------------------------------------------------------------------- 7. advice that is true
+
+
+def test_7_divergence_advice_names_the_lr_and_a_new_run_and_never_calls_a_damaged_checkpoint_good(tiny_spec, tmp_path):
+    import torch
+
+    from pdmp_cli.train import run
+    from pdmp_cli.train.health import kept_note, remedy
+
+    spec = tiny_spec(gamma_p=10)
+    assert remedy(spec) == "try a new run with a smaller --gamma-p than 10, a smaller --lr than 0.01 or --grad-clip 1.0"
+    d = tmp_path / "run"
+    run(tiny_spec(run_dir=str(d)), quiet=True)
+    last = d / "checkpoints" / "last.pt"
+    assert kept_note(d, 1) == f"the last good checkpoint ({last}, 1 epochs done) is kept"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 1
+    last.write_bytes(bytes(data))
+    assert kept_note(d, 1) == f"{last} no longer matches what was saved (damaged): no good checkpoint is left"
+    assert torch.load(last, weights_only=True)  # it still loads: only the record tells

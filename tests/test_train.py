@@ -167,7 +167,8 @@ def test_too_large_gamma_diverges_with_a_clear_message(env):
     r = run(env.spec(gamma_p=1e30, run_dir=str(env.root / "boom")), quiet=True)
     assert r.status == "diverged"
     assert r.summary.message.startswith("the loss became non-finite at epoch 1, step ")
-    assert "try a smaller --gamma-p than 1e+30 or --grad-clip 1.0; no checkpoint was written (no epoch finished)" in r.summary.message
+    assert ("try a new run with a smaller --gamma-p than 1e+30, a smaller --lr than 0.01 or --grad-clip 1.0; "
+            "no checkpoint was written (no epoch finished)") in r.summary.message
     assert not (r.run_dir / "checkpoints/last.pt").exists()
     assert json.loads((r.run_dir / "summary.json").read_text())["status"] == "diverged"
 
@@ -182,7 +183,7 @@ def test_divergence_keeps_the_last_good_checkpoint(env):
     assert r.status == "diverged" and r.summary.epochs_done == 1
     last = r.run_dir / "checkpoints" / "last.pt"
     assert r.summary.message == (
-        "the loss became non-finite at epoch 2, step 2; try a smaller --lr than 0.01 or --grad-clip 1.0; "
+        "the loss became non-finite at epoch 2, step 2; try a new run with a smaller --lr than 0.01 or --grad-clip 1.0; "
         f"the last good checkpoint ({last}, 1 epochs done) is kept"
     )
     ckpt = torch.load(last, weights_only=True)

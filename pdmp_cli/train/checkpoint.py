@@ -70,7 +70,7 @@ def save(path: str | os.PathLike, obj: dict) -> Path:
     except (RuntimeError, OSError) as e:  # torch: "PytorchStreamWriter failed writing file ..." for ENOSPC
         text = str(e).strip()
         cause = getattr(e, "strerror", None) or (text.splitlines()[0] if text else type(e).__name__)
-        raise PdmpError(f"cannot save checkpoint {p}: {cause}; free disk space, or choose a writable --run-dir", 1) from None
+        raise PdmpError(f"cannot save checkpoint {p}: {cause}; free disk space (or make the folder writable)", 1) from None
     return p
 
 

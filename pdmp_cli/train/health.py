@@ -103,16 +103,26 @@ def remedy(spec) -> str:
     g = spec.gamma_p
     from pdmp_cli.methods import uses_gamma_p
 
+    knobs = []
     if uses_gamma_p(spec.method) and g != 1:
-        knob = f"try a smaller --gamma-p than {g:g}" if g > 1 else f"try a --gamma-p closer to 1 than {g:g}"
-    else:
-        knob = f"try a smaller --lr than {spec.lr:g}"
-    return knob + (" or --grad-clip 1.0" if spec.grad_clip is None else "")
+        knobs.append(f"a smaller --gamma-p than {g:g}" if g > 1 else f"a --gamma-p closer to 1 than {g:g}")
+    knobs.append(f"a smaller --lr than {spec.lr:g}")  # the lr can blow a run up whatever gamma_p is
+    if spec.grad_clip is None:
+        knobs.append("--grad-clip 1.0")
+    # a resume keeps the spec: these need a new run
+    return "try a new run with " + (", ".join(knobs[:-1]) + " or " + knobs[-1] if len(knobs) > 1 else knobs[0])
 
 
 def kept_note(run_dir: Path, epochs_done: int) -> str:
     """Which checkpoint a diverged run leaves behind."""
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train import checkpoint
+
     last = Path(run_dir) / rundir.CHECKPOINTS / "last.pt"
     if last.exists():
+        try:
+            checkpoint.verify(last)  # "good" only if it still is what was saved
+        except (PdmpError, OSError):
+            return f"{last} no longer matches what was saved (damaged): no good checkpoint is left"
         return f"the last good checkpoint ({last}, {epochs_done} epochs done) is kept"
     return "no checkpoint was written (no epoch finished)"

@@ -46,15 +46,13 @@ SPENT = 2 + 2 + 8 + 4 + 2 + 2  # 20 of 48; the log also has γp 15's diverging e
 class FileTrainer:
     """Stands in for the real trainer: a run's progress lives in a file (so a second process or a
     second call sees it), every trained epoch is logged, and one Ctrl-C can be simulated.
-    ``curves``: key -> curve, or (key, seed) -> curve. ``peers``: wait (before the first epoch)
-    until that many trainers have started on ``root``, so several workers really overlap."""
+    ``curves``: key -> curve, or (key, seed) -> curve. ``peers``: before its first epoch, wait until
+    that many trainers on ``root`` hold a candidate each, so several workers really overlap."""
 
     def __init__(self, root: Path, curves: dict, interrupt=None, delay: float = 0.0, n_val: int | None = None, peers: int = 0):
         self.root, self.curves, self.interrupt, self.delay, self.n_val = Path(root), curves, interrupt, delay, n_val
         self.root.mkdir(parents=True, exist_ok=True)
         self.peers = peers
-        if peers:
-            (self.root / f"started-{os.getpid()}").touch()
 
     def _file(self, cand, seed) -> Path:
         return self.root / f"{cand.key}-s{seed}.json"
@@ -70,9 +68,10 @@ class FileTrainer:
     def advance(self, cand, seed, epochs):
         import time
 
-        if self.peers:
+        if self.peers:  # this worker holds a candidate: wait until every peer holds one too
+            (self.root / f"claimed-{os.getpid()}").touch()
             t0 = time.monotonic()
-            while len(list(self.root.glob("started-*"))) < self.peers and time.monotonic() - t0 < 60:
+            while len(list(self.root.glob("claimed-*"))) < self.peers and time.monotonic() - t0 < 60:
                 time.sleep(0.01)
             self.peers = 0
         s = self._state(cand, seed)

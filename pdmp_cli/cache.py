@@ -78,13 +78,18 @@ def array_to_bytes(arr) -> bytes:
 
 
 def array_from_bytes(data) -> "np.ndarray | None":  # noqa: F821
-    """``.npy`` bytes -> the array; anything else (a foreign or damaged entry) -> None."""
+    """``.npy`` bytes, or an open file of them (``cache.get(key, read=True)``, closed here: numpy
+    then reads the file straight into the array, one copy) -> the array; anything else (a foreign
+    or damaged entry) -> None."""
     import numpy as np
 
-    if not isinstance(data, bytes):
+    if isinstance(data, bytes):
+        data = io.BytesIO(data)
+    if not hasattr(data, "read"):
         return None
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        with data:
+            return np.load(data, allow_pickle=False)
     except Exception:  # ValueError, EOFError, OSError...: not an array we wrote
         return None
 

@@ -108,7 +108,7 @@ class FeatureCache:
 
             raise BadFile(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
         cache = self._open()
-        value = array_from_bytes(raw := cache.get(key, default=None, retry=True))
+        value = array_from_bytes(raw := cache.get(key, default=None, read=True, retry=True))
         if value is not None:
             self.hits += 1
             STATS["hits"] += 1
@@ -125,7 +125,7 @@ class FeatureCache:
         """Whether ``path`` (as it is now on disk) was decoded successfully before."""
         if not (self.enabled and modality.cacheable):
             return False
-        return array_from_bytes(self._open().get(self.key(modality, path), default=None, retry=True)) is not None
+        return array_from_bytes(self._open().get(self.key(modality, path), default=None, read=True, retry=True)) is not None
 
     def reset_counts(self) -> None:
         self.hits = self.misses = 0

@@ -43,17 +43,20 @@ def tune_cli(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; only the result."),
 ):
-    """Choose γp on the validation split by successive halving, reusing every partial run.
+    """Choose γp (or a baseline's knob) on the validation split by successive halving, reusing every partial run.
 
-    Every candidate trains a few epochs; at each rung only the better 1/eta (on validation
-    accuracy) go on (Optuna's SuccessiveHalvingPruner). Runs are continued, never repeated:
-    after Ctrl-C the same command goes on where it stopped. The test split is never read.
-    Prints each candidate's validation curve, the choice and why, the compute spent against a
-    full sweep, and writes chosen.json: train it with `pdmp train --spec <tune dir>/chosen.json`.
-    With PDMP, when the profile's m_o criteria disagree or its ranking is uncertain, both
-    branches of Eq. 12 are tried. Baselines get the same budget: --method pdmp,ogm-ge.
+    All candidates train to a rung; the better 1/eta (on validation accuracy) go on to the next,
+    whatever order they were given in (synchronous successive halving). Candidates that train
+    identically (γp 1 under both branches of Eq. 12) train once. Runs are continued, never
+    repeated: after Ctrl-C the same command goes on where it stopped. The test split is never read.
+    Prints each candidate's validation curve with its standard error, the choice and why (and
+    when it is within noise, or switches PDMP off), the compute spent against a full sweep, and
+    writes chosen.json: train it with `pdmp train --spec <tune dir>/chosen.json`. --seeds 0,1,2
+    judges on the mean over seeds. --method paper: the tuned Table I (every method's knob with the
+    same budget, then each choice trained on the seeds; read it with pdmp report).
 
-    Several workers: start the same command on each (same --storage; a database URL on a cluster).
+    Several workers: start the same command on each with --asynchronous (Optuna's journal file in
+    the tune dir, or --storage with a database URL on a cluster).
 
     Example: pdmp tune --profile profiles/synthetic.json --gamma-p 1,2,5,10,15,20
     """

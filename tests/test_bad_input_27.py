@@ -521,3 +521,13 @@ def test_7_divergence_advice_names_the_lr_and_a_new_run_and_never_calls_a_damage
     last.write_bytes(bytes(data))
     assert kept_note(d, 1) == f"{last} no longer matches what was saved (damaged): no good checkpoint is left"
     assert torch.load(last, weights_only=True)  # it still loads: only the record tells
+
+
+def test_6_a_manifest_setting_of_inf_or_nan_is_one_line(tmp_path, tiny_manifest):
+    bad = tmp_path / "inf.toml"
+    bad.write_text(tiny_manifest.read_text().replace("reliability = 0.6", "reliability = inf"))
+    r = runner.invoke(app, ["datasets", "check", str(bad)])
+    assert r.exit_code == 2 and r.output.strip() == f"error: manifest {bad}: audio.reliability must be a finite number, got inf"
+    bad.write_text(tiny_manifest.read_text().replace("lr = 0.01", "lr = nan"))
+    r = runner.invoke(app, ["datasets", "check", str(bad)])
+    assert r.exit_code == 2 and "defaults.lr must be a finite number, got nan" in r.output

@@ -41,6 +41,19 @@ def manifest_path(name_or_path: str | os.PathLike) -> Path:
     return cand
 
 
+def _nonfinite(obj, where: str = "") -> tuple[str, float] | None:
+    """The first (dotted key, value) of ``obj`` (nested tables and lists) that is an inf or nan."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if found := _nonfinite(v, f"{where}.{k}" if where else str(k)):
+            return found
+    return None
+
+
 def load_manifest(name_or_path: str | os.PathLike):
     """Read and validate a manifest with its loader's pydantic model."""
     import pdmp_cli.data.loaders  # noqa: F401  (registers the loaders)
@@ -55,6 +68,10 @@ def load_manifest(name_or_path: str | os.PathLike):
     loader_name = raw.get("loader")
     if loader_name is None:
         raise PdmpError(f"manifest {path} has no 'loader' key; add loader = one of {LOADERS.names()}", 2)
+    if not isinstance(loader_name, str) or loader_name not in LOADERS:
+        raise PdmpError(f"manifest {path}: loader must be one of {LOADERS.names()}, got {loader_name!r}", 2)
+    if bad := _nonfinite(raw):  # TOML has inf and nan; no manifest setting is one
+        raise PdmpError(f"manifest {path}: {bad[0]} must be a finite number, got {bad[1]!r}", 2)
     loader = LOADERS.get(loader_name)
     # no name = ...: the file's stem, but a folder laid out as the README shows (my-data/manifest.toml)
     # is named by its folder, so two custom datasets do not share profiles/manifest.json

@@ -531,3 +531,15 @@ def test_6_a_manifest_setting_of_inf_or_nan_is_one_line(tmp_path, tiny_manifest)
     bad.write_text(tiny_manifest.read_text().replace("lr = 0.01", "lr = nan"))
     r = runner.invoke(app, ["datasets", "check", str(bad)])
     assert r.exit_code == 2 and "defaults.lr must be a finite number, got nan" in r.output
+
+
+def test_7_the_validation_fraction_advice_points_the_right_way():
+    from pdmp_cli.data.split import carve
+    from pdmp_cli.errors import PdmpError
+
+    with pytest.raises(PdmpError, match="use a smaller --val-fraction"):
+        carve([0, 1, 2] * 20, 0.99, 0)  # one training sample left: larger would make it worse
+    with pytest.raises(PdmpError, match="use a larger --val-fraction"):
+        carve([0, 1, 2] * 20, 0.01, 0)
+    with pytest.raises(PdmpError, match="give every class at least two training samples"):
+        carve([0, 0, 0, 1], 0.5, 0)

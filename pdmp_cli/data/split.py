@@ -45,10 +45,20 @@ def carve(labels: list[int], fraction: float, seed: int) -> tuple[list[int], lis
     index = list(range(len(labels)))
     try:
         train, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels, shuffle=True)
-    except ValueError as e:  # sklearn: a class with one member, or fewer val samples than classes
+    except ValueError as e:  # sklearn: a class with one member, or fewer val (or train) samples than classes
+        import math
+
+        classes, n = len(set(labels)), len(labels)
+        n_val = math.ceil(fraction * n)
+        if n - n_val < classes:  # the training part is what is too small: the advice goes the other way
+            fix = "use a smaller --val-fraction"
+        elif n_val < classes:
+            fix = "use a larger --val-fraction"
+        else:  # a class with a single sample: no fraction helps
+            fix = "give every class at least two training samples"
         raise PdmpError(
-            f"cannot carve a stratified validation split of {fraction:g} from {len(labels)} training samples "
-            f"({e}); use a larger --val-fraction, or give the dataset its own [splits.val]",
+            f"cannot carve a stratified validation split of {fraction:g} from {n} training samples "
+            f"({e}); {fix}, or give the dataset its own [splits.val]",
             2,
         ) from None
     return sorted(train), sorted(val)

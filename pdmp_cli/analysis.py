@@ -168,6 +168,68 @@ def stop_epoch(curve: list[float], patience: int, cap: int, min_epochs: int = 1)
     return len(curve)
 
 
+SCALING_Z = 2.0  # "within uncertainty" for the data-scaling rule: z standard errors of the projected gap
+
+
+def data_scaling(
+    late: dict[str, float], half_late: dict[str, float], subset: float, eval_size: int, order: list[str] | None = None,
+    z: float = SCALING_Z,
+) -> tuple[dict, list[str]]:
+    """Each modality's gain per doubling of the training data, and whether the ranking may flip by the full set.
+
+    ``late``: late accuracy at ``subset``; ``half_late``: at the nested half, ``subset / 2``. Per
+    modality m: the gain per doubling g_m = late_m - half_m, and the accuracy projected to the whole
+    training split, d = log2(1 / subset) doublings away, along that line in log(data):
+    proj_m = late_m + d g_m. A modality C ranked below the leader L *may overtake it* when
+
+        g_C > g_L   and   proj_L - proj_C < z * SE,
+
+    SE the binomial standard error of the projected gap: proj_m = (1 + d) late_m - d half_m, so
+    var(proj_m) = (1 + d)^2 p(1-p)/n + d^2 q(1-q)/n (p, q: late_m, half_m; n: ``eval_size``), the
+    two modalities' variances added. Returns ``(record, warnings)``; ``record["may_flip"]`` lists the
+    modalities named.
+
+    What it cannot see: the line in log(data) is an assumption. A curve that saturates (gains
+    shrinking with every doubling) is over-extrapolated, so the rule errs toward warning; a modality
+    that gains little until some amount of data and then takes off is invisible; and at a fixed
+    number of epochs the half-subset model also takes half the optimizer steps, so a gain mixes more
+    data with more training. With ``subset`` 1 there is nothing to extrapolate (no record).
+    """
+    order = list(order or late)
+    ranking = rank(late, order)
+    d = math.log2(1.0 / subset)
+    gain = {m: late[m] - half_late[m] for m in order}
+    proj = {m: late[m] + d * gain[m] for m in order}
+
+    def var(m):
+        p, q = late[m], half_late[m]
+        return ((1 + d) ** 2 * p * (1 - p) + d**2 * q * (1 - q)) / eval_size
+
+    leader = ranking[0]
+    may_flip, warnings = [], []
+    for c in ranking[1:]:
+        gap, se = proj[leader] - proj[c], math.sqrt(var(leader) + var(c))
+        if gain[c] > gain[leader] and gap < z * se:
+            may_flip.append(c)
+            warnings.append(
+                f"the performance (late) ranking may flip with more data: {c} gains {gain[c]:+.3f} per doubling of "
+                f"the training data (subset {subset / 2:g} -> {subset:g}: {half_late[c]:.3f} -> {late[c]:.3f}), "
+                f"{leader} {gain[leader]:+.3f} ({half_late[leader]:.3f} -> {late[leader]:.3f}); along that trend "
+                f"{c} reaches {proj[c]:.3f} by the full training set ({d:.2f} doublings) against {leader}'s "
+                f"{proj[leader]:.3f}, within {z:g} standard errors ({z * se:.3f}); confirm with "
+                f"`--subset {subset:g},{min(1.0, 2 * subset):g}`"
+            )
+    record = {
+        "half_subset": subset / 2,
+        "half_late_accuracy": dict(half_late),
+        "gain_per_doubling": gain,
+        "doublings_to_full": d,
+        "projected_full": proj,
+        "may_flip": may_flip,
+    }
+    return record, warnings
+
+
 def _late(curve: list[float], auto: bool) -> float:
     """The converged accuracy: the last epoch's, or with early stopping the best epoch's (first of equals)."""
     return max(curve) if auto else curve[-1]
@@ -195,6 +257,7 @@ def build_profile(
     cap: int | None = None,
     seed_curves: dict[int, dict[str, list[float]]] | None = None,
     validation: dict | None = None,
+    half_curves: dict[int, dict[str, list[float]]] | None = None,
 ) -> tuple[Profile, list[str]]:
     """The profile and its warnings from per-modality accuracy curves (pure).
 
@@ -204,6 +267,8 @@ def build_profile(
     holds the multimodal probe's ``branch_accuracy``; when given, its ranking decides m_o.
     ``seed_curves`` (``--seeds``): seed -> curves; accuracies are then means over the seeds and
     ``ranking_frequency`` counts each seed's rankings (``curves`` is the first seed's).
+    ``half_curves`` (seed -> curves on the nested half of the subset, ``subset / 2``): the data
+    scaling check (:func:`data_scaling`) on the seeds' mean late accuracies.
 
     Besides the noise rule (:func:`ranking_uncertain`), each curve's trend is checked
     (:func:`curve_trend`): a modality ranked below the first whose curve was still rising
@@ -268,6 +333,12 @@ def build_profile(
         if uncertain["late_seeds"]:
             counts = ", ".join(f"{r} on {n} of {len(runs)}" for r, n in frequency["late"].items())
             warnings.append(f"the performance (late) ranking differs between seeds at subset {subset:g}: {counts}")
+    scaling = None
+    if half_curves:
+        half = {m: sum(_late(cs[m], auto) for cs in half_curves.values()) / len(half_curves) for m in modalities}
+        scaling, said = data_scaling(late, half, subset, eval_size, modalities)
+        uncertain["data_scaling"] = bool(scaling["may_flip"])
+        warnings.extend(said)
     notes = list(notes or [])
 
     m_o, criterion, probe_out = early_ranking[0], "unimodal-early", None
@@ -313,6 +384,7 @@ def build_profile(
         validation=validation,
         seeds=list(runs) if len(runs) > 1 else None,
         ranking_frequency=frequency,
+        data_scaling=scaling,
         notes=notes + warnings,
         provenance=Provenance(tool_version=__version__, created=now_iso(), command=command, source="measured"),
     )
@@ -762,6 +834,8 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
         for subset, path in zip(spec.subset, paths):
             # one measurement per seed, each with its own validation split and subset, cached alone
             seed_curves, splits, keys, cached, indices = {}, {}, [], True, []
+            # one subset s < 1: also its nested half, for each modality's gain per doubling (data_scaling)
+            scaling, half_curves = spec.scaling and not many and subset < 1, {}
             for seed in seeds:
                 sspec = spec.model_copy(update={"seed": seed})
                 sbundle, split = with_validation(bundle, spec.val_fraction, seed, select_on_test=spec.select_on_test)
@@ -785,6 +859,14 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 record, hit = _cached(key, measure_unimodal, spec.cache, waiting)
                 seed_curves[seed], splits[seed], cached = record["curves"], split, cached and hit
                 keys.append(key)
+                if scaling:  # the nested half of this subset (stratified_subset is nested: same draws, fewer kept)
+                    hidx = stratified_subset(sbundle.train_labels, subset / 2, seed)
+                    hkey = cache_key("unimodal", bundle.identity, bundle.modalities, subset / 2, sspec, device.type, split)
+                    half_what = f"subset {subset / 2:g} (half)" + (f" · seed {seed}" if len(seeds) > 1 else "")
+                    hrecord, hhit = _cached(
+                        hkey, lambda hidx=hidx, w=half_what: measure_unimodal(sidx=hidx, what=w), spec.cache, waiting
+                    )
+                    half_curves[seed], cached = hrecord["curves"], cached and hhit
                 if seed == seeds[0]:
                     first_bundle, indices, measured = sbundle, sidx, record["measured"]
             probe, probe_cached = None, True
@@ -824,6 +906,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                 cap=spec.max_epochs,
                 seed_curves=seed_curves if len(seeds) > 1 else None,
                 validation=splits[seeds[0]],
+                half_curves=half_curves or None,
             )
             key = keys[0]
             spath = spec_path_for(path)

@@ -67,7 +67,9 @@ class Profile(BaseModel):
     probe: dict | None = Field(None, description="the multimodal probe's per-branch accuracies and ranking")
     uncertain: dict[str, bool] = Field(
         default_factory=dict,
-        description="ranking -> top two within noise; late_trend: a modality ranked below the first was still rising",
+        description="ranking -> top two within noise; late_trend: a modality ranked below the first was still rising; "
+        "criteria_disagree: the two m_o criteria name different modalities; data_scaling: the ranking may flip "
+        "with more data",
     )
     validation: dict | None = Field(
         None, description="the split the rankings were measured on (pdmp_cli.data.split.record_of); None: version 1"
@@ -75,6 +77,12 @@ class Profile(BaseModel):
     seeds: list[int] | None = Field(None, description="--seeds: accuracies are means over these seeds")
     ranking_frequency: dict[str, dict[str, int]] | None = Field(
         None, description="--seeds: late/early -> ranking ('visual > audio') -> how many seeds gave it"
+    )
+    data_scaling: dict | None = Field(
+        None,
+        description="one --subset s < 1: the nested half's late accuracy, each modality's gain per doubling of "
+        "the training data, the accuracy projected to the full set, and the modalities that may overtake the "
+        "leader (pdmp_cli.analysis.data_scaling)",
     )
     notes: list[str] = Field(default_factory=list)
     provenance: Provenance

@@ -133,6 +133,11 @@ class AnalyzeSpec(OptimSpec):
         "default: early_epochs, the point the unimodal criterion reads; 0: off (early unimodal accuracy decides)",
     )  # fmt: skip
     probe_fusion: str = "concat"
+    scaling: bool = Field(
+        True,
+        description="with one subset s < 1, also train each modality on its nested half (s/2) and warn when a "
+        "lower-ranked modality's gain per doubling of the data could carry it past the leader by the full set",
+    )
     jobs: int | None = Field(
         None, ge=1,
         description="unimodal models trained at once, each in its own process (default: free cores ÷ threads on a CPU, "

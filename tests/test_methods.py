@@ -308,6 +308,33 @@ def test_pmr_prototypes_distances_and_the_modality_that_gets_the_extra_loss():
     assert extra_loss_weights(torch.tensor([1.0, 2.0, 3.0]), 2.0).tolist() == [2.0, 0.0, 0.0]
 
 
+def test_pmr_prototype_source_per_dataset_as_the_reference():
+    from types import SimpleNamespace
+
+    model, _, _ = _setup()
+    feats = {"audio": torch.ones(3, 128), "visual": torch.ones(3, 128)}
+    asked = []
+
+    def ctx(val_source, source=None):
+        args = {"pmr": {"source": source}} if source else {}
+        method = build_method("pmr", model, _spec(method="pmr", method_args=args), PROFILE)
+
+        def features(split, fraction=1.0):
+            asked.append((split, fraction))
+            return feats, torch.tensor([0, 1, 2])
+
+        method.on_epoch_start(SimpleNamespace(features=features, val_source=val_source))
+        return asked.pop()
+
+    # auto: the dataset's own validation split, all of it (the reference on AVE); else a tenth of train
+    assert ctx("manifest") == ("val", 1.0)
+    assert ctx("carved") == ("train", 0.1)  # carved from train by pdmp: not a validation split of the dataset
+    assert ctx("test") == ("train", 0.1)  # --select-on-test: there is no validation split
+    assert ctx("manifest", "train") == ("train", 0.1) and ctx("carved", "val") == ("val", 1.0)
+    with pytest.raises(PdmpError, match="pmr.source must be one of 'auto', 'train' or 'val', got 'test'"):
+        resolve_spec(TrainSpec, {"profile": "p.json", "method": "pmr", "method_args": {"pmr": {"source": "test"}}})
+
+
 def test_pmr_epoch_start_sets_prototypes_with_momentum_and_the_loss_adds_the_weaker_ce():
     from types import SimpleNamespace
 

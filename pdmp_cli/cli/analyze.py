@@ -42,6 +42,10 @@ def analyze_cli(
     probe_epochs: Optional[int] = typer.Option(
         None, "--probe-epochs", help="Epochs of the vanilla multimodal probe whose branch ranking decides m_o (Alg. 1; default: --early-epochs; 0: off, early unimodal accuracy decides)."
     ),
+    scaling: bool = typer.Option(
+        None, "--scaling/--no-scaling",
+        help="With one --subset s < 1, also train on its nested half and warn when the ranking may flip with more data (default on).",
+    ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json)."),
     spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any of these options."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
@@ -79,7 +83,7 @@ def analyze_cli(
         raise PdmpError("no dataset given; pass --dataset NAME (or a --spec file that sets dataset)", 2)
     flags = overrides(
         dataset=dataset, subset=subset, epochs=epochs, early_epochs=early_epochs, seed=seed, encoder=encoder,
-        batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, out=out, device=device, data_root=data_root,
+        batch_size=batch_size, lr=lr, probe_epochs=probe_epochs, scaling=scaling, out=out, device=device, data_root=data_root,
         cache=False if no_cache else None, jobs=jobs, threads=threads, skip_bad=skip_bad, patience=patience,
         max_epochs=max_epochs, seeds=seeds, val_fraction=val_fraction, select_on_test=select_on_test,
     )  # fmt: skip
@@ -104,6 +108,11 @@ def analyze_cli(
         if p.ranking_frequency:
             counts = ", ".join(f"{r} {n}/{len(p.seeds)}" for r, n in p.ranking_frequency["late"].items())
             console.print(f"  seeds {','.join(map(str, p.seeds))}: late ranking {counts}", highlight=False, soft_wrap=True)
+        if p.data_scaling:
+            sc = p.data_scaling
+            gains = ", ".join(f"{m} {sc['gain_per_doubling'][m]:+.3f}" for m in p.modalities)
+            console.print(f"  gain per doubling of the data (subset {sc['half_subset']:g} -> {o.subset:g}): {gains}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
         if p.validation and p.validation["selection"] == "test":
             err_console.print("[yellow]warning:[/] ranked on the test split (--select-on-test)", highlight=False)
         for w in o.warnings:

@@ -123,6 +123,18 @@ def profile_table(p):
                       " ".join(f"{a:.2f}" for a in r.curve))  # fmt: skip
         parts.append(t)
 
+    if p.data_scaling:
+        sc = p.data_scaling
+        t = Table(title=f"Data scaling: nested half (subset {sc['half_subset']:g}) -> subset {p.subset:g}, "
+                        f"extrapolated {sc['doublings_to_full']:.2f} doublings to the full training set")  # fmt: skip
+        for col in ("modality", "half", "late", "gain per doubling", "projected full", "may overtake"):
+            t.add_column(col, justify="left" if col in ("modality", "may overtake") else "right")
+        for m in p.modalities:
+            flip = "[yellow]yes[/]" if m in sc["may_flip"] else "-"
+            t.add_row(m, f"{sc['half_late_accuracy'][m]:.3f}", f"{p.results[m].late_accuracy:.3f}",
+                      f"{sc['gain_per_doubling'][m]:+.3f}", f"{sc['projected_full'][m]:.3f}", flip)  # fmt: skip
+        parts.append(t)
+
     rk = Table(title="Rankings (best first)")
     rk.add_column("ranking")
     rk.add_column("order")
@@ -131,7 +143,8 @@ def profile_table(p):
     for name, order in (("late_ranking", p.late_ranking), ("early_ranking", p.early_ranking), ("probe_ranking", probe_ranking)):
         if order:
             flag = p.uncertain.get(name)
-            why = [w for k, w in (("late_trend", "still rising"), ("late_seeds", "seeds differ")) if name == "late_ranking" and p.uncertain.get(k)]
+            why = [w for k, w in (("late_trend", "still rising"), ("late_seeds", "seeds differ"), ("data_scaling", "may flip with more data"))
+                   if name == "late_ranking" and p.uncertain.get(k)]  # fmt: skip
             text = "-" if flag is None and not why else ("[yellow]yes[/]" if flag or why else "no")
             rk.add_row(name, " > ".join(order), text + (f" ({', '.join(why)})" if why else ""))
     if rk.row_count:

@@ -2,9 +2,23 @@
 (fanyunfeng-bit/Modal-Imbalance-PMR, ``main_Prototype_grad.py``, CREMA-D script) does it.
 
 Prototypes: at the start of every epoch, each class c's prototype for modality m is the mean
-encoder feature of the training samples of class c, over a random tenth of the training split
-(the reference: the first ``len(loader) // 10`` shuffled batches), with no gradient and the
-model in evaluation mode; ``p <- (1 - momentum) p_new + momentum p_old`` (the scripts use 0).
+encoder feature of the samples of class c, with no gradient and the model in evaluation mode;
+``p <- (1 - momentum) p_new + momentum p_old`` (the scripts use 0). Which samples, as the
+reference per dataset (``main_Prototype_grad.py::calculate_prototype`` and its callers,
+``pmr.source``):
+
+* ``auto`` (default): the dataset's **own validation split**, all of it, when it ships one (the
+  reference does so on AVE, whose ``valSet.txt`` it loads: ``calculate_prototype(..., val_dataloader)``
+  with no early break); otherwise a random ``fraction`` (a tenth) of the training split (the
+  reference on CREMA-D, Kinetics-Sounds and VGGSound: the first ``len(loader) // 10`` shuffled
+  training batches). A validation split pdmp *carved* from train counts as none.
+* ``train`` / ``val``: always that source (``val``: the validation split, own or carved).
+
+Never the test split: on its CG-MNIST script the reference's "validation" loader is the test
+set; pdmp has no such path. Note that prototypes from the validation split make its labels part
+of training (they set the prototypes the weaker modality is pulled toward), so a validation-
+selected headline is then less independent of training than usual; the reference does this on
+AVE and pdmp follows it there by default (``--set pmr.source=train`` keeps validation clean).
 Every step, for each modality m with features f_m::
 
     sim_m(i, c) = -|| f_m(i) - p_m,c ||_2                    (B, K)
@@ -25,14 +39,17 @@ Choices (README, "PMR"):
   #4, #7, #9) and is left out here too: we run what the reference runs.
 * Any N >= 2: the weaker-than-the-others rule above reduces to the reference's rho for two
   modalities (BalanceBenchmark falls back to an OGM-like rule for 3+ and crashes by reading).
-* Prototypes from a seeded random tenth of the training split in evaluation mode (no BatchNorm
-  statistics are changed); an empty class keeps its previous prototype.
+* Prototypes from a seeded random tenth of the training split (or all of the validation split,
+  above) in evaluation mode (no BatchNorm statistics are changed); an empty class keeps its
+  previous prototype.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pdmp_cli.methods import Method, register_method
@@ -68,6 +85,11 @@ class PMRArgs(BaseModel):
     start: int = Field(0, ge=0, description="first epoch of the rebalancing window (0-based)")
     end: int = Field(71, ge=1, description="epoch the window ends (0-based, exclusive; reference CREMA-D: epochs 0-70 inclusive)")
     fraction: float = Field(0.1, gt=0, le=1, description="share of the training split the prototypes are computed from (reference: a tenth)")
+    source: Literal["auto", "train", "val"] = Field(
+        "auto",
+        description="prototype samples: auto = the dataset's own validation split when it ships one (the reference "
+        "on AVE), else `fraction` of train (CREMA-D, KS, VGGSound); never test",
+    )
 
     @model_validator(mode="after")
     def _window(self):
@@ -94,11 +116,22 @@ class PMR(Method):
 
     def describe(self) -> str:
         a = self.args
+        src = {"auto": f"the dataset's own validation split if it has one, else {a.fraction:g} of train",
+               "train": f"{a.fraction:g} of train", "val": "the validation split"}[a.source]  # fmt: skip
         return (f"PMR, alpha {a.alpha:g} on the weaker modality's prototype CE in epochs [{a.start}, {a.end}) "
-                f"(0-based); prototypes from {a.fraction:g} of train each epoch, momentum {a.momentum:g}")  # fmt: skip
+                f"(0-based); prototypes from {src} each epoch, momentum {a.momentum:g}")  # fmt: skip
+
+    def prototype_source(self, ctx) -> str:
+        """``"val"`` or ``"train"``: ``auto`` takes the dataset's own validation split (not a carved one)."""
+        if self.args.source == "auto":
+            return "val" if getattr(ctx, "val_source", None) == "manifest" else "train"
+        return self.args.source
 
     def on_epoch_start(self, ctx) -> None:
-        feats, labels = ctx.features("train", fraction=self.args.fraction)
+        if self.prototype_source(ctx) == "val":
+            feats, labels = ctx.features("val")  # all of it, as the reference on AVE
+        else:
+            feats, labels = ctx.features("train", fraction=self.args.fraction)
         mu = self.args.momentum
         for m in self.modalities:
             new, seen = class_means(feats[m].to(self.prototypes(m).device), labels.to(self.prototypes(m).device), self.num_classes)

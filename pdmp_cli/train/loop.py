@@ -211,6 +211,7 @@ class EpochContext:
     spec: TrainSpec
     bundle: object
     device: torch.device
+    val_source: str = "carved"  # where ``"val"`` comes from: "manifest" (the dataset's own split) or "carved"
 
     def dataset(self, split: str):
         if split == "train":

@@ -839,7 +839,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                     stats = EpochStats(model.modalities, device)
                 epoch_gen_state = data_gen.get_state()  # a mid-epoch checkpoint replays this order
                 if step0 == 0:  # PMR prototypes, G-Blending weights, D&R re-initialisation, stages
-                    method.on_epoch_start(EpochContext(epoch, model, optimizer, spec, bundle, device))
+                    method.on_epoch_start(EpochContext(epoch, model, optimizer, spec, bundle, device, val_split["source"]))
                 loader = epoch_loader(bundle, spec, data_gen, step0, device)
                 task = None
                 if progress is not None:

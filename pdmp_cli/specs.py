@@ -72,9 +72,26 @@ def _check_registered(family: str, name: str) -> str:
 SEED_MAX = 2**32 - 1  # seeds feed numpy and scikit-learn, which take [0, 2**32)
 
 
+def _takes_bool(annotation) -> bool:
+    from typing import get_args
+
+    return annotation is bool or annotation is Any or any(_takes_bool(a) for a in get_args(annotation))
+
+
 class _Spec(BaseModel):
     # every float of every spec is finite (an lr of inf or nan is never a setting)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any):
+        # pydantic would read `lr = true` in a spec file as 1.0: a number field never takes a bool
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k) if isinstance(k, str) else None
+                if isinstance(v, bool) and f is not None and not _takes_bool(f.annotation):
+                    raise ValueError(f"{k} must be a number, got {v!r}")
+        return data
 
 
 class OptimSpec(_Spec):
@@ -181,11 +198,19 @@ class AnalyzeSpec(OptimSpec):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seed_list(cls, v: Any):
+        if isinstance(v, int) and not isinstance(v, bool):  # seeds = 5 in a spec file: one seed
+            v = [v]
         if isinstance(v, str):
             try:
                 v = [int(s) for s in v.split(",") if s.strip()]
             except ValueError:
                 raise ValueError("must be a comma-separated list of integers such as 0,1,2") from None
+        if v is not None and not isinstance(v, list):
+            raise ValueError(f"must be a list of integers such as [0, 1, 2], got {v!r}")
+        if v is not None and any(isinstance(x, bool) for x in v):
+            raise ValueError(f"must be a list of integers such as [0, 1, 2], got {v!r}")
+        if v is not None and not all(isinstance(x, int) for x in v):
+            return v  # the list[int] check names the item
         if v is not None and len(set(v)) != len(v):
             raise ValueError(f"must not repeat a seed, got {v}")
         for seed in v or []:

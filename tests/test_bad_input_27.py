@@ -543,3 +543,20 @@ def test_7_the_validation_fraction_advice_points_the_right_way():
         carve([0, 1, 2] * 20, 0.01, 0)
     with pytest.raises(PdmpError, match="give every class at least two training samples"):
         carve([0, 0, 0, 1], 0.5, 0)
+
+
+@pytest.mark.parametrize("body, line", [
+    ("seeds = {a = 1}", "seeds: must be a list of integers such as [0, 1, 2], got {'a': 1}"),
+    ("seeds = [true]", "seeds: must be a list of integers such as [0, 1, 2], got [True]"),
+    ("lr = true", "lr must be a number, got True"),
+])
+def test_6_analyze_spec_fields_of_the_wrong_type_are_one_line(tiny_manifest, tmp_path, body, line):
+    (tmp_path / "s.toml").write_text(body + "\n")
+    r = runner.invoke(app, ["analyze", "--dataset", str(tiny_manifest), "--spec", str(tmp_path / "s.toml"), "--epochs", "1"])
+    assert r.exit_code == 2 and r.output.strip() == f"error: {line}", r.output
+
+
+def test_6_one_seed_in_a_spec_file_is_a_list_of_one(tiny_manifest):
+    from pdmp_cli.specs import AnalyzeSpec
+
+    assert AnalyzeSpec(dataset=str(tiny_manifest), seeds=5).seeds == [5]

@@ -514,7 +514,9 @@ def check_overwrite(path: Path, dataset: str, identity: str | None, spec: Analyz
         if diff:
             why = f"a profile of {dataset} measured with other settings ({', '.join(diff)})"
     if why:
-        raise PdmpError(f"{path} already holds {why}; pass --force to replace it, or --out another path", 2)
+        other = path.with_name(f"{path.stem}-{identity[:8]}{path.suffix}") if identity else None
+        where = f" such as --out {other}" if other is not None and not other.exists() else ""
+        raise PdmpError(f"{path} already holds {why}; pass --force to replace it, or --out another path{where}", 2)
 
 
 def cache_key(

@@ -491,7 +491,7 @@ def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(
     first = (tmp_path / "profiles" / "my-data.json").read_text()
     r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml")])
     assert r.exit_code == 2 and "profiles/my-data.json already holds the profile of dataset my-data (data identity" in r.output
-    assert "pass --force to replace it, or --out another path" in r.output
+    assert "pass --force to replace it, or --out another path such as --out profiles/my-data-" in r.output
     assert (tmp_path / "profiles" / "my-data.json").read_text() == first
     r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05"])
     assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output

@@ -141,7 +141,7 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
     return {"parameters": own, "total_parameters": total, "gamma": dict(method.gamma), "epoch_seconds": epoch_s}
 
 
-def dry_run_analyze(spec, console) -> dict:
+def dry_run_analyze(spec, console, force: bool = False) -> dict:
     """Everything ``pdmp analyze`` does before it trains, plus one step of each unimodal model."""
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Subset
@@ -155,8 +155,9 @@ def dry_run_analyze(spec, console) -> dict:
     bundle, _ = load_checked(spec.dataset, spec.data_root)
     many = len(spec.subset) > 1
     outs = [analysis.profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
-    for p in outs:
+    for p, s in zip(outs, spec.subset):
         analysis._check_writable(p)
+        analysis.check_overwrite(p, bundle.name, bundle.identity, spec, s, force)  # as the real run would
     epochs = spec.epochs if isinstance(spec.epochs, int) else spec.max_epochs  # --epochs auto: the cap
     cap = "" if isinstance(spec.epochs, int) else " at most"
     eval_batches = -(-len(bundle.test) // max(spec.batch_size, 256))

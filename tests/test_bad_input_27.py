@@ -495,6 +495,8 @@ def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(
     assert (tmp_path / "profiles" / "my-data.json").read_text() == first
     r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05"])
     assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05", "--dry-run"])
+    assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output  # as the run
     r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")])  # the same again: a rerun
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml"), "--force"])

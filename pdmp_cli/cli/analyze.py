@@ -91,7 +91,7 @@ def analyze_cli(
     if dry_run:
         from pdmp_cli.dryrun import dry_run_analyze
 
-        dry_run_analyze(resolved, console)
+        dry_run_analyze(resolved, console, force=force)
         return
 
     outcomes = analysis.run(resolved, command=shlex.join(["pdmp", *sys.argv[1:]]), console=err_console, force=force)

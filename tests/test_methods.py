@@ -288,6 +288,9 @@ def test_agm_after_backward_clips_by_default_and_not_when_turned_off():
     for fusion, names in (("gated", ["fc_out"]), ("sum", ["fcs.audio", "fcs.visual"]), ("film", ["fc"])):
         m = build_multimodal("small", fusion, {"audio": 1, "visual": 3}, num_classes=3)
         assert head_weights(m) == [m.fusion.get_submodule(n).weight for n in names]
+    for fusion, name in (("se", "head"), ("mmformer", "classifier")):  # fused inside the encoders
+        m = build_multimodal("small", fusion, {"audio": 1, "visual": 3}, num_classes=3)
+        assert head_weights(m) == [m.get_submodule(name).weight]
 
 
 # --- PMR ---------------------------------------------------------------------------------------------

@@ -438,7 +438,8 @@ def train_one_epoch(
     precision = precision or amp.Precision("fp32", device)
     forward.train()
     owned = model.modality_parameters()  # once per epoch, not twice per step (gradient norms)
-    finish = getattr(loader.dataset, "finish_on_device", None)  # packed store: crop/flip/normalise on the device
+    # the packed store on CUDA: crop, flip and normalisation of the whole batch on the device, after the copy
+    finish = getattr(getattr(loader, "dataset", None), "finish_on_device", None)
     for step, (inputs, labels) in enumerate(loader, start=start_step):
         inputs, labels = to_device(inputs, device), labels.to(device, non_blocking=True)
         if finish is not None:

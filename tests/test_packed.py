@@ -73,6 +73,11 @@ def _packed(manifest, root, **kw):
     return bundle, packed, lines
 
 
+def _listing(folder: Path) -> list[str]:
+    """A dataset's store folder, without the packing locks (``.<split>.lock``)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def _close_fp16(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(((a - b).abs() <= FP16_REL * b.abs() + FP16_ABS).all())
 
@@ -155,7 +160,7 @@ def test_unchanged_data_reads_a_changed_file_or_setting_repacks(tmp_path):
     _, p, lines = _packed(manifest, root)
     assert all("written" in line for line in lines) and p.train.store.meta["modalities"]["visual"]["shape"] == [3, 12, 12]
     # one store per split: the old ones were replaced, nothing else left beside them
-    assert sorted(x.name for x in p.train.store.path.parent.iterdir()) == ["test", "train"]
+    assert _listing(p.train.store.path.parent) == ["test", "train"]
 
 
 @pytest.mark.slow  # a child process imports torch (~5 s)
@@ -181,12 +186,12 @@ def test_a_store_killed_while_packing_is_never_used(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == -signal.SIGKILL, res.stderr
     folder = st.split_dir("tinyc", "train")
-    assert not folder.exists() and [p.name[:9] for p in folder.parent.iterdir()] == [".tmp-trai"]
+    assert not folder.exists() and [name[:9] for name in _listing(folder.parent)] == [".tmp-trai"]
     assert st.Store.open(folder) is None
     # the next run packs afresh (and clears the dead packing's folder)
     files, packed, lines = _packed(manifest, root)
     assert all("written" in line for line in lines)
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["test", "train"]
+    assert _listing(folder.parent) == ["test", "train"]
     for i in range(len(files.test)):
         assert torch.equal(packed.test[i][0]["visual"], files.test[i][0]["visual"])
 
@@ -212,7 +217,7 @@ def test_a_disk_that_fills_while_packing_leaves_the_old_store(tmp_path, monkeypa
     assert "\n" not in msg and msg.startswith("the disk filled while packing tinyc [train] into ")
     assert "free space or set PDMP_PACKED_DIR to a larger disk" in msg
     folder = st.split_dir("tinyc", "train")
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["test", "train"]  # no temporary folder left
+    assert _listing(folder.parent) == ["test", "train"]  # no temporary folder left
     assert st.Store.open(folder, old_key) is not None  # the old store, whole
 
 
@@ -413,3 +418,46 @@ def test_pack_command_dry_run_then_pack(tmp_path):
     assert "packed store written: " in res.output
     res = runner.invoke(app, ["datasets", "pack", manifest, "--data-root", str(root)])
     assert res.exit_code == 0 and "packed store read: " in res.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batched_crop_equals_its_cpu_run_and_the_loop_finishes_on_the_device(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 3, 32, 32), generator=g, dtype=torch.uint8)
+    boxes = torch.from_numpy(A.crop_boxes(torch.rand(16, A.CROP_UNIFORMS, generator=g).numpy(), 32, 32))
+    cpu = A.crop_batched(x, boxes, 32, flow=True)
+    cuda = A.crop_batched(x.cuda(), boxes.cuda(), 32, flow=True).cpu()
+    assert (cpu - cuda).abs().max() <= 1e-4 * 255
+    # the training loader on CUDA hands the crop to the device: uint8 in, the CPU path's values out
+    import copy
+
+    root, manifest = _tiny(tmp_path)
+    _, packed, _ = _packed(manifest, root)
+    ds = packed.train
+    keys = Keys(list(range(8)))
+    keys.uniforms = torch.rand(8, ds.uniforms_per_sample, generator=g).numpy()
+    want = ds.__getitems__(keys).collated[0]
+    dev = copy.copy(ds)
+    dev.on_device = True
+    from pdmp_cli.runtime import to_device
+
+    got = dev.finish_on_device(to_device(dev.__getitems__(keys).collated[0], torch.device("cuda")))
+    assert got["visual"].is_cuda and got["visual"].dtype == torch.float32
+    inside = torch.from_numpy(A.interior_mask(dev.__getitems__(keys).collated[0]["_augment/visual"].numpy(), 16))
+    inside = inside[:, None, None].expand_as(want["visual"])
+    std = min(ds.modalities["visual"].prep.mean_std()[1])
+    assert (got["visual"].cpu() - want["visual"]).abs()[inside].max() <= CPU_VS_DEVICE / 255 / std + 1e-5
+    assert torch.equal(got["audio"].cpu(), want["audio"])
+
+
+def test_two_runs_packing_the_same_split_pack_it_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pdmp_cli.data.packed import split_store
+
+    root, manifest = _tiny(tmp_path)
+    bundle, _ = load_checked(manifest, root)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: split_store(bundle.train, "train", bundle.identity, "float16"), range(2)))
+    assert sorted(new for _, new in got) == [False, True]
+    assert got[0][0].meta["key"] == got[1][0].meta["key"]

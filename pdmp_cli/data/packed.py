@@ -255,9 +255,13 @@ def split_store(split_ds, split: str, identity: str, audio_dtype: str, *, force:
     found = None if force else Store.open(dest, key)
     if found is not None:
         return found, False
-    return st.pack(dest, key, dataset=split_ds.dataset, split=split, modalities=split_ds.modalities,
-                   samples=split_ds.samples, labels=split_ds.labels, load=load or _loader(split_ds.features),
-                   audio_dtype=audio_dtype, progress=progress), True
+    with st.pack_lock(dest):  # two runs packing the same split: the second waits, then reads the first's
+        found = None if force else Store.open(dest, key)
+        if found is not None:
+            return found, False
+        return st.pack(dest, key, dataset=split_ds.dataset, split=split, modalities=split_ds.modalities,
+                       samples=split_ds.samples, labels=split_ds.labels, load=load or _loader(split_ds.features),
+                       audio_dtype=audio_dtype, progress=progress), True
 
 
 def _loader(features):

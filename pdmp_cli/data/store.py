@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -239,6 +240,22 @@ def _clean_stale(folder: Path) -> None:
         m = re.fullmatch(r"\.(?:tmp|old)-.+-(\d+)-[0-9a-f]+", p.name)
         if m and not _pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def pack_lock(dest: Path):
+    """An exclusive lock on packing ``dest`` (a file beside it), held while one process packs."""
+    import fcntl
+
+    from pdmp_cli.fsutil import make_dir
+
+    make_dir(dest.parent, "set PDMP_PACKED_DIR to a writable folder with room")
+    with open(dest.parent / f".{dest.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class _ChunkWriter:

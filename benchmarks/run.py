@@ -50,6 +50,7 @@ SIZES = {
         ],
         "cremad": {"train": 96, "test": 32, "seconds": 2.5, "frame_size": (480, 360)},
         "features": {"batch_size": 64, "repeats": 3, "train_repeats": 2, "encoder": "small"},
+        "packed": {"batch_size": 64, "repeats": 7},  # packed store ÷ today's loader (benchmarks/packed_loader.py)
         "analyze": "synthetic",
         "memory": {"synthetic": "synthetic", "cremad_encoder": "resnet18", "cremad_batch": 64},
         # every method ÷ vanilla: the synthetic preset at its defaults; peak RSS of one epoch per method
@@ -65,6 +66,7 @@ SIZES = {
         "step": [("small", "@tiny", "small", 16, 2, 2)],
         "cremad": {"train": 8, "test": 4, "seconds": 0.5, "frame_size": (64, 48)},
         "features": {"batch_size": 4, "repeats": 2, "train_repeats": 2, "encoder": "small"},
+        "packed": {"batch_size": 4, "repeats": 2},
         "analyze": "@tiny",
         "memory": {"synthetic": "@tiny", "cremad_encoder": "small", "cremad_batch": 8, "cremad_select_on_test": True},
         "method_cost": {"dataset": "@tiny", "encoder": "small", "batch_size": 16, "steps": 2, "repeats": 2,
@@ -119,7 +121,8 @@ def _main(args, work: Path) -> int:
 
     console = Console(stderr=True)
     wanted = set(args.only.split(",")) if args.only else {
-        "step_time", "method_cost", "features_cache", "analyze_cache", "demo", "peak_memory", "throughput"}
+        "step_time", "method_cost", "features_cache", "packed_loader", "analyze_cache", "demo", "peak_memory",
+        "throughput"}
     if args.hot_path:
         wanted.add("hot_path")
     if args.tiny or args.skip_demo:
@@ -188,6 +191,9 @@ def _main(args, work: Path) -> int:
         device="cuda" if torch.cuda.is_available() and not args.tiny else "cpu",  # a GPU: its time and memory
     ))
     figure("features_cache", lambda: features_cache.measure(cremad(), manifest=cremad_manifest, **size["features"]))
+    from benchmarks import packed_loader
+
+    figure("packed_loader", lambda: packed_loader.measure(cremad(), manifest=cremad_manifest, **size["packed"]))
     figure("analyze_cache", lambda: analyze_cache.measure(ds(size["analyze"]), _fresh(work, "analyze"), args.threads))
     figure("demo", lambda: demo_time.measure(_fresh(work, "demo"), args.threads))
     mem = size["memory"]

@@ -42,6 +42,17 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str]]:
             f"{e['ratio']:.3f}", "", "",
             f"{e['cached_s']:.2f} vs {e['recompute_s']:.2f} s: the CPU model step dominates",
         ))
+    pk = f.get("packed_loader")
+    if pk:
+        ms = pk["ms_per_sample"]
+        for key, label, target in (("read_ratio", "read, crop left to the GPU", 0.05),
+                                   ("cpu_path_ratio", "CPU path end to end", 0.5)):
+            out.append((
+                f"loader per sample, packed store ÷ today's ({label})", f"{pk[key]:.3f}", f"≤ {target:g}",
+                _verdict(pk[key] <= target),
+                f"{ms['packed_read' if key == 'read_ratio' else 'packed_cpu']:.2f} vs {ms['today']:.2f} ms/sample; "
+                f"{pk['samples']} CREMA-D-layout clips, batch {pk['batch_size']}, 0 workers",
+            ))
     ac = f.get("analyze_cache")
     if ac:
         out.append((

@@ -49,7 +49,11 @@ def test_tiny_benchmark_writes_every_figure(tiny):
     assert "errors" not in data
     assert data["schema"] == bench.SCHEMA and data["mode"] == "tiny"
     # no demo in --tiny; the GPU throughput figure runs its code on the CPU
-    assert set(data["figures"]) == {"step_time", "method_cost", "features_cache", "analyze_cache", "peak_memory", "throughput"}
+    assert set(data["figures"]) == {"step_time", "method_cost", "features_cache", "packed_loader", "analyze_cache",
+                                    "peak_memory", "throughput"}
+    pk = data["figures"]["packed_loader"]
+    assert pk["read_ratio"] == pytest.approx(pk["ms_per_sample"]["packed_read"] / pk["ms_per_sample"]["today"])
+    assert pk["cpu_path_ratio"] == pytest.approx(pk["ms_per_sample"]["packed_cpu"] / pk["ms_per_sample"]["today"])
     m = data["machine"]
     assert m["torch_threads"] == 1 and m["cpu_count"] >= 1 and m["python"].count(".") == 2
     assert len(data["load_average_start"]) == 3 and len(data["load_average_end"]) == 3

@@ -61,3 +61,15 @@ def test_demo_writes_every_artifact_and_a_second_demo_trains_nothing(tmp_path, t
     assert second.run_dirs == first.run_dirs
     assert "served from the analysis cache, nothing trained" in con2.export_text()
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(d.name for d in first.run_dirs)
+
+
+def test_the_demo_trains_the_settings_chosen_on_validation(tmp_path):
+    # data_manifests/synthetic.toml: PDMP's gamma_p and OGM-GE's alpha as `pdmp tune` chose them
+    from pdmp_cli import sweep
+    from pdmp_cli.analysis import manual_profile
+
+    prof = manual_profile("synthetic", "visual", "audio", modalities=["audio", "visual"]).save(tmp_path / "p.json")
+    base = sweep.base_spec(str(prof), dataset="synthetic", flags={"runs_root": str(tmp_path / "runs")})
+    specs = {s.method: s for s in sweep.grid(base, methods=["vanilla", "ogm-ge", "pdmp"])}
+    assert specs["pdmp"].gamma_p == 2.0 and specs["ogm-ge"].method_args["ogm-ge"]["alpha"] == 0.1
+    assert (specs["pdmp"].epochs, specs["ogm-ge"].epochs, specs["vanilla"].epochs) == (20, 20, 20)  # one budget

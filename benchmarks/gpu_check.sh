@@ -16,8 +16,10 @@ trap 'rm -rf "$PDMP_CACHE_DIR"' EXIT
 
 "$PY" -c 'import torch, sys; ok = torch.cuda.is_available(); print("CUDA:", torch.cuda.get_device_name(0) if ok else "none"); sys.exit(0 if ok else 2)'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-echo "== CUDA tests"
+# each step has its own limit; together under six minutes (60 + 180 + 100 s)
+echo "== CUDA tests of the packed store"
 timeout 60 "$PY" -m pytest -q -m "" -x -p no:cacheprovider tests/test_packed.py -k cuda
-timeout 120 "$PY" -m pytest -q -m "" -x -p no:cacheprovider tests/test_gpu.py
 echo "== CUDA figures"
-timeout 210 "$PY" -m benchmarks.packed_loader --cuda --out "$OUT"
+timeout 180 "$PY" -m benchmarks.packed_loader --cuda --out "$OUT"
+echo "== the other CUDA tests (every method on the device, DDP over nccl)"
+timeout 100 "$PY" -m pytest -q -m "" -x -p no:cacheprovider tests/test_gpu.py

@@ -201,7 +201,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.packed_loader", description=main.__doc__)
     p.add_argument("--cuda", action="store_true", help="the CUDA figures (needs a GPU)")
-    p.add_argument("--clips", type=int, default=640, help="generated CREMA-D-layout training clips")
+    p.add_argument("--clips", type=int, default=384, help="generated CREMA-D-layout training clips")
     p.add_argument("--out", type=Path, default=Path("bench-results/packed-gpu.json"))
     args = p.parse_args(argv)
     if not args.cuda or not torch.cuda.is_available():

@@ -461,3 +461,35 @@ def test_two_runs_packing_the_same_split_pack_it_once(tmp_path):
         got = list(pool.map(lambda _: split_store(bundle.train, "train", bundle.identity, "float16"), range(2)))
     assert sorted(new for _, new in got) == [False, True]
     assert got[0][0].meta["key"] == got[1][0].meta["key"]
+
+
+def test_the_loop_finishes_device_path_batches_at_its_one_hook(tmp_path):
+    """The CUDA path's wiring, run on the CPU: a loader that leaves the crop to the device hands
+    uint8 batches to ``train_one_epoch``, whose hook (``finish_on_device``) crops them before the model."""
+    from pdmp_cli.analysis import manual_profile
+    from pdmp_cli.methods import build_method
+    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.train.loop import EpochStats, build_model, build_optimizer, epoch_loader, train_one_epoch
+
+    root, manifest = _tiny(tmp_path)
+    _, packed, _ = _packed(manifest, root)
+    spec = _spec(dataset=manifest, num_workers=0)
+    cpu = torch.device("cpu")
+    loader = epoch_loader(packed, spec, torch.Generator().manual_seed(0), 0, cpu)
+    loader.dataset.on_device = True  # what train_loader sets on CUDA
+    seen = []
+    model = build_model(spec, packed, cpu)
+    forward = model.forward
+
+    def spy(inputs, *a, **kw):
+        seen.append({m: (x.dtype, tuple(x.shape)) for m, x in inputs.items()})
+        return forward(inputs, *a, **kw)
+
+    model.forward = spy
+    method = build_method("vanilla", model, spec, manual_profile("tinyc", "visual", "audio", modalities=["audio", "visual"]))
+    opt = build_optimizer(model, spec, method)
+    with GracefulInterrupt() as stop:
+        assert train_one_epoch(model, method, opt, loader, EpochStats(model.modalities, cpu), epoch=0, start_step=0,
+                               grad_clip=None, device=cpu, stop=stop) is None
+    assert len(seen) == 3 and all(s == {"audio": (torch.float32, (4, 1, 33, 63)), "visual": (torch.float32, (4, 3, 2, 16, 16))}
+                                  for s in seen)

@@ -275,10 +275,12 @@ def _loader(features):
     return load
 
 
-def use_store(bundle, dataset, *, splits=("train", "val", "test"), force: bool = False) -> tuple[object, list[str]]:
+def use_store(bundle, dataset, *, splits=("train", "val", "test"), force: bool = False,
+              progress: bool = False) -> tuple[object, list[str]]:
     """``bundle`` with its files splits replaced by packed ones (packing those not packed yet)
     -> (bundle, lines to print). ``dataset``: its manifest, or a name or path to load it from.
-    Generated datasets, and ``PDMP_PACKED=0``, leave it as it is."""
+    ``progress``: a progress bar on stderr while packing. Generated datasets, and ``PDMP_PACKED=0``,
+    leave it as it is."""
     from dataclasses import replace
 
     from pdmp_cli.data.loaders.files import FilesSplit
@@ -294,11 +296,36 @@ def use_store(bundle, dataset, *, splits=("train", "val", "test"), force: bool =
         ds = getattr(bundle, split, None)
         if not isinstance(ds, FilesSplit):
             continue
-        store, new = split_store(ds, split, bundle.identity, audio_dtype, force=force)
+        with _bar(progress, f"packing {ds.dataset} [{split}]", len(ds)) as advance:
+            store, new = split_store(ds, split, bundle.identity, audio_dtype, force=force, progress=advance)
         changes[split] = PackedSplit(ds.dataset, split, store, ds.modalities, ds.train)
         lines.append(f"packed store {'written' if new else 'read'}: {store.path} ({st.human(store.nbytes)}, "
                      f"{store.n} samples)")
     return replace(bundle, **changes), lines
+
+
+class _bar:
+    """A transient rich progress bar on stderr (``on``), or nothing."""
+
+    def __init__(self, on: bool, what: str, total: int):
+        self.on, self.what, self.total, self.bar = on, what, total, None
+
+    def __enter__(self):
+        if not self.on:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+        task = self.bar.add_task(self.what, total=self.total)
+        self.bar.start()
+        return lambda n: self.bar.update(task, completed=n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
 
 
 def pack_dataset(dataset, data_root=None, *, dry_run: bool = False, force: bool = False, skip_bad: bool = False,
@@ -337,7 +364,7 @@ def pack_dataset(dataset, data_root=None, *, dry_run: bool = False, force: bool 
         lines.append(f"would write about {st.human(total)} in all{free} (dry run: nothing decoded or written)")
         return lines
     bundle, report = load_checked(manifest, data_root, skip_bad=skip_bad, progress=progress)
-    _, lines = use_store(bundle, manifest, force=force)
+    _, lines = use_store(bundle, manifest, force=force, progress=progress)
     if report.skipped:
         lines.append(f"left out {report.skipped} bad samples (--skip-bad)")
     return lines

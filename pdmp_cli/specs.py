@@ -304,6 +304,27 @@ class TrainSpec(OptimSpec):
         return self
 
 
+# flag -> (the spec field and value that make it read, how to ask for that)
+_READ_ONLY_WITH = {
+    "lr_step_size": ("lr_schedule", "step", "--lr-schedule step"),
+    "lr_step_gamma": ("lr_schedule", "step", "--lr-schedule step"),
+    "lr_min": ("lr_schedule", "cosine", "--lr-schedule cosine"),
+    "lr_cosine_epochs": ("lr_schedule", "cosine", "--lr-schedule cosine"),
+    "patience": ("epochs", "auto", "--epochs auto"),
+    "max_epochs": ("epochs", "auto", "--epochs auto"),
+}
+
+
+def refuse_ignored_flags(spec: _Spec, flags: dict) -> None:
+    """A flag the resolved spec would never read (``--lr-min`` without the cosine schedule,
+    ``--patience`` without ``--epochs auto``) is refused in one line instead of being accepted and
+    ignored."""
+    for name, (field, value, ask) in _READ_ONLY_WITH.items():
+        if flags.get(name) is not None and name in type(spec).model_fields and getattr(spec, field) != value:
+            raise PdmpError(f"--{name.replace('_', '-')} is read only with {ask}, and this run's {field} is "
+                            f"{getattr(spec, field)!r}: it would be ignored; drop it, or add {ask}", 2)
+
+
 def read_spec_file(path: str | Path) -> dict:
     """A spec file: YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``); a mapping
     of spec fields (examples/ has one per paper setting)."""

@@ -562,3 +562,12 @@ def test_6_one_seed_in_a_spec_file_is_a_list_of_one(tiny_manifest):
     from pdmp_cli.specs import AnalyzeSpec
 
     assert AnalyzeSpec(dataset=str(tiny_manifest), seeds=5).seeds == [5]
+
+
+def test_6_a_flag_the_run_would_never_read_is_refused(cli_env, tiny_manifest):
+    r = runner.invoke(app, cli_env + ["--lr-min", "0.001"])
+    assert r.exit_code == 2 and r.output.strip() == (
+        "error: --lr-min is read only with --lr-schedule cosine, and this run's lr_schedule is 'none': it would be "
+        "ignored; drop it, or add --lr-schedule cosine")
+    r = runner.invoke(app, ["analyze", "--dataset", str(tiny_manifest), "--patience", "3", "--epochs", "2", "--dry-run"])
+    assert r.exit_code == 2 and "--patience is read only with --epochs auto" in r.output, r.output

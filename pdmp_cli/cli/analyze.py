@@ -75,7 +75,7 @@ def analyze_cli(
     """
     from pdmp_cli import analysis
     from pdmp_cli.errors import PdmpError
-    from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, read_spec_file, resolve_spec
+    from pdmp_cli.specs import AnalyzeSpec, dataset_defaults, read_spec_file, refuse_ignored_flags, resolve_spec
 
     file_layer = read_spec_file(spec) if spec else None
     name = dataset or (file_layer or {}).get("dataset")
@@ -88,6 +88,7 @@ def analyze_cli(
         max_epochs=max_epochs, seeds=seeds, val_fraction=val_fraction, select_on_test=select_on_test,
     )  # fmt: skip
     resolved = resolve_spec(AnalyzeSpec, dataset_defaults(name, AnalyzeSpec), file_layer, flags)
+    refuse_ignored_flags(resolved, flags)  # --patience without --epochs auto would be ignored
     if dry_run:
         from pdmp_cli.dryrun import dry_run_analyze
 

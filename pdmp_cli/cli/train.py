@@ -65,7 +65,7 @@ def train_cli(
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.methods import check_set_for, parse_set
     from pdmp_cli.profile import Profile
-    from pdmp_cli.specs import TrainSpec, dataset_defaults, read_spec_file, resolve_spec
+    from pdmp_cli.specs import TrainSpec, dataset_defaults, read_spec_file, refuse_ignored_flags, resolve_spec
     from pdmp_cli.train import run
 
     flags = overrides(
@@ -112,6 +112,7 @@ def train_cli(
                 ) from None
         train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
         check_set_for(parse_set(set_), train_spec.method, flags)  # nothing set for a method not run, nor twice
+        refuse_ignored_flags(train_spec, flags)  # nor a flag the run would never read
 
     if dry_run:
         from pdmp_cli.dryrun import dry_run_train

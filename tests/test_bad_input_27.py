@@ -571,3 +571,16 @@ def test_6_a_flag_the_run_would_never_read_is_refused(cli_env, tiny_manifest):
         "ignored; drop it, or add --lr-schedule cosine")
     r = runner.invoke(app, ["analyze", "--dataset", str(tiny_manifest), "--patience", "3", "--epochs", "2", "--dry-run"])
     assert r.exit_code == 2 and "--patience is read only with --epochs auto" in r.output, r.output
+
+
+def test_6_a_path_longer_than_the_system_allows_is_a_problem_not_a_traceback(sandbox):
+    from pdmp_cli.data.prepare import prepare_dataset
+
+    root, videos, manifest, _ = sandbox
+    deep = "/".join(["d" * 250] * 18)  # every name within the limit, the whole path past PATH_MAX (4096)
+    _write_list(root / "train.csv", ["g1", deep])
+    _write_list(root / "test.csv", ["g2"])
+    r = runner.invoke(app, ["datasets", "check", str(manifest), "--quick"])
+    assert r.exit_code == 1 and "unreadable file" in r.output and "Traceback" not in r.output, r.output
+    result = prepare_dataset(manifest, videos)
+    assert [sid for sid, _ in result.failed] == [deep] and "File name too long" in result.failed[0][1]

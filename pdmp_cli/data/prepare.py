@@ -188,7 +188,11 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
                 samples.append(s)
 
     def one(s) -> None:
-        todo = {m: s.paths[m] for m, k in kinds.items() if k in MADE and (force or not s.paths[m].exists())}
+        try:
+            todo = {m: s.paths[m] for m, k in kinds.items() if k in MADE and (force or not s.paths[m].exists())}
+        except OSError as e:  # the file system refuses the path itself (a path too long)
+            result.failed.append((s.id, f"{type(e).__name__}: {e.strerror or e}"))
+            return
         if not todo:
             result.skipped += 1
             return

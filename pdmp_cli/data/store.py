@@ -244,9 +244,14 @@ def _clean_stale(folder: Path) -> None:
 
 @contextmanager
 def pack_lock(dest: Path):
-    """An exclusive lock on packing ``dest`` (a file beside it), held while one process packs."""
-    import fcntl
-
+    """An exclusive lock on packing ``dest`` (a file beside it), held while one process packs
+    (POSIX ``flock``; without ``fcntl`` no lock: two packers then both write, and the second keeps
+    the first's store)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
     from pdmp_cli.fsutil import make_dir
 
     make_dir(dest.parent, "set PDMP_PACKED_DIR to a writable folder with room")
@@ -361,7 +366,12 @@ def pack(dest: Path, key: str, *, dataset: str, split: str, modalities: dict, sa
         if dest.exists():
             old = dest.parent / f".old-{split}-{os.getpid()}-{os.urandom(4).hex()}"
             os.rename(dest, old)
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError as e:  # another packer renamed its store into place first: the same data, keep it
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or Store.open(dest, key) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as e:

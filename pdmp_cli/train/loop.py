@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from pdmp_cli import __version__, fsutil, rundir
 from pdmp_cli.data.check import load_checked
+from pdmp_cli.data.packed import collate as packed_collate
 from pdmp_cli.data.packed import train_loader, use_store
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
 from pdmp_cli.errors import PdmpError
@@ -314,6 +315,7 @@ def eval_loader(bundle, spec: TrainSpec, device, dataset=None) -> DataLoader:
         # built once per run: its workers start once, not at every epoch's evaluation (~0.35 s per
         # start for 2 workers here; benchmarks/hot_path.py). Evaluation draws nothing random.
         persistent_workers=spec.num_workers > 0,
+        collate_fn=packed_collate,  # a packed split's batch as gathered; anything else default_collate
     )
 
 

@@ -415,6 +415,11 @@ def test_pack_command_dry_run_then_pack(tmp_path):
     assert "packed store written: " in res.output
     res = runner.invoke(app, ["datasets", "pack", manifest, "--data-root", str(root)])
     assert res.exit_code == 0 and "packed store read: " in res.output
+    # training then reads what the command packed, without checking or decoding again
+    from pdmp_cli.data.packed import load_packed
+
+    _, _, lines = load_packed(manifest, root)
+    assert all("not decoded again" in line for line in lines)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -490,3 +495,34 @@ def test_the_loop_finishes_device_path_batches_at_its_one_hook(tmp_path):
                                grad_clip=None, device=cpu, stop=stop) is None
     assert len(seen) == 3 and all(s == {"audio": (torch.float32, (4, 1, 33, 63)), "visual": (torch.float32, (4, 3, 2, 16, 16))}
                                   for s in seen)
+
+
+def test_a_later_run_on_unchanged_data_reads_the_stores_without_a_check(tmp_path, monkeypatch):
+    from pdmp_cli.data import check as check_mod
+    from pdmp_cli.data.features import FeatureCache
+    from pdmp_cli.data.packed import load_packed
+
+    root, manifest = _tiny(tmp_path)
+    bad = sorted((root / "AudioWAV").iterdir())[1]
+    bad.write_bytes(b"not audio")
+    with pytest.raises(PdmpError, match="unreadable file"):
+        load_packed(manifest, root)
+    _, report, lines = load_packed(manifest, root, skip_bad=True)
+    assert report.skipped == 1 and all("written" in line for line in lines)
+
+    def refuse(*a, **k):
+        raise AssertionError("decoded or checked again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(check_mod, "check_dataset", refuse)
+        mp.setattr(FeatureCache, "load", refuse)
+        bundle, report, lines = load_packed(manifest, root, skip_bad=True)
+        assert report.skipped == 1 and isinstance(bundle.train, PackedSplit) and len(bundle.train) == 11
+        assert all(line.startswith("packed store read: ") and "not decoded again" in line for line in lines)
+        # without --skip-bad the check runs and says what is wrong
+        with pytest.raises(AssertionError, match="checked again"):
+            load_packed(manifest, root)
+    # a changed file: checked and packed again
+    M.write_audio(bad, 0.5, 16000, 300.0, seed=3)
+    bundle, report, lines = load_packed(manifest, root, skip_bad=True)
+    assert report.skipped == 0 and len(bundle.train) == 12 and all("written" in line for line in lines)

@@ -245,7 +245,7 @@ def train_loader(dataset, order: torch.Tensor, *, batch_size: int, start_step: i
 
 
 def split_store(split_ds, split: str, identity: str, audio_dtype: str, *, force: bool = False, progress=None,
-                load=None) -> tuple[Store, bool]:
+                load=None, extra: dict | None = None) -> tuple[Store, bool]:
     """The store of a files split (``FilesSplit``): opened when one for this data exists, else packed
     from the features cache. -> (store, whether it was packed now)."""
     from pdmp_cli.data import store as st
@@ -261,7 +261,7 @@ def split_store(split_ds, split: str, identity: str, audio_dtype: str, *, force:
             return found, False
         return st.pack(dest, key, dataset=split_ds.dataset, split=split, modalities=split_ds.modalities,
                        samples=split_ds.samples, labels=split_ds.labels, load=load or _loader(split_ds.features),
-                       audio_dtype=audio_dtype, progress=progress), True
+                       audio_dtype=audio_dtype, progress=progress, extra=extra), True
 
 
 def _loader(features):
@@ -276,7 +276,7 @@ def _loader(features):
 
 
 def use_store(bundle, dataset, *, splits=("train", "val", "test"), force: bool = False,
-              progress: bool = False) -> tuple[object, list[str]]:
+              progress: bool = False, extra: dict | None = None) -> tuple[object, list[str]]:
     """``bundle`` with its files splits replaced by packed ones (packing those not packed yet)
     -> (bundle, lines to print). ``dataset``: its manifest, or a name or path to load it from.
     ``progress``: a progress bar on stderr while packing. Generated datasets, and ``PDMP_PACKED=0``,
@@ -297,7 +297,8 @@ def use_store(bundle, dataset, *, splits=("train", "val", "test"), force: bool =
         if not isinstance(ds, FilesSplit):
             continue
         with _bar(progress, f"packing {ds.dataset} [{split}]", len(ds)) as advance:
-            store, new = split_store(ds, split, bundle.identity, audio_dtype, force=force, progress=advance)
+            store, new = split_store(ds, split, bundle.identity, audio_dtype, force=force, progress=advance,
+                                     extra=extra)
         changes[split] = PackedSplit(ds.dataset, split, store, ds.modalities, ds.train)
         lines.append(f"packed store {'written' if new else 'read'}: {store.path} ({st.human(store.nbytes)}, "
                      f"{store.n} samples)")
@@ -364,7 +365,85 @@ def pack_dataset(dataset, data_root=None, *, dry_run: bool = False, force: bool 
         lines.append(f"would write about {st.human(total)} in all{free} (dry run: nothing decoded or written)")
         return lines
     bundle, report = load_checked(manifest, data_root, skip_bad=skip_bad, progress=progress)
-    _, lines = use_store(bundle, manifest, force=force, progress=progress)
+    _, lines = use_store(bundle, manifest, force=force, progress=progress,
+                         extra=_checked(manifest, data_root, bundle, report))
     if report.skipped:
         lines.append(f"left out {report.skipped} bad samples (--skip-bad)")
     return lines
+
+
+def load_packed(dataset, data_root=None, *, skip_bad: bool = False, splits=("train", "val", "test")):
+    """``pdmp train``'s data: ``(bundle, report, lines)`` with its files splits packed.
+
+    When every split of ``splits`` already has its store for this data (same lists, file sizes and
+    frame counts, settings, and the same samples the data check left out, recorded in the store),
+    the deep check is skipped and nothing is decoded; ``report.skipped`` is the recorded count.
+    Otherwise :func:`~pdmp_cli.data.check.load_checked` (decoding every sample of ``splits`` through
+    the features cache), then the stores are packed from the cache. Generated datasets and
+    ``PDMP_PACKED=0``: ``load_checked`` alone.
+    """
+    from pdmp_cli.data.check import load_checked
+    from pdmp_cli.data.manifest import load_manifest
+    from pdmp_cli.data import store as st
+
+    manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    skip_splits = tuple(s for s in ("test",) if s not in splits)
+    if manifest.loader == "files" and st.enabled_by_env():
+        found = _stored(manifest, data_root, skip_bad, splits)
+        if found is not None:
+            return found
+    bundle, report = load_checked(manifest, data_root, skip_bad=skip_bad, skip_splits=skip_splits)
+    extra = _checked(manifest, data_root, bundle, report) if manifest.loader == "files" else None
+    bundle, lines = use_store(bundle, manifest, splits=splits, extra=extra)
+    return bundle, report, lines
+
+
+def _checked(manifest, data_root, bundle, report) -> dict:
+    """What a store records of the check it was packed after: the samples left out, and the
+    identity of the data with them (a repaired file changes it, so the next run checks again)."""
+    from pdmp_cli.data.loaders.files import FilesLoader
+
+    whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True).identity if report.bad_samples \
+        else bundle.identity
+    return {"excluded": sorted(list(x) for x in report.bad_samples), "source_identity": whole}
+
+
+def _stored(manifest, data_root, skip_bad: bool, splits):
+    """(bundle, report, lines) from complete stores of this data, or None (then check and pack)."""
+    import json
+    from dataclasses import replace
+
+    from pdmp_cli.data.check import Report
+    from pdmp_cli.data.loaders.files import FilesLoader, FilesSplit
+    from pdmp_cli.data import store as st
+    from pdmp_cli.errors import PdmpError
+
+    try:
+        meta = json.loads((st.split_dir(manifest.name, "train") / st.META).read_text())
+        excluded = {(a, b) for a, b in meta.get("excluded", [])}
+    except (OSError, ValueError, TypeError):
+        return None
+    if excluded and not skip_bad:  # the check must say what is wrong
+        return None
+    try:
+        bundle = FilesLoader.build(manifest, data_root=data_root, exclude=excluded, skip_bad=skip_bad)
+        whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True).identity if excluded \
+            else bundle.identity
+    except PdmpError:
+        return None
+    if meta.get("source_identity") != whole:  # a file changed, or a left-out one was repaired
+        return None
+    audio_dtype = manifest.packed.audio_dtype
+    changes, lines = {}, []
+    for split in splits:
+        ds = getattr(bundle, split, None)
+        if not isinstance(ds, FilesSplit):
+            continue
+        store = Store.open(st.split_dir(ds.dataset, split), st.store_key(bundle.identity, split, ds.modalities, audio_dtype))
+        if store is None or {tuple(x) for x in store.meta.get("excluded", [])} != excluded:
+            return None
+        changes[split] = PackedSplit(ds.dataset, split, store, ds.modalities, ds.train)
+        lines.append(f"packed store read: {store.path} ({st.human(store.nbytes)}, {store.n} samples; "
+                     "data unchanged since packing, not decoded again)")
+    report = Report(manifest.name, None, {s: len(getattr(bundle, s)) for s in changes}, skipped=len(excluded))
+    return replace(bundle, **changes), report, lines

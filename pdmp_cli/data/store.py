@@ -294,7 +294,7 @@ class _ChunkWriter:
 
 def pack(dest: Path, key: str, *, dataset: str, split: str, modalities: dict, samples: list, labels: list[int],
          load: Callable, audio_dtype: str = "float16", chunk: int = CHUNK,
-         progress: Callable[[int], None] | None = None) -> Store:
+         progress: Callable[[int], None] | None = None, extra: dict | None = None) -> Store:
     """Write the store of one split to ``dest`` (atomically: temp folder, then rename) -> the open store.
 
     ``samples``: objects with ``id`` and ``paths`` (:class:`~pdmp_cli.data.loaders.files.Sample`);
@@ -358,6 +358,7 @@ def pack(dest: Path, key: str, *, dataset: str, split: str, modalities: dict, sa
         meta = {
             "format": FORMAT, "key": key, "dataset": dataset, "split": split, "n": len(samples), "chunk": chunk,
             "chunks": chunks, "bytes": total, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(extra or {}),  # what the data check left out (pdmp_cli.data.packed.load_packed)
             "modalities": {m: {"kind": lay.kind, "dtype": lay.dtype, "multi": lay.multi, "shape": list(shapes[m])}
                            for m, lay in layouts.items()},
         }

@@ -42,9 +42,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pdmp_cli import __version__, fsutil, rundir
-from pdmp_cli.data.check import load_checked
 from pdmp_cli.data.packed import collate as packed_collate
-from pdmp_cli.data.packed import train_loader, use_store
+from pdmp_cli.data.packed import load_packed, train_loader
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, build_method, resolve_method_args
@@ -687,15 +686,14 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         profile_path = str(find_profile(spec.profile))  # a path, or a reference profile's name
     profile = Profile.load(profile_path)
     dataset = spec.dataset or profile.dataset
-    # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out)
-    bundle, data_report = load_checked(
-        dataset, spec.data_root, skip_bad=spec.skip_bad, skip_splits=() if evaluate_test else ("test",)
-    )
-    check_profile(profile, profile_path, dataset, bundle)
-    # the packed store (rank 0 writes it once, after the check; every rank then reads it)
+    # a broken dataset stops here with one line (or, with skip_bad, its bad samples are left out); a
+    # dataset of files is packed after the check (pdmp_cli.data.packed), or read from its packed store
+    # without a check when the data did not change: rank 0 checks and packs, every rank then reads
     packed_splits = ("train", "val", "test") if evaluate_test else ("train", "val")
-    packed_lines = distributed.on_main(lambda: use_store(bundle, dataset, splits=packed_splits)[1])
-    bundle = use_store(bundle, dataset, splits=packed_splits)[0]
+    if distributed.active():
+        distributed.on_main(lambda: load_packed(dataset, spec.data_root, skip_bad=spec.skip_bad, splits=packed_splits)[2])
+    bundle, data_report, packed_lines = load_packed(dataset, spec.data_root, skip_bad=spec.skip_bad, splits=packed_splits)
+    check_profile(profile, profile_path, dataset, bundle)
     # the epoch is chosen on validation: the manifest's own split, else one carved from train
     bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
     if not evaluate_test and bundle.val is None:

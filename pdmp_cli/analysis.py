@@ -462,8 +462,23 @@ def manual_profile(
 # --------------------------------------------------------------------------------------------
 # Paths, cache keys, locking
 # --------------------------------------------------------------------------------------------
+def default_stem(dataset_arg: str, name: str, identity: str | None) -> str:
+    """The name of a profile written without ``--out``: a dataset of ``data_manifests/`` (given by
+    name) keeps its name (``profiles/cremad.json``); a manifest of your own is named by its dataset
+    name plus the first 8 hex digits of its data identity (``profiles/my-data-1a2b3c4d.json``), so
+    two datasets whose folders share a name never share a profile file."""
+    from pdmp_cli.data.manifest import manifest_dir, manifest_path
+
+    try:
+        builtin = manifest_path(dataset_arg).resolve().parent == manifest_dir().resolve()
+    except PdmpError:
+        builtin = True
+    return name if builtin or not identity else f"{name}-{identity[:8]}"
+
+
 def profile_path(out: str | None, dataset: str, subset: float, many: bool) -> Path:
-    """``--out`` or ``profiles/<dataset>.json``; with several subsets ``<stem>.subset-<s>.json``."""
+    """``--out`` or ``profiles/<dataset>.json`` (``dataset``: :func:`default_stem`); with several
+    subsets ``<stem>.subset-<s>.json``."""
     base = Path(out) if out else Path("profiles") / f"{dataset}.json"
     if many:
         base = base.with_name(f"{base.stem}.subset-{subset:g}{base.suffix or '.json'}")
@@ -818,7 +833,8 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
     # a broken dataset (missing or corrupt files, unknown labels) stops here with one line
     bundle, _ = load_checked(spec.dataset, spec.data_root, skip_bad=spec.skip_bad)
     many = len(spec.subset) > 1
-    paths = [profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
+    stem = default_stem(spec.dataset, bundle.name, bundle.identity)
+    paths = [profile_path(spec.out, stem, s, many) for s in spec.subset]
     for p, s in zip(paths, spec.subset):
         _check_writable(p)
         check_overwrite(p, bundle.name, bundle.identity, spec, s, force)

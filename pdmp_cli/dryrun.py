@@ -154,7 +154,8 @@ def dry_run_analyze(spec, console, force: bool = False) -> dict:
     device = resolve_device(spec.device)
     bundle, _ = load_checked(spec.dataset, spec.data_root)
     many = len(spec.subset) > 1
-    outs = [analysis.profile_path(spec.out, bundle.name, s, many) for s in spec.subset]
+    stem = analysis.default_stem(spec.dataset, bundle.name, bundle.identity)
+    outs = [analysis.profile_path(spec.out, stem, s, many) for s in spec.subset]
     for p, s in zip(outs, spec.subset):
         analysis._check_writable(p)
         analysis.check_overwrite(p, bundle.name, bundle.identity, spec, s, force)  # as the real run would

@@ -142,7 +142,8 @@ class AnalyzeSpec(OptimSpec):
     dataset: str = Field(description="dataset name or manifest path")
     subset: list[float] = Field([0.4], min_length=1, description="fraction(s) of the training split, each in (0, 1]")
     early_epochs: int = Field(5, gt=0, description="epoch whose accuracy ranks the optimization-dominant modality")
-    out: str | None = Field(None, description="profile path; default profiles/<dataset>.json")
+    out: str | None = Field(None, description="profile path; default profiles/<dataset>.json "
+                            "(<dataset>-<data identity> for a manifest of your own: pdmp_cli.analysis.default_stem)")
     cache: bool = True
     probe_epochs: int | None = Field(
         None, ge=0,

@@ -219,7 +219,8 @@ def test_subset_list_writes_one_profile_per_subset(tiny_manifest, tmp_path):
     assert steps == (2 + 4) * 2 * 2  # 30 clips -> 2 steps/epoch, 60 clips -> 4
     assert [o.subset for o in outcomes] == [0.5, 1.0]
     assert [o.profile.settings["train_samples"] for o in outcomes] == [27, 54]  # of the 54 left by validation
-    assert [str(o.path) for o in outcomes] == ["profiles/tiny.subset-0.5.json", "profiles/tiny.subset-1.json"]
+    stem = f"tiny-{outcomes[0].profile.dataset_identity[:8]}"  # a manifest of one's own: name + data identity
+    assert [str(o.path) for o in outcomes] == [f"profiles/{stem}.subset-0.5.json", f"profiles/{stem}.subset-1.json"]
     assert json.loads(outcomes[0].spec_path.read_text())["subset"] == [0.5]
     rows = analysis.subset_study_rows(outcomes)
     for row, o in zip(rows, outcomes):

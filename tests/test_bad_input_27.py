@@ -15,6 +15,7 @@ import csv
 import hashlib
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -476,8 +477,11 @@ def test_3_weights_far_past_normal_are_a_warning_not_a_clean_complete(tiny_spec,
 
 def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(tmp_path, monkeypatch):
     """Two datasets laid out as the README shows (``<folder>/manifest.toml``) in folders of the same
-    name are both named ``my-data``: the second analysis must not replace the first's profile."""
+    name are both named ``my-data``: each gets its own default profile (name + data identity), and
+    an explicit --out never replaces another result without --force."""
     from conftest import TINY_SYNTHETIC
+
+    from pdmp_cli.profile import Profile
 
     monkeypatch.chdir(tmp_path)
     a, b = tmp_path / "one" / "my-data", tmp_path / "two" / "my-data"
@@ -486,21 +490,30 @@ def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(
     (a / "manifest.toml").write_text(TINY_SYNTHETIC)
     (b / "manifest.toml").write_text(TINY_SYNTHETIC.replace("seed = 0", "seed = 1"))
     base = ["analyze", "--epochs", "1", "--early-epochs", "1", "--subset", "1.0", "--probe-epochs", "0", "--jobs", "1"]
-    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")])
+    for m in (a, b):
+        r = runner.invoke(app, base + ["--dataset", str(m / "manifest.toml")])
+        assert r.exit_code == 0, r.output
+    written = sorted(p.name for p in (tmp_path / "profiles").glob("*.json") if not p.name.endswith(".spec.json"))
+    assert len(written) == 2 and all(re.fullmatch(r"my-data-[0-9a-f]{8}\.json", n) for n in written)
+    for n in written:
+        assert n == f"my-data-{Profile.load(tmp_path / 'profiles' / n).dataset_identity[:8]}.json"
+
+    out = ["--out", "shared.json"]
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")] + out)
     assert r.exit_code == 0, r.output
-    first = (tmp_path / "profiles" / "my-data.json").read_text()
-    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml")])
-    assert r.exit_code == 2 and "profiles/my-data.json already holds the profile of dataset my-data (data identity" in r.output
-    assert "pass --force to replace it, or --out another path such as --out profiles/my-data-" in r.output
-    assert (tmp_path / "profiles" / "my-data.json").read_text() == first
-    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05"])
+    first = (tmp_path / "shared.json").read_text()
+    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml")] + out)
+    assert r.exit_code == 2 and "shared.json already holds the profile of dataset my-data (data identity" in r.output
+    assert "pass --force to replace it, or --out another path such as --out shared-" in r.output
+    assert (tmp_path / "shared.json").read_text() == first
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05"] + out)
     assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output
-    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05", "--dry-run"])
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml"), "--lr", "0.05", "--dry-run"] + out)
     assert r.exit_code == 2 and "measured with other settings (lr 0.01 -> 0.05)" in r.output, r.output  # as the run
-    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")])  # the same again: a rerun
+    r = runner.invoke(app, base + ["--dataset", str(a / "manifest.toml")] + out)  # the same again: a rerun
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml"), "--force"])
-    assert r.exit_code == 0 and (tmp_path / "profiles" / "my-data.json").read_text() != first
+    r = runner.invoke(app, base + ["--dataset", str(b / "manifest.toml"), "--force"] + out)
+    assert r.exit_code == 0 and (tmp_path / "shared.json").read_text() != first
 
 
 # --------------------------------------------------------------------------- 7. advice that is true

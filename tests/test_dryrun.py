@@ -54,7 +54,7 @@ def test_analyze_dry_run_writes_nothing(cwd):
     r = invoke("analyze", "--dataset", "tiny.toml", "--dry-run")
     assert r.exit_code == 0, r.output
     assert tree(cwd) == before
-    assert "profiles would go to profiles/tiny.json" in r.output
+    assert re.search(r"profiles would go to profiles/tiny-[0-9a-f]{8}\.json", r.output)  # name + data identity
     assert re.search(r"subset 1 · audio: [\d,.]+M? parameters \(small\).*for 2 epochs", r.output)
     assert "estimated total:" in r.output
 

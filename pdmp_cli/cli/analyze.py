@@ -46,7 +46,7 @@ def analyze_cli(
         None, "--scaling/--no-scaling",
         help="With one --subset s < 1, also train on its nested half and warn when the ranking may flip with more data (default on).",
     ),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Profile path (default profiles/<dataset>.json; profiles/<dataset>-<8 hex of its data identity>.json for a manifest of your own)."),
     spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any of these options."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),

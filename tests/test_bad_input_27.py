@@ -597,3 +597,22 @@ def test_6_a_path_longer_than_the_system_allows_is_a_problem_not_a_traceback(san
     assert r.exit_code == 1 and "unreadable file" in r.output and "Traceback" not in r.output, r.output
     result = prepare_dataset(manifest, videos)
     assert [sid for sid, _ in result.failed] == [deep] and "File name too long" in result.failed[0][1]
+
+
+def test_5_any_other_error_mid_run_leaves_the_summary_resumable_not_running(tiny_spec, tmp_path):
+    import json
+
+    from pdmp_cli.train import run
+
+    d = tmp_path / "run"
+
+    def oom(info):
+        if info.epoch == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        run(tiny_spec(run_dir=str(d), epochs=2), quiet=True, on_step=oom)
+    s = json.loads((d / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["message"] == (
+        f"the run stopped: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB; "
+        f"continue with `pdmp train --resume {d}`")

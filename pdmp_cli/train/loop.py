@@ -966,6 +966,15 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         except PdmpError:
             pass  # nothing can be written there any more; the error raised says why
         raise PdmpError(msg, err.exit_code) from None
+    except Exception as e:  # anything else (a bug, CUDA out of memory): raised as it is, but the summary
+        last = run_dir / rundir.CHECKPOINTS / "last.pt"  # never stays "running"
+        msg = f"the run stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ") + (
+            f"; continue with `pdmp train --resume {run_dir}`" if last.exists() else "")
+        try:
+            write_summary("interrupted", msg, in_place=True)
+        except (PdmpError, OSError):
+            pass
+        raise
     finally:
         if progress is not None:
             progress.stop()

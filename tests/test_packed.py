@@ -21,7 +21,6 @@ from data import miniature as M
 from pdmp_cli.data import augment as A
 from pdmp_cli.data import store as st
 from pdmp_cli.data.check import load_checked
-from pdmp_cli.data.loaders.files import FilesSplit
 from pdmp_cli.data.packed import Keys, PackedSplit, use_store
 from pdmp_cli.errors import PdmpError
 

@@ -12,7 +12,6 @@ read with ``allow_pickle=False``; records (analysis results) as JSON text.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -31,39 +30,12 @@ def note_foreign(where: str) -> None:
               "planted); it was ignored, recomputed and replaced", file=sys.stderr)
 
 
-@functools.lru_cache(maxsize=1)
 def safe_disk():
-    """A :class:`diskcache.Disk` that stores bytes, str, numbers and None as they are and refuses
-    anything it would pickle; a stored pickle reads as missing (never unpickled)."""
-    import diskcache
-    from diskcache.core import MODE_PICKLE, MODE_RAW
-
-    class ForeignEntry(OSError):
-        """An entry in pickle form: diskcache's ``get`` treats an OSError as a miss."""
-
-    class SafeDisk(diskcache.Disk):
-        def put(self, key):
-            if type(key) not in (str, bytes, int, float):
-                raise TypeError(f"pdmp cache keys are str, bytes or numbers, got {type(key).__name__}")
-            return super().put(key)
-
-        def get(self, key, raw):
-            if not raw:  # a pickled key: never unpickled
-                return bytes(key)
-            return super().get(key, raw)
-
-        def store(self, value, read, key=diskcache.core.UNKNOWN):
-            if value is None:  # diskcache.Lock stores None
-                return 0, MODE_RAW, None, None
-            if not read and type(value) not in (bytes, str, int, float):
-                raise TypeError(f"pdmp caches store bytes, str or numbers (no pickles), got {type(value).__name__}")
-            return super().store(value, read, key)
-
-        def fetch(self, mode, filename, value, read):
-            if mode == MODE_PICKLE:
-                note_foreign(Path(self._directory).name)
-                raise ForeignEntry("a pickled value")
-            return super().fetch(mode, filename, value, read)
+    """The :class:`diskcache.Disk` of every pdmp cache (:class:`pdmp_cli.cache_disk.SafeDisk`): it
+    stores bytes, str, numbers and None as they are and refuses anything it would pickle; a stored
+    pickle reads as missing (never unpickled). Imported on first use (diskcache stays out of
+    ``pdmp --help``)."""
+    from pdmp_cli.cache_disk import SafeDisk
 
     return SafeDisk
 

@@ -616,3 +616,14 @@ def test_5_any_other_error_mid_run_leaves_the_summary_resumable_not_running(tiny
     assert s["status"] == "interrupted" and s["message"] == (
         f"the run stopped: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB; "
         f"continue with `pdmp train --resume {d}`")
+
+
+def test_1_a_frame_pattern_reaching_out_of_the_folder_deletes_nothing_there(tmp_path):
+    from pdmp_cli.data.prepare import extract_frames
+
+    video = M.make_video(tmp_path / "v.mp4", seconds=1.0)
+    out = tmp_path / "root" / "frames"
+    M.write_frames(out / "clip", 3)
+    neighbour = M.write_image(out / "keep.jpg")  # beside the sample's folder: '../*.jpg' matches it
+    assert extract_frames(video, out / "clip", "{k:05d}.jpg", 1.0, pattern="../*.jpg", within=out) == 1
+    assert neighbour.is_file()

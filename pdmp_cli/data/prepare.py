@@ -107,7 +107,7 @@ def extract_frames(video: Path, folder: Path, name: str, fps: float, start: floa
         for p in partial.iterdir():
             os.replace(p, folder / p.name)
         for old in folder.glob(pattern):  # stale frames of an earlier, longer extraction
-            if old.name not in new and old.is_file():
+            if old.name not in new and old.is_file() and inside(old, folder):  # never what '../*' would match
                 old.unlink()
         partial.rmdir()
         return written

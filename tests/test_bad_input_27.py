@@ -627,3 +627,14 @@ def test_1_a_frame_pattern_reaching_out_of_the_folder_deletes_nothing_there(tmp_
     neighbour = M.write_image(out / "keep.jpg")  # beside the sample's folder: '../*.jpg' matches it
     assert extract_frames(video, out / "clip", "{k:05d}.jpg", 1.0, pattern="../*.jpg", within=out) == 1
     assert neighbour.is_file()
+
+
+@pytest.mark.parametrize("pattern", ["../shared/{id}.wav", "/data/audio/{id}.wav"])
+def test_1_a_manifest_path_pattern_that_leaves_the_root_is_refused_when_read(tmp_path, pattern):
+    from pdmp_cli.data.manifest import load_manifest
+    from pdmp_cli.errors import PdmpError
+
+    m = tmp_path / "m.toml"
+    m.write_text(MANIFEST.format(root=tmp_path).replace('path = "audio/{id}.wav"', f'path = "{pattern}"'))
+    with pytest.raises(PdmpError, match="leads outside the data root; write it relative to the root"):
+        load_manifest(m)

@@ -102,6 +102,10 @@ class ModalitySpec(BaseModel):
         if not _FIELD.search(self.path):
             raise ValueError(f"path {self.path!r} names no per-sample field, so every sample would read the same "
                              "file; put {id} in it (e.g. 'audio/{id}.wav')")
+        parts = self.path.replace("\\", "/").split("/")
+        if self.path.startswith(("/", "\\")) or ".." in parts:
+            raise ValueError(f"path {self.path!r} leads outside the data root; write it relative to the root "
+                             "(e.g. 'audio/{id}.wav') and point data_root (or --data-root) at the folder above")
         if self.kind not in MODALITIES:
             raise ValueError(f"kind must be one of {', '.join(MODALITIES.names())}, got {self.kind!r}")
         cls = MODALITIES.get(self.kind)

@@ -638,3 +638,12 @@ def test_1_a_manifest_path_pattern_that_leaves_the_root_is_refused_when_read(tmp
     m.write_text(MANIFEST.format(root=tmp_path).replace('path = "audio/{id}.wav"', f'path = "{pattern}"'))
     with pytest.raises(PdmpError, match="leads outside the data root; write it relative to the root"):
         load_manifest(m)
+
+
+def test_5_a_run_whose_spec_json_holds_no_spec_is_one_line(tmp_path):
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train.loop import resume_spec
+
+    (tmp_path / "spec.json").write_text("[1, 2]")
+    with pytest.raises(PdmpError, match=r"spec.json holds no spec \(a JSON list\); the run cannot be resumed"):
+        resume_spec(tmp_path)

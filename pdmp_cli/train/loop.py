@@ -618,6 +618,9 @@ def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> Trai
 
     try:
         saved = json.loads((p / rundir.SPEC).read_text())
+        if not isinstance(saved, dict):
+            raise PdmpError(f"{p / rundir.SPEC} holds no spec (a JSON {type(saved).__name__}); the run cannot be "
+                            "resumed", 1)
         return TrainSpec.model_validate({**LEGACY_SPEC, **saved, **(changes or {}), "run_dir": str(p)})
     except json.JSONDecodeError as e:
         raise PdmpError(f"{p / rundir.SPEC} is not valid JSON ({e}); the run cannot be resumed", 1) from None

@@ -22,10 +22,32 @@ from pathlib import Path
 _NOTED: set[str] = set()
 
 
+def _first_in_a_while(where: str, window: float = 600.0) -> bool:
+    """Whether no process (DataLoader workers, the check's pool) said so about cache ``where`` in the
+    last ``window`` seconds: a marker file in the cache folder, touched by the one that says it."""
+    import time
+
+    marker = cache_dir() / where / "foreign-entry-noted"
+    try:
+        if time.time() - marker.stat().st_mtime < window:
+            return False
+    except OSError:
+        pass
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+    return True
+
+
 def note_foreign(where: str) -> None:
-    """One line per cache and process: an entry was not in pdmp's format and is recomputed."""
+    """One line (per cache, across the processes of a command): an entry was not in pdmp's format
+    and is recomputed."""
     if where not in _NOTED:
         _NOTED.add(where)
+        if not _first_in_a_while(where):
+            return
         print(f"pdmp: a {where} cache entry was not in pdmp's format (an older version's pickle, damaged, or "
               "planted); it was ignored, recomputed and replaced", file=sys.stderr)
 

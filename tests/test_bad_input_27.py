@@ -647,3 +647,14 @@ def test_5_a_run_whose_spec_json_holds_no_spec_is_one_line(tmp_path):
     (tmp_path / "spec.json").write_text("[1, 2]")
     with pytest.raises(PdmpError, match=r"spec.json holds no spec \(a JSON list\); the run cannot be resumed"):
         resume_spec(tmp_path)
+
+
+def test_2_the_foreign_entry_line_is_said_once_across_processes(tmp_path, monkeypatch, capsys):
+    from pdmp_cli import cache
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "_NOTED", set())
+    cache.note_foreign("features")
+    monkeypatch.setattr(cache, "_NOTED", set())  # what a DataLoader worker or a pool process starts with
+    cache.note_foreign("features")
+    assert capsys.readouterr().err.count("not in pdmp's format") == 1

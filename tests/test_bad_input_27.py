@@ -140,6 +140,31 @@ def test_1_random_ids_never_touch_anything_outside_the_data_root(sandbox):
         assert _snapshot(videos) == before_videos
         assert _snapshot(root / "frames" / "g2") == inside_frames
 
+        # the ids confine lets through (odd but inside: spaces, backslashes, long names) are prepared,
+        # twice with --force (replace and delete paths), and still nothing outside the root changes
+        from pdmp_cli.data.confine import UnsafePath, confine
+
+        def safe(i):
+            try:
+                confine(root, f"frames/{i}")
+                confine(root, f"audio/{i}.wav")
+                return "\\" not in i  # a backslash is checked as a separator: refused above anyway
+            except UnsafePath:
+                return False
+
+        stripped = {i.strip() for i in ids}  # the csv reader strips cells
+        kept_ids = sorted(i for i in stripped if safe(i) and i not in ("g1", "g2"))[:3] + ["g1"]
+        _write_list(root / "train.csv", kept_ids)
+        for _ in range(2):
+            done = prepare_dataset(manifest, videos, force=True)
+            assert sorted(done.done) == sorted(kept_ids + ["g2"]) and not done.failed, done  # g2: the test list
+        after = {p: h for p, h in _snapshot(outside).items() if not p.startswith(str(root))}
+        assert after == before, f"round {round_}: prepare --force changed files outside the data root"
+        for i in kept_ids:  # each sample's frames and audio where its id says, inside the root
+            assert (root / "frames" / i).is_dir() and (root / "audio" / f"{i}.wav").is_file()
+        M.write_frames(root / "frames" / "g2", 2)  # as the fixture made it, for the next round
+        inside_frames = _snapshot(root / "frames" / "g2")
+
 
 def test_1_prepare_force_deletes_only_inside_its_output_folder(tmp_path):
     from pdmp_cli.data.confine import UnsafePath

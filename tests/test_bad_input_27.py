@@ -683,3 +683,10 @@ def test_2_the_foreign_entry_line_is_said_once_across_processes(tmp_path, monkey
     monkeypatch.setattr(cache, "_NOTED", set())  # what a DataLoader worker or a pool process starts with
     cache.note_foreign("features")
     assert capsys.readouterr().err.count("not in pdmp's format") == 1
+
+
+def test_1_an_id_with_a_newline_never_breaks_a_problem_line():
+    from pdmp_cli.data.check import Problem
+
+    p = Problem("unknown label", "train", Path("l.csv"), "a\nb", "label 'x' is not one of the 2 classes", 3)
+    assert p.describe() == "unknown label [train] l.csv:3 (sample 'a\\nb'): label 'x' is not one of the 2 classes"

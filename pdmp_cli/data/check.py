@@ -56,7 +56,10 @@ class Problem:
         where = str(self.path) if self.path else ""
         if self.line is not None:
             where += f":{self.line}"
-        bits = [self.kind, f"[{self.split}]" if self.split else "", where, f"(sample {self.sample})" if self.sample else ""]
+        sample = self.sample
+        if sample is not None and any(ord(c) < 32 or ord(c) == 127 for c in sample):
+            sample = repr(sample)  # a newline in an id from a list never breaks the line
+        bits = [self.kind, f"[{self.split}]" if self.split else "", where, f"(sample {sample})" if sample else ""]
         text = " ".join(b for b in bits if b)
         return f"{text}: {self.detail}" if self.detail else text
 

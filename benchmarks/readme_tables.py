@@ -78,7 +78,18 @@ def threads_table(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLES = {"demo": demo_table, "threads": threads_table}
+def tuned_table(results: Path = RESULTS) -> str:
+    """The tuned Table I (``pdmp tune --method paper``: each method's choice, ``tuned.json``) beside
+    the tunable methods at their own defaults, as ``pdmp report --compare vanilla`` shows them."""
+    from pdmp_cli import report
+
+    d = results / "tuned-table"
+    rep = report.build([d / "runs"], compare="vanilla")
+    meta = json.loads((d / "meta.json").read_text())
+    return report.markdown(rep).rstrip("\n") + "\n\n" + machine_line(meta) + "\n"
+
+
+TABLES = {"demo": demo_table, "threads": threads_table, "tuned": tuned_table}
 
 
 def _block(name: str) -> re.Pattern:
@@ -121,6 +132,32 @@ def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None
     return dest
 
 
+def collect_runs(name: str, dirs: list[Path], command: str, wall_s: float | None, load: str | None) -> Path:
+    """Copy run directories (no checkpoints; with ``tuned.json`` where pdmp tune wrote one) into
+    docs/results/<name>/runs/ with meta.json (the tuned Table I: ``collect-runs tuned-table ...``)."""
+    import torch
+
+    dest = RESULTS / name
+    shutil.rmtree(dest, ignore_errors=True)
+    threads = set()
+    for run in dirs:
+        if not (run / "spec.json").is_file():
+            continue
+        (dest / "runs" / run.name).mkdir(parents=True)
+        for f in (*RUN_FILES, "tuned.json"):
+            if (run / f).is_file():
+                shutil.copy(run / f, dest / "runs" / run.name / f)
+        threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
+    meta = {
+        "command": command, "wall_s": wall_s, "load": load, "threads": ",".join(str(t) for t in sorted(threads, key=str)),
+        "date": __import__("time").strftime("%Y-%m-%d"),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(terse=True), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }  # fmt: skip
+    (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return dest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -133,11 +170,19 @@ def main(argv=None) -> int:
     t = sub.add_parser("collect-threads", help="keep benchmarks/threads.py's JSON in docs/results/threads.json")
     t.add_argument("json", type=Path)
     t.add_argument("--command", default="python -m benchmarks.threads")
+    r = sub.add_parser("collect-runs", help="keep run directories in docs/results/NAME/runs/ (e.g. tuned-table)")
+    r.add_argument("name")
+    r.add_argument("runs", type=Path, nargs="+", help="run directories")
+    r.add_argument("--command", required=True)
+    r.add_argument("--wall-s", type=float)
+    r.add_argument("--load", help="`uptime`'s load averages when it started")
     sub.add_parser("write", help="rewrite the README's tables from docs/results/")
     sub.add_parser("check", help="exit 1 when a README table differs from docs/results/")
     args = ap.parse_args(argv)
     if args.what == "collect-demo":
         print(collect_demo(args.out, args.command, args.wall_s, args.load, args.jobs))
+    elif args.what == "collect-runs":
+        print(collect_runs(args.name, args.runs, args.command, args.wall_s, args.load))
     elif args.what == "collect-threads":
         data = json.loads(args.json.read_text())
         data["command"] = args.command

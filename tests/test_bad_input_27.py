@@ -690,3 +690,30 @@ def test_1_an_id_with_a_newline_never_breaks_a_problem_line():
 
     p = Problem("unknown label", "train", Path("l.csv"), "a\nb", "label 'x' is not one of the 2 classes", 3)
     assert p.describe() == "unknown label [train] l.csv:3 (sample 'a\\nb'): label 'x' is not one of the 2 classes"
+
+
+def test_5_a_save_cut_off_between_record_and_rename_still_verifies(tmp_path, monkeypatch):
+    import torch
+
+    from pdmp_cli import fsutil
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.train import checkpoint
+
+    p = tmp_path / "last.pt"
+    checkpoint.save(p, {"x": torch.ones(3)})
+    real = fsutil.atomic_write
+
+    def cut_after_record(path, mode="w", fix=None):  # the record lands, then the process is killed
+        if str(path).endswith(".pt"):
+            raise PdmpError("killed", 1)
+        return real(path, mode, fix)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", cut_after_record)
+    for _ in range(2):  # twice: the second record must still name the file in place
+        with pytest.raises(PdmpError):
+            checkpoint.save(p, {"x": torch.zeros(5)})
+    monkeypatch.setattr(checkpoint, "atomic_write", real)
+    assert checkpoint.load(p)["x"].tolist() == [1.0, 1.0, 1.0]
+    checkpoint.record_path(p).write_text("[]")
+    with pytest.raises(PdmpError, match="is unreadable; delete the record to load the checkpoint unchecked"):
+        checkpoint.load(p)

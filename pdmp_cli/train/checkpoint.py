@@ -7,9 +7,10 @@ Everything stored is a tensor or a plain type (dict, list, str, int, float, None
 Integrity: :func:`save` records each checkpoint's size and sha256 beside it
 (``<name>.sha256``, JSON); :func:`load` compares both before torch reads a byte, so a damaged
 file (a bit flip, a copy cut short) is refused in one line instead of being loaded. The record
-keeps the previous checkpoint's entry too, so a save cut off between writing the record and
-renaming the checkpoint into place still verifies. Checkpoints of older runs (no record) load as
-before. Any failure while writing (torch reports a full disk as ``RuntimeError``) is a
+keeps the entries of the records before it (:data:`RECORD_KEEPS`), so a save cut off between
+writing the record and renaming the checkpoint into place, even twice, still verifies; a record
+that cannot be read is said so (delete it to load unchecked). Checkpoints of older runs (no
+record) load as before. Any failure while writing (torch reports a full disk as ``RuntimeError``) is a
 :class:`~pdmp_cli.errors.PdmpError` in one line.
 """
 
@@ -45,6 +46,18 @@ def _read_record(path: Path) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
+RECORD_KEEPS = 3  # earlier entries a record keeps
+
+
+def _entries(rec: dict | None) -> list[dict]:
+    """A record's entries, newest first: its own, then the ones it kept (``previous``)."""
+    if not rec:
+        return []
+    prev = rec.get("previous")
+    prev = prev if isinstance(prev, list) else [prev]
+    return [e for e in [rec, *prev] if isinstance(e, dict) and "size" in e and "sha256" in e]
+
+
 def save(path: str | os.PathLike, obj: dict) -> Path:
     """torch.save to a temp file beside ``path``, then rename: never half a checkpoint. Its size
     and sha256 are recorded in ``<path>.sha256`` (see the module docstring).
@@ -59,8 +72,9 @@ def save(path: str | os.PathLike, obj: dict) -> Path:
         torch.save({"format": FORMAT_VERSION, **obj}, buf)
         data = buf.getbuffer()
         entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        old = _read_record(p)
-        previous = {k: old[k] for k in ("size", "sha256") if k in old} if old else None
+        # the entries of the file still in place: the last record's, and what it kept (a failed save may
+        # have recorded an entry that never landed); a few, so a cut-off save still verifies
+        previous = [{k: e.get(k) for k in ("size", "sha256")} for e in _entries(_read_record(p))][:RECORD_KEEPS]
         with atomic_write(record_path(p), "w") as f:  # the new entry and the one of the file still in place
             json.dump({**entry, "previous": previous}, f)
         with atomic_write(p, "wb") as f:
@@ -78,13 +92,15 @@ def verify(path: str | os.PathLike) -> None:
     """Compare ``path`` with the size and sha256 recorded when it was saved (no record: older
     runs, nothing to compare). A mismatch raises PdmpError before anything is loaded."""
     p = Path(path)
-    rec = _read_record(p)
-    if rec is None:
+    if not record_path(p).exists():
         return
-    entries = [e for e in (rec, rec.get("previous")) if isinstance(e, dict) and "size" in e and "sha256" in e]
+    entries = _entries(_read_record(p))
+    if not entries:
+        raise PdmpError(f"the integrity record {record_path(p)} of checkpoint {p} is unreadable; delete the record "
+                        "to load the checkpoint unchecked, or start a new run", 1)
     size = p.stat().st_size
     if not any(e["size"] == size for e in entries):
-        why = f"it is {size} bytes, {entries[0]['size'] if entries else '?'} were written"
+        why = f"it is {size} bytes, {entries[0]['size']} were written"
     else:
         h = hashlib.sha256()
         with open(p, "rb") as f:

@@ -87,13 +87,13 @@ def test_one_subset_below_one_also_trains_the_nested_half_cached_like_the_rest(t
     [again], steps = _steps(_spec(tiny_manifest, tmp_path, subset=0.5))
     assert steps == 0 and again.cached and again.profile.data_scaling == sc
     # the half is the subset-0.25 measurement itself: the same cache entry
-    [quarter], steps = _steps(_spec(tiny_manifest, tmp_path, subset=0.25, scaling=False))
+    [quarter], steps = _steps(_spec(tiny_manifest, tmp_path, subset=0.25, scaling=False, out=str(tmp_path / "q.json")))
     assert steps == 0 and {m: r.late_accuracy for m, r in quarter.profile.results.items()} == sc["half_late_accuracy"]
 
 
 def test_no_half_for_the_whole_split_a_subset_list_or_no_scaling(tiny_manifest, tmp_path):
-    for kw in ({"subset": 1.0}, {"subset": "0.5,1.0"}, {"subset": 0.5, "scaling": False}):
-        outcomes, _ = _steps(_spec(tiny_manifest, tmp_path, **kw))
+    for i, kw in enumerate(({"subset": 1.0}, {"subset": "0.5,1.0"}, {"subset": 0.5, "scaling": False})):
+        outcomes, _ = _steps(_spec(tiny_manifest, tmp_path, out=str(tmp_path / f"p{i}.json"), **kw))
         assert all(o.profile.data_scaling is None and "data_scaling" not in o.profile.uncertain for o in outcomes), kw
 
 

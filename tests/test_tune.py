@@ -578,3 +578,59 @@ def test_tuned_table_one_trains_the_choices_and_report_names_them(tmp_path, tiny
     assert r.exit_code == 0, r.output
     assert "tuned on validation" in r.output and f"{rec['setting']} of 2 (budget 1 ep x 2 seeds; 4/4 ep)" in r.output
     assert "no knob: defaults" in r.output
+
+
+@pytest.fixture
+def postgres_url():
+    """A real PostgreSQL server for the test (initdb, start, stop); skipped where there is none."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("psycopg2")
+    if not (shutil.which("initdb") and shutil.which("pg_ctl") and shutil.which("createdb")):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, createdb)")
+    d = Path(tempfile.mkdtemp(prefix="pdmp-pg-"))  # under /tmp: the postgres user must reach it
+    prefix = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: as the postgres user
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser")
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user")
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = str(54000 + os.getpid() % 1000)
+    run = lambda *a: subprocess.run([*prefix, *a], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run("initdb", "-D", str(d / "data"), "-A", "trust", "-U", "pdmp")
+    run("pg_ctl", "-D", str(d / "data"), "-o", f"-k {d} -p {port} -h ''", "-l", str(d / "log"), "-w", "start")
+    try:
+        run("createdb", "-h", str(d), "-p", port, "-U", "pdmp", "tune")
+        yield f"postgresql+psycopg2://pdmp@/tune?host={d}&port={port}"
+    finally:
+        run("pg_ctl", "-D", str(d / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_real_postgresql_server_never_train_the_same_epoch(tmp_path, tiny_manifest, postgres_url):
+    ctx = multiprocessing.get_context("fork")
+    for rep in range(2):
+        d = tmp_path / f"rep{rep}"
+        plan = _plan(d, tiny_manifest, storage=postgres_url, study_name=f"pg-{rep}", asynchronous=True)
+        procs = [ctx.Process(target=_worker, args=(plan, d / "fake", 0.002)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        log = FileTrainer(d / "fake", CURVES).log()
+        assert len({pid for *_, pid in log}) == 2
+        assert len({(k, s, e) for k, s, e, _ in log}) == len(log)
+        for key in CURVES:
+            assert len({pid for k, _, _, pid in log if k == key}) == 1
+        result = tune.run(plan, trainer=FileTrainer(d / "fake", CURVES))
+        assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates) and result.choice is not None

@@ -634,3 +634,19 @@ def test_two_workers_on_a_real_postgresql_server_never_train_the_same_epoch(tmp_
             assert len({pid for k, _, _, pid in log if k == key}) == 1
         result = tune.run(plan, trainer=FileTrainer(d / "fake", CURVES))
         assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates) and result.choice is not None
+
+
+def test_chosen_json_works_from_any_folder(tmp_path, tiny_manifest, monkeypatch):
+    """A relative --profile (and manifest) given where tune ran are stored absolute in chosen.json."""
+    from pdmp_cli.specs import TrainSpec, read_spec_file, resolve_spec
+
+    _profile(tmp_path / "profile.json")
+    monkeypatch.chdir(tmp_path)
+    base = sweep.base_spec("profile.json", dataset="tiny.toml", flags={"runs_root": "runs"})
+    plan = tune.make_plan(base, "tune", values={"gamma_p": [1, 5]}, budget=2, min_epochs=2)
+    tune.run(plan, trainer=FileTrainer(tmp_path / "fake", {"gamma_p-1": [0.5, 0.6], "gamma_p-5": [0.5, 0.7]}))
+    chosen = tmp_path / "tune" / tune.CHOSEN
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere
+    layer = read_spec_file(chosen)
+    assert layer["profile"] == str(tmp_path / "profile.json") and layer["dataset"] == str(tmp_path / "tiny.toml")
+    assert "_tune" not in layer and resolve_spec(TrainSpec, layer).gamma_p == 5.0

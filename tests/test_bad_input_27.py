@@ -693,6 +693,8 @@ def test_1_an_id_with_a_newline_never_breaks_a_problem_line():
 
 
 def test_5_a_save_cut_off_between_record_and_rename_still_verifies(tmp_path, monkeypatch):
+    import json
+
     import torch
 
     from pdmp_cli import fsutil
@@ -701,18 +703,19 @@ def test_5_a_save_cut_off_between_record_and_rename_still_verifies(tmp_path, mon
 
     p = tmp_path / "last.pt"
     checkpoint.save(p, {"x": torch.ones(3)})
-    real = fsutil.atomic_write
+    real = os.replace
 
-    def cut_after_record(path, mode="w", fix=None):  # the record lands, then the process is killed
-        if str(path).endswith(".pt"):
-            raise PdmpError("killed", 1)
-        return real(path, mode, fix)
+    def cut_after_record(src, dst):  # the record lands, then the process dies before the checkpoint's rename
+        if str(dst).endswith(".pt"):
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
 
-    monkeypatch.setattr(checkpoint, "atomic_write", cut_after_record)
+    monkeypatch.setattr(fsutil.os, "replace", cut_after_record)
     for _ in range(2):  # twice: the second record must still name the file in place
         with pytest.raises(PdmpError):
             checkpoint.save(p, {"x": torch.zeros(5)})
-    monkeypatch.setattr(checkpoint, "atomic_write", real)
+    monkeypatch.setattr(fsutil.os, "replace", real)
+    assert json.loads(checkpoint.record_path(p).read_text())["size"] == p.stat().st_size  # same size: no help
     assert checkpoint.load(p)["x"].tolist() == [1.0, 1.0, 1.0]
     checkpoint.record_path(p).write_text("[]")
     with pytest.raises(PdmpError, match="is unreadable; delete the record to load the checkpoint unchecked"):

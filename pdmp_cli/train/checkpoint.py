@@ -17,7 +17,6 @@ record) load as before. Any failure while writing (torch reports a full disk as 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -49,6 +48,21 @@ def _read_record(path: Path) -> dict | None:
 RECORD_KEEPS = 3  # earlier entries a record keeps
 
 
+class _Hashing:
+    """A write-only file that hashes and counts what goes through it (torch.save writes in order)."""
+
+    def __init__(self, f):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, b) -> int:
+        self.sha256.update(b)
+        self.size += len(b)
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def _entries(rec: dict | None) -> list[dict]:
     """A record's entries, newest first: its own, then the ones it kept (``previous``)."""
     if not rec:
@@ -68,17 +82,14 @@ def save(path: str | os.PathLike, obj: dict) -> Path:
     """
     p = Path(path)
     try:
-        buf = io.BytesIO()
-        torch.save({"format": FORMAT_VERSION, **obj}, buf)
-        data = buf.getbuffer()
-        entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         # the entries of the file still in place: the last record's, and what it kept (a failed save may
         # have recorded an entry that never landed); a few, so a cut-off save still verifies
         previous = [{k: e.get(k) for k in ("size", "sha256")} for e in _entries(_read_record(p))][:RECORD_KEEPS]
-        with atomic_write(record_path(p), "w") as f:  # the new entry and the one of the file still in place
-            json.dump({**entry, "previous": previous}, f)
-        with atomic_write(p, "wb") as f:
-            f.write(data)
+        with atomic_write(p, "wb") as f:  # renamed into place when this block ends
+            w = _Hashing(f)
+            torch.save({"format": FORMAT_VERSION, **obj}, w)  # hashed as written: no second pass, no copy
+            with atomic_write(record_path(p), "w") as r:  # the record first: then the file it describes
+                json.dump({"size": w.size, "sha256": w.sha256.hexdigest(), "previous": previous}, r)
     except PdmpError:  # atomic_write's one line: the place is not writable (full disk, read-only)
         raise
     except (RuntimeError, OSError) as e:  # torch: "PytorchStreamWriter failed writing file ..." for ENOSPC

@@ -334,6 +334,13 @@ def make_plan(
     profile = Profile.load(profile_file)
     if Path(str(base.profile)).is_file():  # a path: absolute, so chosen.json works from any folder
         base = base.model_copy(update={"profile": str(Path(base.profile).resolve())})
+    name, data_hash = dataset_identity(base)
+    if not {str(base.dataset), Path(str(base.dataset)).stem, name} & {profile.dataset, Path(profile.dataset).stem}:
+        raise PdmpError(  # the check pdmp train makes, here before anything is written or trained
+            f"profile {base.profile} is for dataset {profile.dataset!r}, but the dataset is {base.dataset!r}; "
+            f"use a profile of {name} (`pdmp analyze --dataset {base.dataset}`) or drop --dataset",
+            2,
+        )
     cls = METHODS.get(base.method)
     notes, reason = [], None
     m_os = [None]
@@ -377,7 +384,6 @@ def make_plan(
     for c in candidates:
         if c.same:
             notes.append(f"{', '.join(c.same)} {'trains' if len(c.same) == 1 else 'train'} exactly as {c.label}: trained once")
-    name, data_hash = dataset_identity(base)
     ident = {
         "dataset": name,
         "dataset_hash": data_hash,

@@ -377,6 +377,9 @@ def test_method_hyperparameters_and_bad_plans(tmp_path, tiny_manifest):
     assert len(_plan(tmp_path, tiny_manifest, values={"ogm-ge.alpha": [0.1, 0.8]}).candidates) == 1
     with pytest.raises(PdmpError, match="--budget must be >= 1 epoch, got 0"):
         _plan(tmp_path, tiny_manifest, budget=0)
+    with pytest.raises(PdmpError, match="is for dataset 'synthetic', but the dataset is .*tiny.toml"):  # before anything is written
+        _plan(tmp_path / "other", tiny_manifest, profile=_profile(tmp_path / "syn.json", dataset="synthetic"))
+    assert not (tmp_path / "other").exists()
     with pytest.raises(PdmpError, match="gamma_p must be > 0"):
         _plan(tmp_path, tiny_manifest, values={"gamma_p": [0, 5]})
     with pytest.raises(PdmpError, match="--min-epochs must be between 1 and the budget"):
@@ -474,14 +477,13 @@ def test_cli_prints_curves_choice_compute_and_the_spec(tmp_path, tiny_manifest, 
 
 def test_tune_folders_are_named_by_the_dataset_identity_and_not_overwritten(tmp_path, tiny_manifest):
     """Two datasets laid out as my-data/manifest.toml get two folders; another plan in a folder needs force."""
-    prof = _profile(tmp_path / "p.json")
     text = tiny_manifest.read_text()
     bases = []
     for folder, extra in (("a", ""), ("b", ""), ("c", "\n# another content\n")):
         m = tmp_path / folder / "manifest.toml"
         m.parent.mkdir()
         m.write_text(text + extra)
-        bases.append(sweep.base_spec(prof, dataset=str(m)))
+        bases.append(sweep.base_spec(_profile(tmp_path / f"{folder}.json", dataset=folder), dataset=str(m)))
     names = [tune.dir_name(b) for b in bases]
     assert names[0].startswith("a-") and names[1].startswith("b-") and names[0].endswith("-pdmp-s0")
     assert names[0].split("-")[1] == names[1].split("-")[1] != names[2].split("-")[1]  # same bytes, same hash

@@ -720,3 +720,14 @@ def test_5_a_save_cut_off_between_record_and_rename_still_verifies(tmp_path, mon
     checkpoint.record_path(p).write_text("[]")
     with pytest.raises(PdmpError, match="is unreadable; delete the record to load the checkpoint unchecked"):
         checkpoint.load(p)
+
+
+def test_6_tune_refuses_a_set_for_a_method_it_does_not_tune(tmp_path, tiny_manifest, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["profile", "new", "--dataset", str(tiny_manifest), "--performance-dominant", "visual",
+                            "--optimization-dominant", "audio", "--out", "prof.json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["tune", "--profile", "prof.json", "--dataset", str(tiny_manifest), "--set", "agm.alpha=1",
+                            "--gamma-p", "1,10", "--tune-dir", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--set agm.alpha=1 is for method agm, but the run's method is pdmp" in r.output
+    assert not (tmp_path / "t").exists()

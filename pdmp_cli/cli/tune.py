@@ -65,7 +65,7 @@ def tune_cli(
 
     from pdmp_cli import sweep, tune
     from pdmp_cli.errors import PdmpError
-    from pdmp_cli.methods import parse_set
+    from pdmp_cli.methods import check_set_for, parse_set
     from pdmp_cli.specs import read_spec_file
 
     file_layer = read_spec_file(spec) if spec else {}
@@ -80,6 +80,7 @@ def tune_cli(
     names = sweep.parse_list(method, str, "--method") or [file_layer.get("method") or "pdmp"]
     is_set = any(n in ("paper", "all") for n in names)
     methods = sweep.expand_methods(names) if is_set else names
+    check_set_for(parse_set(set_), methods)  # a --set for a method not tuned would be ignored (issue 27)
     seed_list = sweep.parse_list(seeds, int, "--seeds")
     if seed_list and seed is not None:
         raise PdmpError("give --seed or --seeds, not both", 2)

@@ -268,7 +268,7 @@ def parse_set(items: list[str] | None) -> dict | None:
     return tables or None
 
 
-def check_set_for(tables: dict | None, method: str, flags: dict | None = None) -> None:
+def check_set_for(tables: dict | None, method: str | list[str], flags: dict | None = None) -> None:
     """The method flags of one command line: ``--set`` tables (and the old per-method flags such as
     ``--ogm-alpha``, a method's ``spec_aliases``) name only the method being run, since a setting
     for another method would be accepted and ignored, and never set one field twice differently.
@@ -284,9 +284,11 @@ def check_set_for(tables: dict | None, method: str, flags: dict | None = None) -
                 raise PdmpError(f"{flag} and {said[(name, new)]} set {name}.{new} differently; give one of them",
                                 exit_code=2)
             said[(name, new)], values[(name, new)] = flag, flags[old]
+    runs = [method] if isinstance(method, str) else list(method)  # pdmp tune: the methods it tunes
     for (name, _), flag in said.items():
-        if name != method:
-            raise PdmpError(f"{flag} is for method {name}, but the run's method is {method}: it would be ignored; "
+        if name not in runs:
+            which = f"the run's method is {runs[0]}" if len(runs) == 1 else f"the methods run are {', '.join(runs)}"
+            raise PdmpError(f"{flag} is for method {name}, but {which}: it would be ignored; "
                             f"drop it, or pass --method {name}", exit_code=2)
 
 

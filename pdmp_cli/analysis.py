@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -754,7 +755,10 @@ def train_unimodal_parallel(
         raise KeyboardInterrupt
     if out.errors:
         m, msg = next(iter(out.errors.items()))
-        raise PdmpError(f"training the {m} model in its own process failed: {msg}; run with --jobs 1 to see it in full", 1)
+        # a PdmpError comes as its own line, with its own remedy; an unexpected one as "Type: message"
+        unexpected = re.match(r"^\w+(Error|Exception|Interrupt|Exit): ", msg)
+        hint = "; run with --jobs 1 to see it in full" if unexpected else ""
+        raise PdmpError(f"training the {m} model in its own process failed: {msg}{hint}", 1)
     curves = {}
     for m in mods:
         curves[m], steps = out.results[m]

@@ -731,3 +731,17 @@ def test_6_tune_refuses_a_set_for_a_method_it_does_not_tune(tmp_path, tiny_manif
                             "--gamma-p", "1,10", "--tune-dir", str(tmp_path / "t")])
     assert r.exit_code == 2 and "--set agm.alpha=1 is for method agm, but the run's method is pdmp" in r.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow  # two spawned processes import torch: ~12 s on the 2-core machine
+def test_7_a_non_finite_loss_in_a_parallel_analysis_keeps_its_own_remedy(tiny_manifest, tmp_path):
+    from pdmp_cli import analysis
+    from pdmp_cli.errors import PdmpError
+    from pdmp_cli.specs import AnalyzeSpec
+
+    spec = AnalyzeSpec(dataset=str(tiny_manifest), encoder="small", epochs=2, early_epochs=1, subset=[1.0], lr=1e30,
+                       out=str(tmp_path / "p.json"), jobs=2, probe_epochs=0)
+    with pytest.raises(PdmpError) as e:
+        analysis.run(spec, progress=False)
+    assert "training loss became inf/nan" in str(e.value) and str(e.value).endswith("try a smaller --lr than 1e+30")
+    assert "--jobs 1" not in str(e.value)  # the message is whole already: no advice to rerun for it

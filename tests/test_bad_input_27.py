@@ -222,7 +222,10 @@ def _plant(cache_folder: Path, marker: Path) -> int:
 
 
 def test_2_a_planted_pickle_in_the_features_cache_never_runs(tmp_path, monkeypatch, capsys):
+    from pdmp_cli import cache
+
     monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "_NOTED", set())  # whatever an earlier test of this process noted
     root = M.make_cremad(tmp_path / "CREMA-D")
     from pdmp_cli.data.check import check_dataset
     from pdmp_cli.data.features import FeatureCache

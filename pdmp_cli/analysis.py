@@ -593,19 +593,38 @@ def _key_lock(key: str, on_wait=None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _cached(key: str, measure, use_cache: bool, on_wait=None) -> tuple[dict, bool]:
+def _curve(c) -> bool:
+    return isinstance(c, list) and bool(c) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in c)
+
+
+def unimodal_record_ok(modalities):
+    """Whether a cached unimodal record has the shape pdmp writes: a curve per modality, a date."""
+    return lambda r: (isinstance(r.get("curves"), dict) and set(r["curves"]) == set(modalities)
+                      and all(map(_curve, r["curves"].values())) and isinstance(r.get("measured"), str))
+
+
+def probe_record_ok(modalities):
+    """Whether a cached probe record has the shape :func:`train_probe` returns."""
+    return lambda r: (_curve(r.get("fused_curve")) and isinstance(r.get("branch_curves"), dict)
+                      and set(r["branch_curves"]) == set(modalities) and all(map(_curve, r["branch_curves"].values()))
+                      and isinstance(r.get("branch_accuracy"), dict))
+
+
+def _cached(key: str, measure, use_cache: bool, on_wait=None, valid=None) -> tuple[dict, bool]:
     """``measure()`` once per key: served from the cache when present (unless ``use_cache`` is
     False, which recomputes and refreshes the entry). Records are stored as JSON text (no pickle,
-    :mod:`pdmp_cli.cache`); an entry that is not a JSON object is a miss, measured and replaced.
-    A fresh record is returned as it reads back, so a hit and a miss give the same value."""
+    :mod:`pdmp_cli.cache`); an entry that is not a JSON object (or fails ``valid``: a planted or
+    foreign record) is a miss, measured and replaced. A fresh record is returned as it reads back,
+    so a hit and a miss give the same value."""
     from pdmp_cli.cache import json_from_text, json_to_text, note_foreign, open_cache
 
     def hit_of(cache):
         raw = cache.get(key)
         rec = json_from_text(raw)
-        if raw is not None and not isinstance(rec, dict):
+        ok = isinstance(rec, dict) and (valid is None or valid(rec))
+        if raw is not None and not ok:
             note_foreign("analysis")
-        return rec if isinstance(rec, dict) else None
+        return rec if ok else None
 
     with open_cache("analysis") as cache:
         if use_cache and (hit := hit_of(cache)) is not None:
@@ -878,7 +897,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                     return {"curves": curves, "measured": now_iso(), "seconds": time.perf_counter() - t0}
 
                 key = cache_key("unimodal", bundle.identity, bundle.modalities, subset, sspec, device.type, split)
-                record, hit = _cached(key, measure_unimodal, spec.cache, waiting)
+                record, hit = _cached(key, measure_unimodal, spec.cache, waiting, unimodal_record_ok(bundle.modalities))
                 seed_curves[seed], splits[seed], cached = record["curves"], split, cached and hit
                 keys.append(key)
                 if scaling:  # the nested half of this subset (stratified_subset is nested: same draws, fewer kept)
@@ -886,7 +905,8 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                     hkey = cache_key("unimodal", bundle.identity, bundle.modalities, subset / 2, sspec, device.type, split)
                     half_what = f"subset {subset / 2:g} (half)" + (f" · seed {seed}" if len(seeds) > 1 else "")
                     hrecord, hhit = _cached(
-                        hkey, lambda hidx=hidx, w=half_what: measure_unimodal(sidx=hidx, what=w), spec.cache, waiting
+                        hkey, lambda hidx=hidx, w=half_what: measure_unimodal(sidx=hidx, what=w), spec.cache, waiting,
+                        unimodal_record_ok(bundle.modalities),
                     )
                     half_curves[seed], cached = hrecord["curves"], cached and hhit
                 if seed == seeds[0]:
@@ -902,6 +922,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
                     ),
                     spec.cache,
                     waiting,
+                    probe_record_ok(bundle.modalities),
                 )
             notes = []
             if cached:

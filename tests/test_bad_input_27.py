@@ -748,3 +748,22 @@ def test_7_a_non_finite_loss_in_a_parallel_analysis_keeps_its_own_remedy(tiny_ma
         analysis.run(spec, progress=False)
     assert "training loss became inf/nan" in str(e.value) and str(e.value).endswith("try a smaller --lr than 1e+30")
     assert "--jobs 1" not in str(e.value)  # the message is whole already: no advice to rerun for it
+
+
+def test_2_a_planted_json_record_of_the_wrong_shape_is_a_miss_not_a_crash(tmp_path, monkeypatch, tiny_manifest):
+    import diskcache
+
+    from pdmp_cli import analysis
+    from pdmp_cli.specs import AnalyzeSpec
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    spec = AnalyzeSpec(dataset=str(tiny_manifest), encoder="small", epochs=1, early_epochs=1, subset=[1.0],
+                       out=str(tmp_path / "p.json"), jobs=1, probe_epochs=1)
+    first = analysis.run(spec, progress=False, force=True)
+    with diskcache.Cache(str(tmp_path / "cache" / "analysis")) as c:
+        keys = list(c.iterkeys())
+        for k in keys:
+            c.set(k, '{"curves": {"audio": "x"}, "fused_curve": 5}')  # valid JSON, not pdmp's record
+    again = analysis.run(spec, progress=False, force=True)
+    assert len(keys) == 2 and not again[0].cached  # measured again, and equal
+    assert again[0].profile.results == first[0].profile.results

@@ -157,7 +157,10 @@ class SyntheticLoader:
         with open_cache("data") as cache:  # .npz bytes, no pickle (pdmp_cli.cache)
             raw = cache.get(key)
             flat = arrays_from_bytes(raw)
-            if flat is not None and all(f"{sp}/label" in flat for sp in ("train", "test")):
+            names = ["audio", "visual", "label"] + (["depth"] if manifest.depth is not None else [])
+            if flat is not None and all(f"{sp}/{n}" in flat for sp in ("train", "test") for n in names) and all(
+                len(flat[f"{sp}/{n}"]) == len(flat[f"{sp}/label"]) for sp in ("train", "test") for n in names
+            ):  # every array of ours, one row per sample: else a foreign entry, generated again
                 arrays = {sp: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(sp + "/")}
                           for sp in ("train", "test")}
             else:

@@ -6,6 +6,7 @@ worker process) carries its Disk class by reference.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import diskcache
@@ -18,7 +19,8 @@ class ForeignEntry(OSError):
 
 class SafeDisk(diskcache.Disk):
     """Stores bytes, str, int, float and None as diskcache does without pickling; refuses
-    anything else (TypeError); never unpickles a key or a value."""
+    anything else (TypeError); never unpickles a key or a value, and never reads or deletes a file
+    outside the cache folder (a row whose filename leads out is a foreign entry)."""
 
     def put(self, key):
         if type(key) not in (str, bytes, int, float):
@@ -37,10 +39,23 @@ class SafeDisk(diskcache.Disk):
             raise TypeError(f"pdmp caches store bytes, str or numbers (no pickles), got {type(value).__name__}")
         return super().store(value, read, key)
 
+    def _inside(self, filename) -> bool:
+        """Whether a row's ``filename`` names a file inside the cache folder (diskcache joins it to
+        the folder unchecked: a planted ``../../x`` would be read, and deleted on replace)."""
+        if not isinstance(filename, str) or not filename or os.path.isabs(filename):
+            return False
+        base = os.path.normpath(self._directory)
+        full = os.path.normpath(os.path.join(base, filename))
+        return full != base and full.startswith(base + os.sep)
+
     def fetch(self, mode, filename, value, read):
-        if mode == MODE_PICKLE:
+        if mode == MODE_PICKLE or (filename is not None and not self._inside(filename)):
             from pdmp_cli.cache import note_foreign
 
             note_foreign(Path(self._directory).name)
-            raise ForeignEntry("a pickled value")
+            raise ForeignEntry("a pickled value" if mode == MODE_PICKLE else "a file outside the cache")
         return super().fetch(mode, filename, value, read)
+
+    def remove(self, file_path):
+        if self._inside(file_path):  # never delete outside the cache folder (a planted row)
+            super().remove(file_path)

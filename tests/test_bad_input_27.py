@@ -286,6 +286,32 @@ def test_2_pdmp_caches_refuse_to_pickle(tmp_path, monkeypatch):
         assert c.get("k") == b"bytes"
 
 
+
+def test_2_a_planted_row_naming_a_file_outside_the_cache_neither_reads_nor_deletes_it(tmp_path, monkeypatch):
+    """A cache row's ``filename`` column is joined to the cache folder by diskcache: a planted
+    ``../../victim`` would be read on a hit and deleted when pdmp replaces the entry."""
+    import sqlite3
+
+    from diskcache.core import MODE_BINARY
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    from pdmp_cli.cache import open_cache
+
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not the cache's")
+    with open_cache("features") as c:
+        c.set("k", b"x" * 100_000)  # a file-backed entry: the row has a filename
+    db = sqlite3.connect(str(tmp_path / "cache" / "features" / "cache.db"))
+    db.execute("UPDATE Cache SET filename = ?, mode = ? WHERE key = ?", ("../../victim.txt", MODE_BINARY, "k"))
+    db.commit()
+    db.close()
+    with open_cache("features") as c:
+        assert c.get("k") is None  # not the victim's bytes: a miss
+        c.set("k", b"y")  # replacing the entry removes the old row's file
+        c.delete("k")
+        assert c.get("k") is None
+    assert victim.read_bytes() == b"not the cache's"
+
 # --------------------------------------------------------------------------- 3. finite data
 
 

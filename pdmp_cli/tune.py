@@ -783,10 +783,11 @@ def _held(study, exclude: int | None = None) -> dict[str, object]:
     return held
 
 
-def open_study(plan: Plan):
-    """The plan's study (created by the first worker); refuses one made by an incompatible plan."""
+def open_study(plan: Plan, storage=None):
+    """The plan's study (created by the first worker) on ``storage`` (default: opened from
+    ``plan.storage``); refuses one made by an incompatible plan."""
     optuna = _quiet_optuna()
-    storage = open_storage(plan.storage)
+    storage = storage if storage is not None else open_storage(plan.storage)
     study = optuna.create_study(
         study_name=plan.study_name, storage=storage, direction="maximize", pruner=_pruner(plan), load_if_exists=True,
     )  # fmt: skip
@@ -812,33 +813,35 @@ def open_study(plan: Plan):
     return study
 
 
-def _fail_stale(study) -> None:
+def _fail_stale(study, storage) -> None:
     """Fail the claims whose worker stopped renewing them (dead): their candidates are free again."""
     from optuna.trial import TrialState
 
     now = time.time()
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = t.user_attrs.get("heartbeat", 0.0)
         if now - beat > GRACE_SECONDS:
             with contextlib.suppress(Exception):  # another worker failed it a moment earlier
-                study._storage.set_trial_user_attr(t._trial_id, "note", "its worker stopped renewing the claim; resumed")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                storage.set_trial_user_attr(trial_id, "note", "its worker stopped renewing the claim; resumed")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-def _claim(study, plan: Plan):
+def _claim(study, storage, plan: Plan):
     """Claim the first free candidate: a trial created with it in one storage operation; the
     lowest-numbered claim of a candidate wins, a later one stands down (marked ``duplicate``).
-    Returns ``(trial, candidate)`` or None when every candidate is held."""
+    Returns ``(trial, trial_id, candidate)`` or None when every candidate is held (``storage``:
+    the study's, through Optuna's public storage API)."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
     keys = [c.key for c in plan.candidates]
     dist = CategoricalDistribution(keys)
-    storage = study._storage
     study_id = storage.get_study_id_from_name(plan.study_name)
     while True:
-        _fail_stale(study)
+        _fail_stale(study, storage)
         held = _held(study)
         free = [k for k in keys if k not in held]
         if not free:
@@ -851,7 +854,7 @@ def _claim(study, plan: Plan):
         number = storage.get_trial_number_from_id(trial_id)
         holder = _held(study).get(free[0])
         if holder is not None and holder.number == number:
-            return optuna.trial.Trial(study, trial_id), plan.by_key()[free[0]]
+            return optuna.trial.Trial(study, trial_id), trial_id, plan.by_key()[free[0]]
         storage.set_trial_user_attr(trial_id, "duplicate", True)  # another worker claimed it first
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
@@ -859,8 +862,8 @@ def _claim(study, plan: Plan):
 class _Heartbeat:
     """Renews a claim every HEARTBEAT_SECONDS from a thread while its candidate trains."""
 
-    def __init__(self, study, trial_id: int):
-        self.storage, self.trial_id, self.stop = study._storage, trial_id, threading.Event()
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self):
@@ -925,14 +928,15 @@ def _train_claimed(plan: Plan, trainer: Trainer, trial, cand: Candidate, log, co
 def _run_async(plan: Plan, trainer: Trainer, log, command: str) -> tuple[str | None, object]:
     from optuna.trial import TrialState
 
-    study = open_study(plan)
+    storage = open_storage(plan.storage)
+    study = open_study(plan, storage)
     while True:
-        claimed = _claim(study, plan)
+        claimed = _claim(study, storage, plan)
         if claimed is None:
             return None, study
-        trial, cand = claimed
+        trial, trial_id, cand = claimed
         try:
-            with _Heartbeat(study, trial._trial_id):
+            with _Heartbeat(storage, trial_id):
                 state, value = _train_claimed(plan, trainer, trial, cand, log, command)
         except (_Interrupted, KeyboardInterrupt) as e:
             trial.set_user_attr("interrupted", True)

@@ -652,3 +652,14 @@ def test_chosen_json_works_from_any_folder(tmp_path, tiny_manifest, monkeypatch)
     layer = read_spec_file(chosen)
     assert layer["profile"] == str(tmp_path / "profile.json") and layer["dataset"] == str(tmp_path / "tiny.toml")
     assert "_tune" not in layer and resolve_spec(TrainSpec, layer).gamma_p == 5.0
+
+
+def test_tune_reaches_optunas_storage_through_public_api_only():
+    """The claim, the lease and the stale-claim sweep use Optuna's public storage API (the storage
+    pdmp opened, ``get_trial_id_from_study_id_trial_number``), not ``study._storage`` or
+    ``trial._trial_id``, which an Optuna release may rename."""
+    import inspect
+    import re
+
+    src = inspect.getsource(tune)
+    assert not re.findall(r"\._storage\b|\._trial_id\b", src)

@@ -1069,8 +1069,8 @@ def summarize(plan: Plan, trainer: Trainer, study=None) -> TuneResult:
     done = [r for r in rows if r.state == "complete"]
     settled = all(r.state in ("complete", "stopped", "dropped") for r in rows)
     choice = None
-    if done and settled:  # the best value; ties: the first in the plan's order
-        choice = max(done, key=lambda r: r.value)
+    if done and settled:  # the best value; ties as at a rung (:func:`_rank_key`), never the plan's order
+        choice = min(done, key=lambda r: _rank_key(standings[r.candidate.key], plan.budget, r.candidate))
     result = TuneResult(plan, rows, choice, "", sum(r.epochs_spent for r in rows), plan.full_epochs, sum(r.seconds for r in rows))
     result.why, result.branch_note = _why(plan, rows, choice)
     if choice is not None:

@@ -663,3 +663,14 @@ def test_tune_reaches_optunas_storage_through_public_api_only():
 
     src = inspect.getsource(tune)
     assert not re.findall(r"\._storage\b|\._trial_id\b", src)
+
+
+def test_a_tie_at_the_end_is_broken_the_same_way_whatever_the_order(tmp_path, tiny_manifest):
+    """Two candidates that finish with the same best (and the same curve): the choice follows the
+    ranking of the rungs (ties by the key), not the order the values were given in."""
+    curves = {"gamma_p-2": [0.5, 0.6, 0.7, 0.8], "gamma_p-5": [0.5, 0.6, 0.7, 0.8], "gamma_p-10": [0.1] * 4}
+    chosen = []
+    for name, order in (("a", [2, 5, 10]), ("b", [5, 2, 10])):
+        plan = _plan(tmp_path / name, tiny_manifest, values={"gamma_p": order}, budget=4, min_epochs=4)
+        chosen.append(tune.run(plan, trainer=FileTrainer(tmp_path / name / "fake", curves)).choice.candidate.key)
+    assert chosen == ["gamma_p-2", "gamma_p-2"]  # "gamma_p-2" < "gamma_p-5": the key decides, as at a rung

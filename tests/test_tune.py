@@ -321,15 +321,15 @@ class DyingTrainer(FileTrainer):
 def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path, tiny_manifest, monkeypatch):
     import time
 
-    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(tune, "GRACE_SECONDS", 2)
+    monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
     plan = _plan(tmp_path, tiny_manifest, asynchronous=True)
     ctx = multiprocessing.get_context("fork")
     p = ctx.Process(target=lambda: tune.run(plan, trainer=DyingTrainer(tmp_path / "fake", CURVES)))
     p.start()
     p.join(60)
     assert p.exitcode == 1  # died holding γp 5 (its trial still RUNNING in the storage)
-    time.sleep(3)  # past the grace period: the next worker fails that trial and takes γp 5 over
+    time.sleep(1.2)  # past the grace period: the next worker fails that trial and takes γp 5 over
     trainer = FileTrainer(tmp_path / "fake", CURVES)
     result = tune.run(plan, trainer=trainer)
     assert result.choice.candidate.key == "gamma_p-5"

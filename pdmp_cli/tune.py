@@ -694,6 +694,13 @@ def _run_sync(plan: Plan, trainer: Trainer, log, command: str) -> str | None:
             standings[cand.key].runs[seed] = prog
             if prog.status == "interrupted":
                 raise _interrupted(plan, cand, seed, prog, command)
+            if prog.status != "diverged" and done >= len(prog.curve) < target:  # asking again would loop forever
+                raise PdmpError(
+                    f"{cand.label}{seed_part}: its run {prog.run_dir} ended at epoch {len(prog.curve)} of the {target} "
+                    f"asked for ({prog.status or 'no status'}{': ' + prog.message if prog.message else ''}); "
+                    "look at its summary.json, or delete that run folder to train it again",
+                    1,
+                )
     except KeyboardInterrupt:
         again = f"`{command}`" if command else "the same pdmp tune command"
         return f"interrupted; run {again} again to continue the tuning"

@@ -674,3 +674,21 @@ def test_a_tie_at_the_end_is_broken_the_same_way_whatever_the_order(tmp_path, ti
         plan = _plan(tmp_path / name, tiny_manifest, values={"gamma_p": order}, budget=4, min_epochs=4)
         chosen.append(tune.run(plan, trainer=FileTrainer(tmp_path / name / "fake", curves)).choice.candidate.key)
     assert chosen == ["gamma_p-2", "gamma_p-2"]  # "gamma_p-2" < "gamma_p-5": the key decides, as at a rung
+
+
+class StuckTrainer(FileTrainer):
+    """A run that ends 'complete' short of the epochs asked for (its curve runs out)."""
+
+    calls = 0
+
+    def advance(self, cand, seed, epochs):
+        self.calls += 1
+        assert self.calls < 50, "tune asked the same run again and again (an endless loop)"
+        return super().advance(cand, seed, min(epochs, len(self.curves[cand.key])))
+
+
+def test_a_run_that_stops_short_of_its_target_is_one_line_not_an_endless_loop(tmp_path, tiny_manifest):
+    curves = {"gamma_p-2": [0.5, 0.6, 0.7, 0.8], "gamma_p-5": [0.5, 0.6]}  # γp 5's run ends after epoch 2
+    plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [2, 5]}, budget=4, min_epochs=4)
+    with pytest.raises(PdmpError, match=r"γp 5: its run .* ended at epoch 2 of the 4 asked for \(complete\)"):
+        tune.run(plan, trainer=StuckTrainer(tmp_path / "fake", curves))

@@ -414,10 +414,12 @@ def check_tune_dir(plan: Plan, force: bool = False) -> None:
         except (OSError, ValueError):
             old = None
         if old != _jsonable(plan.ident):
-            what = "another dataset" if (old or {}).get("dataset_hash") != plan.ident["dataset_hash"] else "other settings"
+            old = old if isinstance(old, dict) else {}  # not a plan pdmp wrote: say what little it can
+            names = old.get("candidates") if isinstance(old.get("candidates"), list) else []
+            what = "another dataset" if old.get("dataset_hash") != plan.ident["dataset_hash"] else "other settings"
             raise PdmpError(
-                f"{plan.tune_dir} holds the tuning of {what} ({(old or {}).get('dataset', '?')}, "
-                f"candidates {', '.join((old or {}).get('candidates', [])[:4]) or '?'}...); give another --tune-dir, "
+                f"{plan.tune_dir} holds the tuning of {what} ({old.get('dataset', '?')}, "
+                f"candidates {', '.join(map(str, names[:4])) or '?'}...); give another --tune-dir, "
                 "or --force to write this plan's chosen.json over it",
                 2,
             )

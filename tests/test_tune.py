@@ -692,3 +692,12 @@ def test_a_run_that_stops_short_of_its_target_is_one_line_not_an_endless_loop(tm
     plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [2, 5]}, budget=4, min_epochs=4)
     with pytest.raises(PdmpError, match=r"γp 5: its run .* ended at epoch 2 of the 4 asked for \(complete\)"):
         tune.run(plan, trainer=StuckTrainer(tmp_path / "fake", curves))
+
+
+def test_a_plan_file_that_is_not_pdmps_is_refused_in_one_line(tmp_path, tiny_manifest):
+    plan = _plan(tmp_path, tiny_manifest)
+    plan.tune_dir.mkdir(parents=True)
+    for text in ("[1, 2]", '{"candidates": [1, 2]}', '"text"'):
+        (plan.tune_dir / tune.PLAN_FILE).write_text(text)
+        with pytest.raises(PdmpError, match=r"holds the tuning of another dataset \(\?, candidates (\?|1, 2)\.\.\.\); give another --tune-dir"):
+            tune.check_tune_dir(plan)

@@ -260,16 +260,22 @@ def training_identity(spec: TrainSpec, profile: Profile) -> tuple[str, bool]:
 
 def dataset_identity(base: TrainSpec) -> tuple[str, str]:
     """``(name, hash)``: the manifest's name (a ``my-data/manifest.toml`` is named by its folder) and
-    a hash of the manifest file's bytes and the data root, so two datasets never share a tune folder."""
+    a hash of the manifest file's bytes and the data root (a files dataset's root as resolved, however
+    it was given), so two datasets never share a tune folder."""
     import hashlib
 
     from pdmp_cli.data.manifest import load_manifest, manifest_path
 
     path = manifest_path(base.dataset)
-    name = load_manifest(base.dataset).name
+    manifest = load_manifest(base.dataset)
     h = hashlib.sha256(path.read_bytes())
-    h.update(str(base.data_root or "").encode())
-    return name, h.hexdigest()[:8]
+    root = str(base.data_root or "")
+    if getattr(manifest, "loader", None) == "files":  # the root the data is read from (--data-root, $PDMP_DATA_ROOT_<NAME>, ...)
+        from pdmp_cli.data.loaders.files import resolve_root
+
+        root = str(resolve_root(manifest, base.data_root)[0].absolute())
+    h.update(root.encode())
+    return manifest.name, h.hexdigest()[:8]
 
 
 def make_plan(

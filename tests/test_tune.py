@@ -701,3 +701,16 @@ def test_a_plan_file_that_is_not_pdmps_is_refused_in_one_line(tmp_path, tiny_man
         (plan.tune_dir / tune.PLAN_FILE).write_text(text)
         with pytest.raises(PdmpError, match=r"holds the tuning of another dataset \(\?, candidates (\?|1, 2)\.\.\.\); give another --tune-dir"):
             tune.check_tune_dir(plan)
+
+
+def test_the_tune_folder_follows_the_data_root_wherever_it_comes_from(tmp_path, monkeypatch):
+    """One manifest, two data roots given by $PDMP_DATA_ROOT_<NAME> (not --data-root): two
+    identities, so the second tune never reuses runs trained on the first's data."""
+    m = tmp_path / "m.toml"
+    m.write_text(FILES_MANIFEST)
+    prof = _profile(tmp_path / "p.json", dataset="m")
+    hashes = []
+    for root in ("one", "two", "one"):
+        monkeypatch.setenv("PDMP_DATA_ROOT_M", str(tmp_path / root))
+        hashes.append(tune.dataset_identity(sweep.base_spec(prof, dataset=str(m)))[1])
+    assert hashes[0] != hashes[1] and hashes[0] == hashes[2]

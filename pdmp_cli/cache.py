@@ -161,6 +161,9 @@ def open_cache(name: str):
         return diskcache.Cache(str(path), size_limit=2**34, disk=safe_disk())
     except (OSError, sqlite3.Error) as e:
         raise PdmpError(f"cannot open the cache in {path} ({e}); {fix}", 1) from None
+    except (TypeError, KeyError, ValueError) as e:  # a Settings row diskcache did not write (disk_*, eviction_policy)
+        raise PdmpError(f"cannot open the cache in {path} (its settings are not diskcache's: {type(e).__name__}: {e}); "
+                        f"delete that folder (pdmp fills it again), or {fix}", 1) from None
 
 
 def stable_hash(obj) -> str:

@@ -793,3 +793,26 @@ def test_2_a_planted_json_record_of_the_wrong_shape_is_a_miss_not_a_crash(tmp_pa
     again = analysis.run(spec, progress=False, force=True)
     assert len(keys) == 2 and not again[0].cached  # measured again, and equal
     assert again[0].profile.results == first[0].profile.results
+
+
+def test_2_a_cache_database_with_foreign_settings_is_one_line(tmp_path, monkeypatch):
+    """diskcache passes the Settings table's disk_* rows to the Disk class and its eviction policy
+    to a lookup: a planted or foreign row is one line naming the cache, not a TypeError/KeyError."""
+    import sqlite3
+
+    from pdmp_cli.cache import open_cache
+    from pdmp_cli.errors import PdmpError
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    for row in (("disk_evil", 1), ("eviction_policy", "no-such-policy")):
+        with open_cache("features"):
+            pass
+        db = sqlite3.connect(str(tmp_path / "cache" / "features" / "cache.db"))
+        db.execute("INSERT OR REPLACE INTO Settings VALUES (?, ?)", row)
+        db.commit()
+        db.close()
+        with pytest.raises(PdmpError, match=r"cannot open the cache in .*features .*; delete that folder"):
+            open_cache("features")
+        import shutil
+
+        shutil.rmtree(tmp_path / "cache" / "features")

@@ -174,6 +174,10 @@ def test_pdmp_others_reads_eq12_for_a_third_modality():
     assert default.gamma == {"audio": 0.1, "visual": 10.0, "depth": 0.1}
     one = build_method("pdmp", model, _spec(method="pdmp", gamma_p=10, method_args={"pdmp": {"others": "one"}}), prof)
     assert one.gamma == {"audio": 0.1, "visual": 10.0, "depth": 1.0} and "depth x1 (others=one)" in one.describe()
+    # pdmp tune tells trainings apart by the factors they apply: the reading is part of them
+    spec_one = _spec(method="pdmp", gamma_p=10, method_args={"pdmp": {"others": "one"}})
+    assert METHODS.get("pdmp").training_settings(spec_one, prof)["gamma"] == one.gamma
+    assert METHODS.get("pdmp").training_settings(_spec(method="pdmp", gamma_p=10), prof)["gamma"] == default.gamma
 
 
 # --- AGM ---------------------------------------------------------------------------------------------

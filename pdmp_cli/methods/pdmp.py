@@ -59,8 +59,9 @@ class PDMP(Method):
 
         if profile.optimization_dominant is None:
             return {"method": cls.name, "gamma_p": float(spec.gamma_p), "m_o": None}
+        others = cls.Args.model_validate(((getattr(spec, "method_args", None) or {}).get(cls.name)) or {}).others
         gammas = resolve_gammas(
-            list(profile.modalities), profile.performance_dominant, profile.optimization_dominant, spec.gamma_p
+            list(profile.modalities), profile.performance_dominant, profile.optimization_dominant, spec.gamma_p, others
         )
         return None if all(g == 1.0 for g in gammas.values()) else {"method": cls.name, "gamma": gammas}
 

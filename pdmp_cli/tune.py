@@ -1288,11 +1288,12 @@ def train_final(entry: TableEntry, tune_root: Path, seeds: list[int], command: s
         if summary.is_file():
             with contextlib.suppress(OSError, ValueError):
                 status = json.loads(summary.read_text()).get("status")
+        if entry.result is not None and entry.result.choice is not None:
+            spec = entry.plan.spec_for(entry.result.choice.candidate, seed=seed, run_dir=str(d))
+        else:
+            spec = entry.base.model_copy(update={"seed": seed, "run_dir": str(d)})
+        _same_final_run(d, spec)
         if status not in ("complete", "diverged"):
-            if entry.result is not None and entry.result.choice is not None:
-                spec = entry.plan.spec_for(entry.result.choice.candidate, seed=seed, run_dir=str(d))
-            else:
-                spec = entry.base.model_copy(update={"seed": seed, "run_dir": str(d)})
             log(f"{entry.method} ({entry.setting}), seed {seed}: training {spec.epochs} epochs (final run; reads the test split)")
             if (d / rundir.CHECKPOINTS / "last.pt").is_file():
                 res = train.run(resume_spec(d), command, resume=True, quiet=True)
@@ -1305,6 +1306,26 @@ def train_final(entry: TableEntry, tune_root: Path, seeds: list[int], command: s
         write_json_atomic(d / TUNED, tuned_record(entry))
         entry.final_dirs.append(d)
     return None
+
+
+def _same_final_run(d: Path, spec: TrainSpec) -> None:
+    """Refuse (PdmpError) a final run folder that holds a run of another setting (a new tuning chose
+    another value): reusing or resuming it would label the old setting's numbers with the new one."""
+    try:
+        old = json.loads((d / rundir.SPEC).read_text())
+    except OSError:
+        return  # no run there yet
+    except ValueError:
+        old = None
+    want = spec.model_dump(mode="json", exclude=_NOT_IDENTITY)
+    diff = sorted(k for k, v in want.items() if not isinstance(old, dict) or old.get(k) != v)
+    if diff:
+        was = ", ".join(f"{k} {old.get(k)}, not {want[k]}" for k in diff[:3]) if isinstance(old, dict) else "unreadable spec.json"
+        raise PdmpError(
+            f"{d} holds a final run of another setting ({was}); move or delete it to train this choice, "
+            "or give another --tune-dir",
+            2,
+        )
 
 
 def tuned_record(entry: TableEntry) -> dict:

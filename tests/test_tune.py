@@ -714,3 +714,29 @@ def test_the_tune_folder_follows_the_data_root_wherever_it_comes_from(tmp_path, 
         monkeypatch.setenv("PDMP_DATA_ROOT_M", str(tmp_path / root))
         hashes.append(tune.dataset_identity(sweep.base_spec(prof, dataset=str(m)))[1])
     assert hashes[0] != hashes[1] and hashes[0] == hashes[2]
+
+
+def test_a_final_run_of_another_setting_is_never_labelled_with_the_new_choice(tmp_path, tiny_manifest, monkeypatch):
+    """The tuned Table I's final run folder is <method>-s<seed>: after a new tuning (--force) that
+    chooses another setting, the old complete run must not be kept and labelled with the new one."""
+    from pdmp_cli import train
+
+    curves = {"gamma_p-2": [0.5, 0.6], "gamma_p-5": [0.5, 0.9]}
+    plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [2, 5]}, budget=2, min_epochs=2)
+    entry = tune.TableEntry("pdmp", plan, tune.run(plan, trainer=FileTrainer(tmp_path / "fake", curves)), base=plan.base)
+    assert entry.result.choice.candidate.key == "gamma_p-5"
+    trained = []
+    monkeypatch.setattr(train, "run", lambda *a, **kw: trained.append(a) or pytest.fail("no training expected"))
+    d = tune.final_dir(tmp_path / "t", plan.base, "pdmp", 0)
+    d.mkdir(parents=True)
+    old = plan.by_key()["gamma_p-2"]
+    (d / "spec.json").write_text(json.dumps(plan.spec_for(old, seed=0, run_dir=str(d)).model_dump(mode="json")))
+    (d / "summary.json").write_text(json.dumps({"status": "complete"}))
+    with pytest.raises(PdmpError, match=r"pdmp-s0 holds a final run of another setting \(gamma_p 2.0, not 5.0\)"):
+        tune.train_final(entry, tmp_path / "t", [0], "", lambda s: None)
+    assert not (d / tune.TUNED).exists()
+    # the same setting: kept, labelled, nothing trained
+    spec = plan.spec_for(entry.result.choice.candidate, seed=0, run_dir=str(d)).model_dump(mode="json")
+    (d / "spec.json").write_text(json.dumps({**spec, "threads": 1}))
+    assert tune.train_final(entry, tmp_path / "t", [0], "", lambda s: None) is None and not trained
+    assert json.loads((d / tune.TUNED).read_text())["setting"] == "γp 5"

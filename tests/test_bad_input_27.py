@@ -816,3 +816,27 @@ def test_2_a_cache_database_with_foreign_settings_is_one_line(tmp_path, monkeypa
         import shutil
 
         shutil.rmtree(tmp_path / "cache" / "features")
+
+
+def test_1_prepare_force_never_replaces_another_modalitys_folder(tmp_path, monkeypatch):
+    """Frames laid out as '{id}' (no folder of their own): the output folder is the data root, and
+    an id 'audio' names the audio modality's folder; --force must not delete it."""
+    from pdmp_cli.data.prepare import prepare_dataset
+
+    monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "root"
+    M.write_audio(root / "audio" / "g1.wav", 0.2)
+    M.write_frames(root / "g1", 2)
+    videos = tmp_path / "videos"
+    M.make_video(videos / "clip.mp4", seconds=1.0)
+    _write_list(root / "train.csv", ["g1", "audio"])
+    _write_list(root / "test.csv", ["g1"])
+    manifest = tmp_path / "evil.toml"
+    text = MANIFEST.format(root=root).replace('path = "frames/{id}"', 'path = "{id}"').replace('pattern = "*.jpg"\n', "")
+    manifest.write_text(text)
+    keep = M.write_audio(root / "audio" / "not-listed.wav", 0.2)  # a file no sample of this list rewrites
+    keep_hash = hashlib.sha256(keep.read_bytes()).hexdigest()
+    done = prepare_dataset(manifest, videos, force=True)
+    assert hashlib.sha256(keep.read_bytes()).hexdigest() == keep_hash  # the audio folder was not replaced
+    assert sorted(p.name for p in (root / "audio").iterdir()) == ["g1.wav", "not-listed.wav"]  # no frames in it
+    assert [i for i, _ in done.failed] == ["audio"] and "audio modality" in done.failed[0][1], done

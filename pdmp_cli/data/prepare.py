@@ -151,7 +151,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
     ``dataset``: manifest name or path (a ``files`` manifest with a ``[prepare]`` table);
     ``videos``: the folder of raw videos. The list files must already be under the data root.
     """
-    from pdmp_cli.data.confine import UnsafePath, confine
+    from pdmp_cli.data.confine import UnsafePath, confine, inside
     from pdmp_cli.data.loaders.files import index_dataset
     from pdmp_cli.data.manifest import load_manifest
 
@@ -196,6 +196,16 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
         if not todo:
             result.skipped += 1
             return
+        for m, target in todo.items():  # a frames folder replaced with --force must hold no other modality's files
+            if kinds[m] != "frames":
+                continue
+            t = os.path.normpath(target)
+            clash = [(f"the {m2} modality's folder", o) for m2, o in outputs.items() if m2 != m]
+            clash += [(f"the list file {f.name}", f) for f in idx.list_files]
+            hit = next((what for what, o in clash if os.path.normpath(o) == t or inside(o, target)), None)
+            if hit is not None:
+                result.failed.append((s.id, f"its {m} frames folder {target} is {hit} (or holds it); not replaced"))
+                return
         try:
             rel = prep.video.format_map(s.fields)
         except (KeyError, IndexError, ValueError) as e:

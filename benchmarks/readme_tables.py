@@ -40,8 +40,7 @@ def machine_line(meta: dict) -> str:
     m = meta.get("machine", {})
     where = f"{m.get('cpu_count', '?')} CPU cores" + (f", {m['gpu']}" if m.get("gpu") else ", no GPU")
     parts = [
-        f"`{meta['command']}`" if meta.get("command") else None,
-        f"on {where} ({m.get('platform', '?')}, torch {m.get('torch', '?')})",
+        (f"`{meta['command']}` " if meta.get("command") else "") + f"on {where} ({m.get('platform', '?')}, torch {m.get('torch', '?')})",
         f"{meta['threads']} thread(s) per run" if meta.get("threads") else None,
         f"--jobs {meta['jobs']}" if meta.get("jobs") else None,
         f"load average {meta['load']} when it started" if meta.get("load") else None,
@@ -56,7 +55,7 @@ def demo_table(results: Path = RESULTS) -> str:
     from pdmp_cli import report
 
     d = results / "demo"
-    rep = report.build([d / "runs"])
+    rep = report.build([d / "run-dirs"])  # not "runs": .gitignore ignores every runs/
     meta = json.loads((d / "meta.json").read_text())
     return report.markdown(rep).rstrip("\n") + "\n\n" + machine_line(meta) + "\n"
 
@@ -84,7 +83,7 @@ def tuned_table(results: Path = RESULTS) -> str:
     from pdmp_cli import report
 
     d = results / "tuned-table"
-    rep = report.build([d / "runs"], compare="vanilla")
+    rep = report.build([d / "run-dirs"], compare="vanilla")
     meta = json.loads((d / "meta.json").read_text())
     return report.markdown(rep).rstrip("\n") + "\n\n" + machine_line(meta) + "\n"
 
@@ -106,7 +105,7 @@ def render_readme(text: str, results: Path = RESULTS) -> str:
     return text
 
 
-def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None, jobs: int | None) -> Path:
+def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None, jobs: str | None) -> Path:
     """Copy the demo's run directories (no checkpoints) into docs/results/demo/ with meta.json."""
     import torch
 
@@ -116,10 +115,10 @@ def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None
     for run in sorted((out / "runs").iterdir()):
         if not (run / "spec.json").is_file():
             continue
-        (dest / "runs" / run.name).mkdir(parents=True)
+        (dest / "run-dirs" / run.name).mkdir(parents=True)
         for f in RUN_FILES:
             if (run / f).is_file():
-                shutil.copy(run / f, dest / "runs" / run.name / f)
+                shutil.copy(run / f, dest / "run-dirs" / run.name / f)
         threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
     meta = {
         "command": command, "wall_s": wall_s, "load": load, "jobs": jobs,
@@ -143,10 +142,10 @@ def collect_runs(name: str, dirs: list[Path], command: str, wall_s: float | None
     for run in dirs:
         if not (run / "spec.json").is_file():
             continue
-        (dest / "runs" / run.name).mkdir(parents=True)
+        (dest / "run-dirs" / run.name).mkdir(parents=True)
         for f in (*RUN_FILES, "tuned.json"):
             if (run / f).is_file():
-                shutil.copy(run / f, dest / "runs" / run.name / f)
+                shutil.copy(run / f, dest / "run-dirs" / run.name / f)
         threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
     meta = {
         "command": command, "wall_s": wall_s, "load": load, "threads": ",".join(str(t) for t in sorted(threads, key=str)),
@@ -166,7 +165,7 @@ def main(argv=None) -> int:
     c.add_argument("--command", default="make demo")
     c.add_argument("--wall-s", type=float)
     c.add_argument("--load", help="`uptime`'s load averages when it started")
-    c.add_argument("--jobs", type=int)
+    c.add_argument("--jobs", help="the --jobs it ran with, e.g. '1 (the default at that load)'")
     t = sub.add_parser("collect-threads", help="keep benchmarks/threads.py's JSON in docs/results/threads.json")
     t.add_argument("json", type=Path)
     t.add_argument("--command", default="python -m benchmarks.threads")

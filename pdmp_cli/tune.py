@@ -105,7 +105,7 @@ class Candidate:
         parts = []
         for k, v in self.params.items():
             name = "γp" if k == "gamma_p" else k
-            parts.append(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}")
+            parts.append(f"{name} {v:.15g}" if isinstance(v, float) else f"{name} {v}")  # 15 digits: two values, two labels
         return " · ".join(parts)
 
     @property
@@ -242,7 +242,7 @@ def branch_profile(profile_path: str, profile: Profile, m_o: str, out_dir: Path)
 
 def _key(params: dict) -> str:
     def fmt(v):
-        return f"{v:g}" if isinstance(v, float) else str(v)
+        return f"{v:.15g}" if isinstance(v, float) else str(v)  # :g (6 digits) gave 0.1 and 0.1000001 one key
 
     return "_".join(f"{k.replace('.', '-')}-{fmt(v)}" for k, v in params.items())
 

@@ -740,3 +740,12 @@ def test_a_final_run_of_another_setting_is_never_labelled_with_the_new_choice(tm
     (d / "spec.json").write_text(json.dumps({**spec, "threads": 1}))
     assert tune.train_final(entry, tmp_path / "t", [0], "", lambda s: None) is None and not trained
     assert json.loads((d / tune.TUNED).read_text())["setting"] == "γp 5"
+
+
+def test_values_closer_than_six_digits_are_two_candidates_with_two_keys(tmp_path, tiny_manifest):
+    """Keys name run folders and index the standings: two values must never share one."""
+    plan = _plan(tmp_path, tiny_manifest, flags={"method": "ogm-ge"}, values={"ogm-ge.alpha": [0.1, 0.1000001]})
+    keys = [c.key for c in plan.candidates]
+    assert len(keys) == 2 and len(set(keys)) == 2, keys
+    assert len({c.label for c in plan.candidates}) == 2
+    assert _plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [2, 0.5]}).candidates[0].key == "gamma_p-2"  # as before

@@ -450,6 +450,7 @@ class Progress:
     seconds: float = 0.0  # training time of those epochs
     run_dir: str | None = None
     n_val: int | None = None  # validation samples (for the standard error)
+    val_set: str | None = None  # which validation samples (split.json): runs of one dataset-own split share them
 
 
 class Trainer(Protocol):
@@ -510,12 +511,14 @@ def _progress(history, status, message, run_dir) -> Progress:
         if m.val_accuracy is None:
             raise PdmpError(f"run {run_dir} has no validation accuracy; pdmp tune needs a validation split", 2)
         curve.append(m.val_accuracy)
-    n_val = None
+    n_val = val_set = None
     try:
-        n_val = int(json.loads((Path(run_dir) / rundir.SPLIT).read_text())["val_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        split = json.loads((Path(run_dir) / rundir.SPLIT).read_text())
+        n_val = int(split["val_size"])
+        val_set = split.get("val_indices_sha256") or str(split.get("source"))  # carved: its indices; else "manifest"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    return Progress(curve, status, message, sum(m.epoch_seconds for m in history), str(run_dir), n_val)
+    return Progress(curve, status, message, sum(m.epoch_seconds for m in history), str(run_dir), n_val, val_set)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -567,7 +570,11 @@ class Standing:
         if not b or len(b) != len(self.runs) or any(v is None or v < 1 for v in n):
             return None
         p = sum(b) / len(b)
-        binomial = math.sqrt(max(p * (1 - p), 0.0) / sum(n))
+        sets = [r.val_set for r in self.runs.values()]
+        # pooled over the seeds only when they scored different samples: seeds scored on one validation
+        # split (the dataset's own) are not len(b) times the evidence
+        pool = len(set(sets)) == len(sets) or None in sets
+        binomial = math.sqrt(max(p * (1 - p), 0.0) / (sum(n) if pool else sum(n) / len(n)))
         if len(b) == 1:
             return binomial
         sd = math.sqrt(sum((x - p) ** 2 for x in b) / (len(b) - 1))

@@ -749,3 +749,14 @@ def test_values_closer_than_six_digits_are_two_candidates_with_two_keys(tmp_path
     assert len(keys) == 2 and len(set(keys)) == 2, keys
     assert len({c.label for c in plan.candidates}) == 2
     assert _plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [2, 0.5]}).candidates[0].key == "gamma_p-2"  # as before
+
+
+def test_seeds_scored_on_one_validation_split_do_not_pool_its_samples():
+    """Three seeds on the dataset's own validation split score the same 100 clips: the binomial
+    standard error is that of 100 samples, not 300; seeds on carved splits of their own pool."""
+    def st(sets):
+        return tune.Standing({s: tune.Progress([0.8], n_val=100, val_set=v) for s, v in enumerate(sets)})
+
+    assert st(["manifest"] * 3).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 100))  # the seeds agree: sd 0
+    assert st(["a1", "b2", "c3"]).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 300))
+    assert st([None] * 3).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 300))  # unknown (no split.json): as before

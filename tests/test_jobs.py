@@ -204,3 +204,19 @@ def test_ctrl_c_during_a_parallel_sweep_keeps_each_run_resumable(tiny_manifest, 
     whole = sweep.run(base("whole"), jobs=1, quiet=True, **grid)
     for a, b in zip(whole.outcomes, done.outcomes):
         assert _comparable(b.run_dir) == _comparable(a.run_dir)  # Ctrl-C + resume = uninterrupted
+
+
+@pytest.mark.parametrize("args, line", [
+    (["demo", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
+    (["demo", "--threads", "0"], "error: --threads must be >= 1, got 0"),
+    (["sweep", "--profile", "cremad.paper", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
+    (["analyze", "--dataset", "synthetic", "--jobs", "0"], "error: jobs must be >= 1, got 0"),
+    (["train", "--profile", "cremad.paper", "--threads", "0"], "error: threads must be >= 1, got 0"),
+])  # fmt: skip
+def test_bad_jobs_and_threads_are_one_line(args, line):
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and r.output.strip() == line, r.output

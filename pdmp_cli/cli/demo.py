@@ -17,10 +17,10 @@ def demo_cli(
     seed: int = typer.Option(0, "--seed", help="Training seed of the three runs."),
     gamma_p: Optional[float] = typer.Option(None, "--gamma-p", help="γp of the PDMP run (Eq. 10; default: the preset's, chosen on validation)."),
     jobs: Optional[int] = typer.Option(
-        None, "--jobs", "-j", min=1,
+        None, "--jobs", "-j",
         help="Runs (and unimodal models) at once, each in its own process (default: free cores ÷ --threads); same numbers as --jobs 1.",
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op CPU threads of each run (default 1 for the preset's small encoder)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op CPU threads of each run (default 1 for the preset's small encoder)."),
 ):
     """Run the whole method on the built-in `synthetic` preset in a few minutes on a CPU.
 
@@ -34,6 +34,9 @@ def demo_cli(
 
     if epochs is not None and epochs < 1:
         raise PdmpError(f"--epochs must be >= 1, got {epochs}", 2)
+    for flag, n in (("--jobs", jobs), ("--threads", threads)):
+        if n is not None and n < 1:
+            raise PdmpError(f"{flag} must be >= 1, got {n}", 2)
     if gamma_p is not None and gamma_p <= 0:
         raise PdmpError(f"--gamma-p must be > 0, got {gamma_p:g}", 2)
     run(out, epochs=epochs, seed=seed, gamma_p=gamma_p, console=console, jobs=jobs, threads=threads)

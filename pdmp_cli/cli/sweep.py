@@ -30,11 +30,11 @@ def sweep_cli(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     jobs: Optional[int] = typer.Option(
-        None, "--jobs", "-j", min=1,
+        None, "--jobs", "-j",
         help="Runs at once, each in its own process (default: free cores ÷ --threads on a CPU, one per GPU); same numbers as --jobs 1.",
     ),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Intra-op CPU threads of each run (default: 1 for small; see README for resnet18)."
+        None, "--threads", help="Intra-op CPU threads of each run (default: 1 for small; see README for resnet18)."
     ),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write the sweep's plots (accuracy against γp, ...) here."),
@@ -56,6 +56,8 @@ def sweep_cli(
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.specs import read_spec_file
 
+    if jobs is not None and jobs < 1:
+        raise PdmpError(f"--jobs must be >= 1, got {jobs}", 2)
     if fmt not in report.FORMATS:
         raise PdmpError(f"--format must be one of {', '.join(report.FORMATS)}, got {fmt!r}", 2)
     file_layer = read_spec_file(spec) if spec else {}

@@ -47,7 +47,7 @@ def train_cli(
     lr_min: float = typer.Option(None, "--lr-min", help="cosine: the lr it anneals to (default 0)."),
     lr_cosine_epochs: int = typer.Option(None, "--lr-cosine-epochs", help="cosine: epochs it anneals over (default: --epochs)."),
     tensorboard: bool = typer.Option(None, "--tensorboard", help="Also write TensorBoard event files into the run directory."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Intra-op CPU threads, fixed before any work (default: 1 for small; see README for resnet18)."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op CPU threads, fixed before any work (default: 1 for small; see README for resnet18)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check spec, data and profile, build and try one batch, estimate the time; write nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):

@@ -902,8 +902,17 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _train_claimed(plan: Plan, trainer: Trainer, trial, cand: Candidate, log, command: str):
-    """Train a claimed candidate rung by rung, reporting to Optuna's pruner; returns (state, value)."""
+class _LostClaim(Exception):
+    """This worker's claim is no longer RUNNING: another worker failed it (no heartbeat for the
+    grace period) and took the candidate over."""
+
+
+def _train_claimed(plan: Plan, trainer: Trainer, trial, cand: Candidate, log, command: str, held=lambda: True):
+    """Train a claimed candidate rung by rung, reporting to Optuna's pruner; returns (state, value).
+    ``held()`` is asked before each stretch of training and each report: a claim taken over
+    raises :class:`_LostClaim` (the other worker trains it; this one never trains an epoch more)."""
+    import optuna
+
     st = standing(plan, trainer, cand)
     if any(p.curve for p in st.runs.values()):
         log(f"{cand.label}: {st.epochs} epochs already trained; reused")
@@ -913,7 +922,12 @@ def _train_claimed(plan: Plan, trainer: Trainer, trial, cand: Candidate, log, co
         nonlocal reported
         for epoch in range(reported + 1, min(upto, plan.budget) + 1):
             reported = epoch
-            trial.report(st.value(epoch), epoch)
+            if not held():
+                raise _LostClaim
+            try:
+                trial.report(st.value(epoch), epoch)
+            except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker a moment ago
+                raise _LostClaim from None
             if epoch < plan.budget and trial.should_prune():  # the budget's end is no rung: it finished
                 n = sum(1 for t in _LiveTrials(trial.study).get_trials(deepcopy=False) if epoch in t.intermediate_values)
                 note = (
@@ -932,6 +946,8 @@ def _train_claimed(plan: Plan, trainer: Trainer, trial, cand: Candidate, log, co
             done = len(st.runs[seed].curve)
             if done >= target or st.diverged is not None:
                 continue
+            if not held():
+                raise _LostClaim
             log(f"{cand.label}{f' (seed {seed})' if len(plan.seeds) > 1 else ''}: training epoch{f's {done + 1}-' if target > done + 1 else ' '}{target}")
             st.runs[seed] = trainer.advance(cand, seed, target)
             if st.runs[seed].status == "interrupted":
@@ -957,9 +973,16 @@ def _run_async(plan: Plan, trainer: Trainer, log, command: str) -> tuple[str | N
         if claimed is None:
             return None, study
         trial, trial_id, cand = claimed
+        def held(trial_id=trial_id) -> bool:
+            return storage.get_trial(trial_id).state == TrialState.RUNNING
+
         try:
             with _Heartbeat(storage, trial_id):
-                state, value = _train_claimed(plan, trainer, trial, cand, log, command)
+                state, value = _train_claimed(plan, trainer, trial, cand, log, command, held)
+        except _LostClaim:
+            log(f"{cand.label}: this worker's claim was taken over by another worker (no heartbeat for "
+                f"{GRACE_SECONDS:g} s); it stops training it")
+            continue
         except (_Interrupted, KeyboardInterrupt) as e:
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)

@@ -760,3 +760,43 @@ def test_seeds_scored_on_one_validation_split_do_not_pool_its_samples():
     assert st(["manifest"] * 3).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 100))  # the seeds agree: sd 0
     assert st(["a1", "b2", "c3"]).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 300))
     assert st([None] * 3).se(1) == pytest.approx(math.sqrt(0.8 * 0.2 / 300))  # unknown (no split.json): as before
+
+
+class TakenOverTrainer(FileTrainer):
+    """After γp 5's first rung, another worker takes its claim over (as one that found the lease
+    stale would: this claim failed, a new one with a fresh heartbeat)."""
+
+    def __init__(self, *a, plan=None, **kw):
+        super().__init__(*a, **kw)
+        self.plan = plan
+
+    def advance(self, cand, seed, epochs):
+        out = super().advance(cand, seed, epochs)
+        if cand.key == "gamma_p-5" and epochs == 2:
+            import time
+
+            import optuna
+            from optuna.distributions import CategoricalDistribution
+            from optuna.trial import TrialState
+
+            storage = tune.open_storage(self.plan.storage)
+            study = optuna.load_study(study_name=self.plan.study_name, storage=storage)
+            sid = storage.get_study_id_from_name(self.plan.study_name)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(sid, t.number), TrialState.FAIL)
+            keys = [c.key for c in self.plan.candidates]
+            storage.create_new_trial(sid, template_trial=optuna.trial.create_trial(
+                state=TrialState.RUNNING, params={"candidate": "gamma_p-5"},
+                distributions={"candidate": CategoricalDistribution(keys)}, user_attrs={"heartbeat": time.time() + 3600},
+            ))  # fmt: skip
+        return out
+
+
+def test_a_worker_whose_claim_was_taken_over_stops_training_that_candidate(tmp_path, tiny_manifest):
+    plan = _plan(tmp_path, tiny_manifest, values={"gamma_p": [5]}, asynchronous=True)
+    trainer = TakenOverTrainer(tmp_path / "fake", CURVES, plan=plan)
+    lines = []
+    result = tune.run(plan, trainer=trainer, log=lines.append)
+    assert max(e for k, _, e, _ in trainer.log() if k == "gamma_p-5") == 2  # not one epoch past the takeover
+    assert any("claim was taken over by another worker" in ln for ln in lines), lines
+    assert result.pending  # the other worker holds γp 5 now

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pdmp_cli.errors import PdmpError
+from pdmp_cli.errors import PdmpError, format_validation_error
 from pdmp_cli.fsutil import write_json
 
 # 2 adds the validation split, curve trends, --epochs auto and --seeds (all optional fields):
@@ -113,7 +113,6 @@ class Profile(BaseModel):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
         from pdmp_cli.resources import profile_path
-        from pdmp_cli.specs import format_validation_error
 
         p = profile_path(path)  # a path, or a shipped reference profile's name (cremad.paper)
         if not p.is_file():

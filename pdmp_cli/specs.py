@@ -7,50 +7,14 @@ The resolved spec is saved beside every output.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
 
-_OPS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-def _one(err) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    if not loc:  # a check across fields: its message names them
-        return err["msg"].removeprefix("Value error, ")
-    kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
-    if kind in _OPS:
-        bound = next(iter(ctx.values()))
-        if isinstance(bound, float) and bound.is_integer():
-            bound = int(bound)
-        return f"{loc} must be {_OPS[kind]} {bound}, got {value!r}"
-    if kind == "extra_forbidden":
-        return f"{loc} is not a known option; remove it or check its spelling"
-    if kind == "missing":
-        return f"{loc} is required"
-    if kind == "finite_number":
-        return f"{loc} must be a finite number, got {value!r}"
-    if kind == "literal_error":
-        return f"{loc} must be one of {ctx.get('expected')}, got {value!r}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if "got " in msg:
-        return f"{loc}: {msg}"
-    return f"{loc}: {msg}, got {value!r}"
-
-
-def format_validation_error(e: ValidationError) -> str:
-    """All of a ValidationError's problems on one line: ``gamma_p must be > 0, got -1``."""
-    return "; ".join(_one(err) for err in e.errors())
-
-
-import json  # noqa: E402
-import tomllib  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Literal  # noqa: E402
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
-
-from pdmp_cli.errors import PdmpError  # noqa: E402
+from pdmp_cli.errors import PdmpError, format_validation_error
 
 Device = Literal["auto", "cpu", "cuda"]
 GAMMA_P_MAX = 3.4028234663852886e38  # the largest float32 (torch.finfo(torch.float32).max)

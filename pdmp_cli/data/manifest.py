@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pdmp_cli.errors import PdmpError
+from pdmp_cli.errors import PdmpError, format_validation_error
 
 
 def manifest_dir() -> Path:
@@ -58,7 +58,6 @@ def load_manifest(name_or_path: str | os.PathLike):
     """Read and validate a manifest with its loader's pydantic model."""
     import pdmp_cli.data.loaders  # noqa: F401  (registers the loaders)
     from pdmp_cli.data.base import LOADERS
-    from pdmp_cli.specs import format_validation_error
 
     path = manifest_path(name_or_path)
     try:

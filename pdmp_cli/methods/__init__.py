@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from pdmp_cli.errors import PdmpError
+from pdmp_cli.errors import PdmpError, format_error
 from pdmp_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -194,11 +194,9 @@ def uses_gamma_p(name: str) -> bool:
 
 def _field_error(method: str, err) -> str:
     """``agm.alpha must be > 0, got -1`` (the spelling of ``--set``); checks across fields: ``agm: ...``."""
-    from pdmp_cli.specs import _one
-
     if not err["loc"]:
-        return f"{method}: " + _one(err)
-    return _one({**err, "loc": (method, *err["loc"])})
+        return f"{method}: " + format_error(err)
+    return format_error({**err, "loc": (method, *err["loc"])})
 
 
 def resolve_method_args(data: dict, default_method: str) -> dict:

@@ -45,7 +45,7 @@ from pdmp_cli import __version__, fsutil, rundir
 from pdmp_cli.data.packed import collate as packed_collate
 from pdmp_cli.data.packed import load_packed, train_loader
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
-from pdmp_cli.errors import PdmpError
+from pdmp_cli.errors import PdmpError, format_validation_error
 from pdmp_cli.methods import Method, build_method, resolve_method_args
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
@@ -605,8 +605,6 @@ def _epoch_line(m: EpochMetrics, epochs: int) -> str:
 def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> TrainSpec:
     """The saved spec of ``run_dir`` with ``changes`` (only :data:`RESUMABLE_CHANGES` keys)."""
     from pydantic import ValidationError
-
-    from pdmp_cli.specs import format_validation_error
 
     p = Path(run_dir)
     if not (p / rundir.SPEC).is_file():

@@ -40,7 +40,7 @@ from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_label
 from pdmp_cli.data.manifest import check_command
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
 from pdmp_cli.data.store import PackedSpec
-from pdmp_cli.errors import PdmpError
+from pdmp_cli.errors import PdmpError, format_error
 
 Format = Literal["csv", "cremad", "ave", "kinetics", "kslist", "vggsound", "ucf101", "cefa"]
 
@@ -97,8 +97,6 @@ class ModalitySpec(BaseModel):
 
     @model_validator(mode="after")
     def _build(self):
-        from pdmp_cli.specs import _one
-
         if not _FIELD.search(self.path):
             raise ValueError(f"path {self.path!r} names no per-sample field, so every sample would read the same "
                              "file; put {id} in it (e.g. 'audio/{id}.wav')")
@@ -113,7 +111,7 @@ class ModalitySpec(BaseModel):
             prep = cls.Preprocessing.model_validate(self.preprocessing)
         except ValidationError as e:
             errs = [{**err, "loc": ("preprocessing", *err["loc"])} for err in e.errors()]
-            raise ValueError("; ".join(_one(err) for err in errs)) from None
+            raise ValueError("; ".join(format_error(err) for err in errs)) from None
         self._modality = cls(prep)
         return self
 

@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from pdmp_cli.registry import Registry
 
 # loader name -> class with a pydantic ``Manifest`` model and ``build(manifest, data_root) -> DatasetBundle``
 LOADERS: Registry = Registry("dataset loader")
 register_loader = LOADERS.register
+
+
+# A dataset problem, found by `pdmp datasets check` (:mod:`pdmp_cli.data.check`) or by a loader.
+KINDS = [
+    "missing list", "bad row", "empty split", "unknown label", "duplicate id", "leakage",
+    "missing file", "unreadable file", "truncated file", "non-finite file",
+]
+FATAL = {"missing list", "empty split"}  # skipping samples cannot fix these
+
+
+@dataclass
+class Problem:
+    kind: str  # one of KINDS
+    split: str | None = None
+    path: Path | None = None  # the file at fault
+    sample: str | None = None  # sample id, when one sample is at fault
+    detail: str = ""
+    line: int | None = None  # line of the list file
+
+    def describe(self) -> str:
+        where = str(self.path) if self.path else ""
+        if self.line is not None:
+            where += f":{self.line}"
+        sample = self.sample
+        if sample is not None and any(ord(c) < 32 or ord(c) == 127 for c in sample):
+            sample = repr(sample)  # a newline in an id from a list never breaks the line
+        bits = [self.kind, f"[{self.split}]" if self.split else "", where, f"(sample {sample})" if sample else ""]
+        text = " ".join(b for b in bits if b)
+        return f"{text}: {self.detail}" if self.detail else text
 
 
 @dataclass
@@ -41,11 +73,6 @@ class DatasetBundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-from pathlib import Path  # noqa: E402
-
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr  # noqa: E402
 
 
 class TrainDefaults(BaseModel):

@@ -34,35 +34,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pdmp_cli.data.base import FATAL, KINDS, Problem
 from pdmp_cli.errors import PdmpError
-
-KINDS = [
-    "missing list", "bad row", "empty split", "unknown label", "duplicate id", "leakage",
-    "missing file", "unreadable file", "truncated file", "non-finite file",
-]
-FATAL = {"missing list", "empty split"}  # skipping samples cannot fix these
-
-
-@dataclass
-class Problem:
-    kind: str  # one of KINDS
-    split: str | None = None
-    path: Path | None = None  # the file at fault
-    sample: str | None = None  # sample id, when one sample is at fault
-    detail: str = ""
-    line: int | None = None  # line of the list file
-
-    def describe(self) -> str:
-        where = str(self.path) if self.path else ""
-        if self.line is not None:
-            where += f":{self.line}"
-        sample = self.sample
-        if sample is not None and any(ord(c) < 32 or ord(c) == 127 for c in sample):
-            sample = repr(sample)  # a newline in an id from a list never breaks the line
-        bits = [self.kind, f"[{self.split}]" if self.split else "", where, f"(sample {sample})" if sample else ""]
-        text = " ".join(b for b in bits if b)
-        return f"{text}: {self.detail}" if self.detail else text
-
 
 def _plural(n: int, word: str) -> str:
     if n == 1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pdmp_cli.data.check import Problem
+from pdmp_cli.data.base import Problem
 
 RULES = ("refuse", "first", "last", "drop")
 EVALUATED_FIRST = ("test", "val", "train")  # who keeps a clip listed in two splits

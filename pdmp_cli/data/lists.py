@@ -45,7 +45,7 @@ import csv
 import io
 from pathlib import Path
 
-from pdmp_cli.data.check import Problem
+from pdmp_cli.data.base import Problem
 from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.errors import PdmpError
 

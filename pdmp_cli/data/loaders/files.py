@@ -32,9 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from torch.utils.data import Dataset
 
 from pdmp_cli.cache import stable_hash
-from pdmp_cli.data.base import DatasetBundle, ManifestBase, register_loader
+from pdmp_cli.data.base import DatasetBundle, ManifestBase, Problem, register_loader
 from pdmp_cli.data import duplicates as dup
-from pdmp_cli.data.check import Problem
 from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
 from pdmp_cli.data.manifest import check_command

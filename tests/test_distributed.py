@@ -315,7 +315,7 @@ def test_global_batch_must_split_over_the_ranks(env):
 
 def test_devices_flag_launches_torchrun_with_the_same_command(tmp_path, monkeypatch, tiny_manifest):
     from pdmp_cli.cli.app import app
-    from pdmp_cli.train import distributed
+    from pdmp_cli import distributed
 
     profile = Profile(
         dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",

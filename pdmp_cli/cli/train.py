@@ -47,7 +47,7 @@ def train_cli(
     lr_min: float = typer.Option(None, "--lr-min", help="cosine: the lr it anneals to (default 0)."),
     lr_cosine_epochs: int = typer.Option(None, "--lr-cosine-epochs", help="cosine: epochs it anneals over (default: --epochs)."),
     tensorboard: bool = typer.Option(None, "--tensorboard", help="Also write TensorBoard event files into the run directory."),
-    threads: int = typer.Option(None, "--threads", help="Intra-op CPU threads, fixed before any work (default: 1 for small; see README for resnet18)."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op CPU threads, fixed before any work (default: 1 for small; see docs/scaling.md for resnet18)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check spec, data and profile, build and try one batch, estimate the time; write nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; only the final line."),
 ):
@@ -76,7 +76,7 @@ def train_cli(
         method_args=parse_set(set_), lr_schedule=lr_schedule, lr_step_size=lr_step_size, lr_step_gamma=lr_step_gamma,
         lr_min=lr_min, lr_cosine_epochs=lr_cosine_epochs, tensorboard=tensorboard, threads=threads,
     )
-    from pdmp_cli.train import distributed
+    from pdmp_cli import distributed
 
     if distributed.launched() and os.environ.get("RANK", "0") != "0":
         # one of torchrun's processes: rank 0 prints (every rank meets the same refusals alike)

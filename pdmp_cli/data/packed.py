@@ -218,11 +218,11 @@ def train_loader(dataset, order: torch.Tensor, *, batch_size: int, start_step: i
     are drawn next, for every position of the order, whatever ``start_step``: a resumed epoch
     (generator restored to the epoch's start) gets the same ones and skips ``start_step`` global
     batches of ``batch_size``. Under DDP each rank keeps its positions of the rest (as
-    :func:`pdmp_cli.train.distributed.shard` does for the files loader).
+    :func:`pdmp_cli.distributed.shard` does for the files loader).
     """
     from torch.utils.data import DataLoader
 
-    from pdmp_cli.train import distributed
+    from pdmp_cli import distributed
 
     base, index = unwrap(dataset)
     if base is None:

@@ -28,14 +28,14 @@ Under DDP the batch means s_i are averaged over ranks.
 After backward, the reference's conditional clip (``run/CREMAD_main.py`` 233-238): when any
 element of the classifier head's weight gradient leaves [-1, 1] (``max > 1 or min < -1``), the
 gradient of every model parameter is clipped to a total norm of 1.0 (``clip_grad_norm_``).
-k reaches e^15 at alpha 1.5, so without the clip a run can diverge (the README's
+k reaches e^15 at alpha 1.5, so without the clip a run can diverge (docs/training.md's
 ``synthetic-ave`` runs before the clip: one seed of three ended with infinite BatchNorm
 variances). On by default; ``--set agm.clip=false`` turns it off. The head is the last linear
 layer that makes the logits (:func:`head_weights`: concat/film ``fc``, gated ``fc_out``, sum
 both ``fcs``, se ``head``, mmformer ``classifier``), the reference's ``fc_out`` (late fusion)
 or ``head.fc`` (early fusion).
 
-Choices (README, "AGM"):
+Choices (docs/training.md, "AGM"):
 
 * **The padded passes carry gradients, as in the official code.** The reference
   (``model/CREMAD_net.py`` 57-67) runs the passes with zeroed inputs in ``eval()`` mode but
@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
 
 
@@ -194,8 +195,6 @@ class AGM(Method):
                 f[frozenset(s)] = subset_logits(model, out, inputs, s)
         responses = shapley_responses(f, self.modalities)
         with torch.no_grad():
-            from pdmp_cli.train import distributed  # no-ops with one process
-
             scores = distributed.all_reduce_(agm_scores(responses, labels), "mean")
             # k from the running means of the steps before this one, then this step joins them
             self.k.copy_(agm_coefficients(scores, self.running, self.args.alpha))

@@ -29,7 +29,7 @@ Evaluation: the prediction combines the unimodal outputs head(z_m):
 paper's test-time uncertainty-based fusion): per sample, with H_m the entropy of
 softmax(head(z_m)), ``w_m = exp(max_j H_j - H_m) / sum_k exp(max_j H_j - H_k)``.
 
-Choices where the reference code has a bug or leaves something open (README, "MLA"):
+Choices where the reference code has a bug or leaves something open (docs/training.md, "MLA"):
 
 * **No projection by default (``projection=False``), as the official code runs.**
   ``GSPlugin.before_update`` only projects when a parameter of the head is named
@@ -39,7 +39,7 @@ Choices where the reference code has a bug or leaves something open (README, "ML
   ``projection=True`` applies it as the paper describes. Beware: with the Frobenius
   normalisation P's entries shrink like 1/sqrt(D), so the projection also shrinks the head's
   weight gradient about that much (x0.044 at D 512), a smaller head learning rate as much as a
-  projection. (pdmp before this change defaulted to ``projection=True``; README, "MLA", says
+  projection. (pdmp before this change defaulted to ``projection=True``; docs/training.md, "MLA", says
   which tables used which.)
 * **Scalar denominator.** The official update divides by ``alpha + torch.mm(k, r)``, a (D, D)
   matrix (an elementwise division), where OWM (Zeng et al., 2019) and the MLA paper divide by
@@ -70,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
 from pdmp_cli.methods._heads import late_fusion_shape, with_branches
 from pdmp_cli.models.base import batchnorm_stats_frozen
@@ -213,8 +214,6 @@ class MLA(Method):
 
     def after_backward(self, out, labels, epoch):
         if self.args.projection and self.exp_count > 0 and self.head.weight.grad is not None:
-            from pdmp_cli.train import distributed
-
             # the batch-mean feature of the whole (global) batch, so every rank holds the same P
             feats = distributed.all_reduce_(out.features[self._part].detach().float().mean(0, keepdim=True), "mean")
             alpha = owm_alpha(self.batch_index, self.batches)

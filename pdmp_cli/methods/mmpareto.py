@@ -23,7 +23,7 @@ over ranks before the cosine (the reference sees the whole batch), and the summe
 through DDP's own backward. fp16: the per-loss gradients are computed on the scaled loss and
 unscaled like the rest.
 
-Choices (README, "MMPareto"):
+Choices (docs/training.md, "MMPareto"):
 
 * MinNorm's clamps follow min_norm_solvers.py (0.999 / 0.001 when one gradient dominates).
 * Any N >= 2 (each modality's pair (L_mm, L_m) is solved on its own, as the reference does
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
 from pdmp_cli.methods._heads import late_fusion_shape
 
@@ -102,8 +103,6 @@ class MMPareto(Method):
         return out, sum(self._terms.values())
 
     def backward(self, loss, precision) -> None:
-        from pdmp_cli.train import distributed  # no-ops with one process
-
         scaler = precision.scaler
         scale = scaler.get_scale() if scaler is not None else 1.0
         every = [p for m in self.modalities for p in self._params[m]]

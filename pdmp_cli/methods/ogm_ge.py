@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pdmp_cli.errors import PdmpError
+from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
 
 
@@ -135,8 +136,6 @@ class OGMGE(Method):
         start, end = self.window
         if not (start <= epoch < end):
             return self.gamma
-        from pdmp_cli.train import distributed  # no-ops with one process
-
         coeffs = ogm_coefficients(out.branch_logits, labels, self.alpha, reduce=distributed.all_reduce_)
         modulate_(self.kernels, coeffs, noise=True, generator=distributed.shared_generator(labels.device))
         return coeffs

@@ -30,7 +30,7 @@ Every step, for each modality m with features f_m::
 inside the window of epochs [start, end) (outside it: the fused CE only). Under DDP the scores
 are summed over ranks, so every rank picks the same modality.
 
-Choices (README, "PMR"):
+Choices (docs/training.md, "PMR"):
 
 * Defaults from the reference's CREMA-D script: alpha 2.0, window epochs 0-70 inclusive
   (``start`` 0, exclusive ``end`` 71), momentum 0; the shared training settings (SGD lr 1e-3,
@@ -52,6 +52,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
 from pdmp_cli.methods._heads import late_fusion_shape
 
@@ -146,8 +147,6 @@ class PMR(Method):
             return out, loss
         sims = {m: prototype_similarity(out.features[m], self.prototypes(m)) for m in self.modalities}
         with torch.no_grad():
-            from pdmp_cli.train import distributed  # no-ops with one process
-
             scores = torch.stack([torch.softmax(s, 1).gather(1, labels[:, None]).sum() for s in sims.values()])
             self.beta.copy_(extra_loss_weights(distributed.all_reduce_(scores), self.args.alpha))
         for i, s in enumerate(sims.values()):

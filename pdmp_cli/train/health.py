@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pdmp_cli import rundir
-from pdmp_cli.train import distributed
+from pdmp_cli import distributed, rundir
 
 SHOWN = 3  # tensor names shown in a message
 

@@ -18,7 +18,7 @@ mixed-precision variant can swap one without touching the others. The run-direct
 defined in :mod:`pdmp_cli.rundir`.
 
 Several processes (torchrun, ``pdmp train --devices N``): the model trains in DDP, each rank on
-its shard of every global batch; the helpers of :mod:`pdmp_cli.train.distributed` (no-ops with
+its shard of every global batch; the helpers of :mod:`pdmp_cli.distributed` (no-ops with
 one process) agree on metrics and stops, and only rank 0 writes or prints. Mixed precision
 (``spec.precision``) is :mod:`pdmp_cli.train.amp`: the modulation always sees unscaled gradients.
 
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pdmp_cli import __version__, fsutil, rundir
+from pdmp_cli import __version__, distributed, fsutil, rundir
 from pdmp_cli.data.packed import collate as packed_collate
 from pdmp_cli.data.packed import load_packed, train_loader
 from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
@@ -55,7 +55,7 @@ from pdmp_cli.runtime import (
     GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device, use_threads,
 )
 from pdmp_cli.specs import TrainSpec
-from pdmp_cli.train import amp, checkpoint, distributed, health
+from pdmp_cli.train import amp, checkpoint, health
 from pdmp_cli.train.schedule import LRSchedule
 
 CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for the device once

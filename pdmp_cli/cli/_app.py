@@ -11,7 +11,8 @@ import errno
 import functools
 
 import typer
-from rich.console import Console
+
+from pdmp_cli.console import console, err_console
 
 app = typer.Typer(
     name="pdmp",
@@ -22,8 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console()
-err_console = Console(stderr=True)
 _state = {"verbose": False}
 
 

@@ -172,7 +172,7 @@ def check_dataset(dataset, data_root=None, *, deep: bool = True, progress: bool 
     if progress and jobs:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from pdmp_cli.cli._app import err_console
+        from pdmp_cli.console import err_console
 
         cols = (TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         bar = Progress(*cols, console=err_console, transient=True)

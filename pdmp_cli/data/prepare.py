@@ -240,7 +240,7 @@ def prepare_dataset(dataset, videos, data_root=None, *, force: bool = False, pro
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from pdmp_cli.cli._app import err_console
+        from pdmp_cli.console import err_console
 
         cols = (TextColumn("preparing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*cols, console=err_console) as bar:

@@ -58,6 +58,32 @@ def test_cpu_estimate_line():
     assert cpu_estimate_line(12.0, 0, torch.device("cpu")) is None
 
 
+def _assert_one_line_per_epoch(stdout: str) -> None:
+    lines = stdout.splitlines()
+    epochs = [line for line in lines if re.match(r"epoch +\d+/2 ", line)]
+    assert [int(re.match(r"epoch +(\d+)/2", e).group(1)) for e in epochs] == [1, 2]
+    assert re.search(r"ETA \d+s$", epochs[0]) and "ETA" not in epochs[1]
+    estimates = [line for line in lines if line.startswith("estimated duration on the CPU")]
+    assert len(estimates) == 1 and "for the 1 epoch left" in estimates[0]
+    assert lines.index(estimates[0]) == lines.index(epochs[0]) + 1  # right after the first epoch
+    assert "\x1b[" not in stdout and "\r" not in stdout  # no bars, no escape codes
+
+
+def test_train_without_a_terminal_prints_one_line_per_epoch(tiny_manifest, tmp_path, monkeypatch):
+    """The pipe test below, in this process: typer's runner gives stdout a buffer, not a terminal."""
+    from typer.testing import CliRunner
+
+    from pdmp_cli.cli.app import app
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False), monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    profile = _profile().save(tmp_path / "p.json")
+    r = CliRunner().invoke(app, ["train", "--profile", str(profile), "--dataset", str(tiny_manifest), "--epochs", "2",
+                                 "--encoder", "small", "--device", "cpu", "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    _assert_one_line_per_epoch(r.stdout)
+
+
+@pytest.mark.slow  # a fresh interpreter with a real pipe; the same lines are checked in-process above
 def test_train_through_a_pipe_prints_one_line_per_epoch(tiny_manifest, tmp_path):
     profile = _profile().save(tmp_path / "p.json")
     cmd = [sys.executable, "-m", "pdmp_cli", "train", "--profile", str(profile), "--dataset", str(tiny_manifest),
@@ -66,11 +92,4 @@ def test_train_through_a_pipe_prints_one_line_per_epoch(tiny_manifest, tmp_path)
     env.pop("FORCE_COLOR", None), env.pop("TTY_COMPATIBLE", None)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)  # stdout is a pipe
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    epochs = [line for line in lines if re.match(r"epoch +\d+/2 ", line)]
-    assert [int(re.match(r"epoch +(\d+)/2", e).group(1)) for e in epochs] == [1, 2]
-    assert re.search(r"ETA \d+s$", epochs[0]) and "ETA" not in epochs[1]
-    estimates = [line for line in lines if line.startswith("estimated duration on the CPU")]
-    assert len(estimates) == 1 and "for the 1 epoch left" in estimates[0]
-    assert lines.index(estimates[0]) == lines.index(epochs[0]) + 1  # right after the first epoch
-    assert "\x1b[" not in r.stdout and "\r" not in r.stdout  # no bars, no escape codes
+    _assert_one_line_per_epoch(r.stdout)

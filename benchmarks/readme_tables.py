@@ -1,4 +1,4 @@
-"""The README's measured tables, regenerated from committed results (run directories and benchmark JSON).
+"""The measured tables of the README and docs/, regenerated from committed results (run directories and benchmark JSON).
 
     # 1. measure (writes run directories / JSON), e.g. the demo and the thread benchmark:
     pdmp demo --out /tmp/demo
@@ -6,15 +6,16 @@
     # 2. keep the results in the repository (run directories without checkpoints, with how and where)
     python -m benchmarks.readme_tables collect-demo /tmp/demo --command "make demo" --wall-s 97 --load "2.1 1.9 1.4"
     python -m benchmarks.readme_tables collect-threads /tmp/threads.json
-    # 3. rewrite the README's tables from them (check: exit 1 when the README differs)
+    # 3. rewrite the tables from them, in whichever document holds each (check: exit 1 when one differs)
     python -m benchmarks.readme_tables write
     python -m benchmarks.readme_tables check
 
-Each table sits in the README between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` and
-is rendered only from ``docs/results/``: ``demo/`` (the demo's run directories, as
+Each table sits in one document, README.md or a page of docs/ (``demo`` in docs/demo.md, ``threads``
+in docs/scaling.md, ``tuned`` in docs/tuning.md), between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->``, and is rendered only from ``docs/results/``: ``demo/`` (the demo's run directories, as
 ``pdmp report`` reads them, and ``demo/meta.json``: machine, threads, jobs, load, wall time, the
 command) and ``threads.json`` (``benchmarks/threads.py``). ``tests/test_readme_numbers.py`` fails
-when a table in the README is not what this script makes from those files.
+when a table in any of those documents is not what this script makes from those files.
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ def render_readme(text: str, results: Path = RESULTS) -> str:
     return text
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """The documents that may hold tables: README.md and every page of docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def stale(root: Path = ROOT, results: Path = RESULTS) -> list[Path]:
+    """The documents whose tables differ from what ``results`` makes of them."""
+    return [p for p in documents(root) if render_readme(p.read_text(), results) != p.read_text()]
+
+
 def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None, jobs: str | None) -> Path:
     """Copy the demo's run directories (no checkpoints) into docs/results/demo/ with meta.json."""
     import torch
@@ -175,8 +186,8 @@ def main(argv=None) -> int:
     r.add_argument("--command", required=True)
     r.add_argument("--wall-s", type=float)
     r.add_argument("--load", help="`uptime`'s load averages when it started")
-    sub.add_parser("write", help="rewrite the README's tables from docs/results/")
-    sub.add_parser("check", help="exit 1 when a README table differs from docs/results/")
+    sub.add_parser("write", help="rewrite the tables of README.md and docs/*.md from docs/results/")
+    sub.add_parser("check", help="exit 1 when a table in README.md or docs/*.md differs from docs/results/")
     args = ap.parse_args(argv)
     if args.what == "collect-demo":
         print(collect_demo(args.out, args.command, args.wall_s, args.load, args.jobs))
@@ -187,13 +198,15 @@ def main(argv=None) -> int:
         data["command"] = args.command
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "threads.json").write_text(json.dumps(data, indent=2) + "\n")
+    elif args.what == "write":
+        for path in stale():
+            path.write_text(render_readme(path.read_text()))
+            print(f"rewrote {path.relative_to(ROOT)}")
     else:
-        text = README.read_text()
-        new = render_readme(text)
-        if args.what == "write":
-            README.write_text(new)
-        elif new != text:
-            print("README.md's tables differ from docs/results/; run: python -m benchmarks.readme_tables write")
+        differ = stale()
+        for path in differ:
+            print(f"{path.relative_to(ROOT)}'s tables differ from docs/results/; run: python -m benchmarks.readme_tables write")
+        if differ:
             return 1
     return 0
 

@@ -1,4 +1,5 @@
-"""The README's "Your own dataset" example, as written: its manifest and its commands."""
+"""The "Your own dataset" example of docs/datasets.md (moved there from the README), as written: its
+manifest and its commands."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from data import miniature as M
 from pdmp_cli.cli.app import app
 from pdmp_cli.data import load_dataset
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
 
 
 

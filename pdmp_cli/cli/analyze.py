@@ -59,7 +59,7 @@ def analyze_cli(
         help="Unimodal models trained at once, each in its own process (default: free cores ÷ --threads; one per GPU). Same curves as --jobs 1.",
     ),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="Intra-op CPU threads of each model (default: 1 for small, see README for resnet18)."
+        None, "--threads", help="Intra-op CPU threads of each model (default: 1 for small, see docs/scaling.md for resnet18)."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Check spec, data and --out, try one batch per modality, estimate the time; write nothing."

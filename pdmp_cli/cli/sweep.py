@@ -34,7 +34,7 @@ def sweep_cli(
         help="Runs at once, each in its own process (default: free cores ÷ --threads on a CPU, one per GPU); same numbers as --jobs 1.",
     ),
     threads: Optional[int] = typer.Option(
-        None, "--threads", help="Intra-op CPU threads of each run (default: 1 for small; see README for resnet18)."
+        None, "--threads", help="Intra-op CPU threads of each run (default: 1 for small; see docs/scaling.md for resnet18)."
     ),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Override the manifest's data root."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write the sweep's plots (accuracy against γp, ...) here."),

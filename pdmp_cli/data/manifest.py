@@ -72,7 +72,7 @@ def load_manifest(name_or_path: str | os.PathLike):
     if bad := _nonfinite(raw):  # TOML has inf and nan; no manifest setting is one
         raise PdmpError(f"manifest {path}: {bad[0]} must be a finite number, got {bad[1]!r}", 2)
     loader = LOADERS.get(loader_name)
-    # no name = ...: the file's stem, but a folder laid out as the README shows (my-data/manifest.toml)
+    # no name = ...: the file's stem, but a folder laid out as docs/datasets.md shows (my-data/manifest.toml)
     # is named by its folder, so two custom datasets do not share profiles/manifest.json
     raw.setdefault("name", path.resolve().parent.name if path.stem == "manifest" else path.stem)
     try:

@@ -16,7 +16,7 @@ purity gap: it is over-trained) is pulled back towards its initialisation the mo
 BatchNorm statistics are buffers, not parameters, and the optimizer's momentum is kept: the
 reference re-initialises neither, and neither do we. lambda 3, reinit_num 3 (``ours.sh``).
 
-Choices (README, "D&R"):
+Choices (docs/training.md, "D&R"):
 
 * **Held-out split, never the test split.** The reference reads a ``val.csv`` carved from
   CREMA-D's training list (and trains on the rest, ``my_train``). We use the dataset's own

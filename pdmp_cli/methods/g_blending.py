@@ -20,7 +20,7 @@ T1, V1: the current model's losses on the training and validation splits (evalua
 T2: the mean training loss of the copy's last epoch (as fastai's recorder reports it, unsmoothed
 here); V2: the copy's validation loss after training. The copies are thrown away.
 
-Choices (README, "G-Blending"):
+Choices (docs/training.md, "G-Blending"):
 
 * **V is the validation split, never test.** BalanceBenchmark measures V on the test set when
   a dataset has no validation split (by reading); pdmp uses its validation split (the

@@ -2,7 +2,7 @@
 
 No code is released and the paper's exact formulas were not available to us, so this file
 implements what its abstract and our notes (``docs/baselines.md``) establish, and marks every choice
-it had to make with "CHOICE". ``pdmp report`` and the README label the method "approximation".
+it had to make with "CHOICE". ``pdmp report`` and docs/training.md label the method "approximation".
 
 Established:
 
@@ -112,7 +112,7 @@ class UDI(Method):
 
     Args = UDIArgs
     table_order = 80  # not in the paper's tables: after D&R
-    approximation = True  # no reference code: `pdmp report` and the README say so
+    approximation = True  # no reference code: `pdmp report` and docs/training.md say so
     find_unused_parameters = True  # the model's fusion head is not used; in stage 2 the anchor gets no gradient
 
     def __init__(self, model, spec, profile):

@@ -1,7 +1,7 @@
 """The multimodal classifiers: one encoder per modality and a fusion head (late fusion, the paper's
 Eq. 2), or a model that fuses inside its encoders (:class:`MaskedFusionModel`: ``se``, ``mmformer``).
 
-The model interface every method and the training loop rely on (README, "Add PDMP to your own
+The model interface every method and the training loop rely on (docs/training.md, "Add PDMP to your own
 model")::
 
     model.modalities                 -> list[str], the dataset's modality order
@@ -41,7 +41,7 @@ class MultimodalModel(nn.Module):
         """Modality -> the parameters that belong to it alone (its encoder); the fusion head is shared.
 
         The one notion of "modality-owned" that PDMP and the baselines scale (see MODEL_API in the
-        README, "Add PDMP to your own model"): disjoint lists, in the model's modality order.
+        docs/training.md, "Add PDMP to your own model"): disjoint lists, in the model's modality order.
         """
         return {m: list(enc.parameters()) for m, enc in self.encoders.items()}
 

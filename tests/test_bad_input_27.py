@@ -530,7 +530,7 @@ def test_3_weights_far_past_normal_are_a_warning_not_a_clean_complete(tiny_spec,
 
 
 def test_4_analyze_does_not_overwrite_the_profile_of_another_dataset_or_setting(tmp_path, monkeypatch):
-    """Two datasets laid out as the README shows (``<folder>/manifest.toml``) in folders of the same
+    """Two datasets laid out as docs/datasets.md shows (``<folder>/manifest.toml``) in folders of the same
     name are both named ``my-data``: each gets its own default profile (name + data identity), and
     an explicit --out never replaces another result without --force."""
     from conftest import TINY_SYNTHETIC

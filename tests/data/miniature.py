@@ -195,7 +195,7 @@ CUSTOM_VAL = [("clip07", "dog"), ("clip08", "cat")]  # val.csv: read only by a m
 
 
 def make_custom(root: Path, visual: str = "image", int_labels: bool = False, audio_ext: str = ".wav") -> Path:
-    """The README layout: audio/<id>.wav, visual/<id>.png (or visual/<id>/ frames), train.csv/val.csv/test.csv."""
+    """docs/datasets.md's layout: audio/<id>.wav, visual/<id>.png (or visual/<id>/ frames), train.csv/val.csv/test.csv."""
     root.mkdir(parents=True, exist_ok=True)
     names = ["cat", "dog"]
     for fname, rows in (("train.csv", CUSTOM_TRAIN), ("test.csv", CUSTOM_TEST), ("val.csv", CUSTOM_VAL)):

@@ -28,6 +28,32 @@ subset = 1.0
 """
 
 
+# Two test modules train DDP against one process (test_distributed, test_methods_contract): an
+# encoder without BatchNorm computes the same function in both.
+FLAT = "flat-test"
+
+
+def register_flat_encoder() -> None:
+    """The small encoder's layout with GroupNorm (per sample) in place of BatchNorm (per batch), so
+    DDP and one process compute the same function."""
+    from torch import nn
+
+    from pdmp_cli.models.encoders import ENCODERS, register_encoder
+    from pdmp_cli.models.encoders._frames import FrameFolding
+
+    if FLAT in ENCODERS:
+        return
+
+    @register_encoder(FLAT)
+    def build(in_channels: int) -> nn.Module:
+        net = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.GroupNorm(2, 8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
+        )  # fmt: skip
+        return FrameFolding(net, out_dim=32)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PDMP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -26,8 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_SYNTHETIC
-from torch import nn
+from conftest import FLAT, TINY_SYNTHETIC, register_flat_encoder
 from typer.testing import CliRunner
 
 from pdmp_cli import rundir
@@ -36,28 +35,6 @@ from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import checkpoint, run
 from pdmp_cli.train.loop import resume_spec
-
-FLAT = "flat-test"
-
-
-def _register_flat() -> None:
-    """The small encoder's layout with GroupNorm (per sample) in place of BatchNorm (per batch), so
-    DDP and one process compute the same function."""
-    from pdmp_cli.models.encoders import ENCODERS, register_encoder
-    from pdmp_cli.models.encoders._frames import FrameFolding
-
-    if FLAT in ENCODERS:
-        return
-
-    @register_encoder(FLAT)
-    def build(in_channels: int) -> nn.Module:
-        net = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.GroupNorm(2, 8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
-        )  # fmt: skip
-        return FrameFolding(net, out_dim=32)
-
 
 def _spec(root: Path, **kw) -> TrainSpec:
     base = dict(
@@ -110,7 +87,7 @@ def _worker(rank: int, port: int, root: Path) -> None:
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    _register_flat()
+    register_flat_encoder()
     writes: list[str] = []
     _watch_writes(root / "runs", writes)
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=90))
@@ -186,7 +163,7 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    _register_flat()
+    register_flat_encoder()
     with pytest.MonkeyPatch.context() as monkey:
         monkey.setenv("PDMP_CACHE_DIR", str(root / "cache"))
         (root / "tiny.toml").write_text(TINY_SYNTHETIC)

@@ -72,6 +72,7 @@ def test_every_method_trains_or_refuses_in_one_line(env, fusion, method):
             assert m.grad_norm_after[mod] == pytest.approx(g * m.grad_norm_before[mod], rel=1e-4)
 
 
+@pytest.mark.slow  # resume is model-agnostic: checked for every method in test_methods_contract by default
 @pytest.mark.parametrize("fusion", INTERMEDIATE)
 def test_ctrl_c_then_resume_equals_uninterrupted(env, fusion):
     whole = run(env.spec(fusion=fusion, epochs=2, run_dir=str(env.root / f"{fusion}-whole")), quiet=True)

@@ -110,6 +110,7 @@ def test_run_directory_metrics_and_summary(env):
     assert ev["accuracy"] == s.final_accuracy and ev["branch_accuracy"] == s.final_branch_accuracy
 
 
+@pytest.mark.slow  # the message, handler, (epoch, step) and resume equality: every method in test_methods_contract
 def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(env):
     def ctrl_c(info):
         if (info.epoch, info.step) == (1, 1):  # epoch 2: its data order must come from the checkpoint

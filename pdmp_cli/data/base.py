@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,25 @@ from pdmp_cli.registry import Registry
 # loader name -> class with a pydantic ``Manifest`` model and ``build(manifest, data_root) -> DatasetBundle``
 LOADERS: Registry = Registry("dataset loader")
 register_loader = LOADERS.register
+
+
+def manifest_dir() -> Path:
+    """``$PDMP_MANIFESTS``, else the built-in manifests (``data_manifests/``, shipped in the
+    package: :mod:`pdmp_cli.resources`)."""
+    from pdmp_cli import resources
+
+    env = os.environ.get("PDMP_MANIFESTS")
+    return Path(env) if env else resources.manifests_dir() or Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def check_command(manifest, data_root: str | os.PathLike | None = None) -> str:
+    """The ``pdmp datasets check`` command for this manifest, as a user can paste it: by name for
+    a manifest of :func:`manifest_dir`, else by its path (a custom ``my-data/manifest.toml``)."""
+    import shlex
+
+    path = getattr(manifest, "_path", None)
+    ref = manifest.name if path is None or Path(path).resolve().parent == manifest_dir().resolve() else str(path)
+    return shlex.join(["pdmp", "datasets", "check", ref, *(["--data-root", str(data_root)] if data_root else [])])
 
 
 # A dataset problem, found by `pdmp datasets check` (:mod:`pdmp_cli.data.check`) or by a loader.

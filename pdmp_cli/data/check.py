@@ -216,7 +216,8 @@ def load_checked(dataset, data_root=None, *, skip_bad: bool = False, deep: bool 
     list file or an empty split is never skippable.
     """
     from pdmp_cli.data.base import LOADERS
-    from pdmp_cli.data.manifest import check_command, load_manifest
+    from pdmp_cli.data.base import check_command
+    from pdmp_cli.data.manifest import load_manifest
 
     manifest = load_manifest(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     report = check_dataset(manifest, data_root, deep=deep, progress=progress, workers=workers, skip_splits=skip_splits)

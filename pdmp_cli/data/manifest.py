@@ -8,16 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from pdmp_cli.data.base import manifest_dir
 from pdmp_cli.errors import PdmpError, format_validation_error
-
-
-def manifest_dir() -> Path:
-    """``$PDMP_MANIFESTS``, else the built-in manifests (``data_manifests/``, shipped in the
-    package: :mod:`pdmp_cli.resources`)."""
-    from pdmp_cli import resources
-
-    env = os.environ.get("PDMP_MANIFESTS")
-    return Path(env) if env else resources.manifests_dir() or Path(__file__).resolve().parents[2] / "data_manifests"
 
 
 def list_manifests() -> list[str]:
@@ -81,16 +73,6 @@ def load_manifest(name_or_path: str | os.PathLike):
         raise PdmpError(f"manifest {path}: {format_validation_error(e)}", exit_code=2) from None
     manifest._path = path  # where relative data paths resolve from
     return manifest
-
-
-def check_command(manifest, data_root: str | os.PathLike | None = None) -> str:
-    """The ``pdmp datasets check`` command for this manifest, as a user can paste it: by name for
-    a manifest of :func:`manifest_dir`, else by its path (a custom ``my-data/manifest.toml``)."""
-    import shlex
-
-    path = getattr(manifest, "_path", None)
-    ref = manifest.name if path is None or Path(path).resolve().parent == manifest_dir().resolve() else str(path)
-    return shlex.join(["pdmp", "datasets", "check", ref, *(["--data-root", str(data_root)] if data_root else [])])
 
 
 def load_dataset(name_or_path: str | os.PathLike, data_root: str | os.PathLike | None = None):

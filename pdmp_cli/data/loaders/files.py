@@ -32,11 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from torch.utils.data import Dataset
 
 from pdmp_cli.cache import stable_hash
-from pdmp_cli.data.base import DatasetBundle, ManifestBase, Problem, register_loader
+from pdmp_cli.data.base import DatasetBundle, ManifestBase, Problem, check_command, manifest_dir, register_loader
 from pdmp_cli.data import duplicates as dup
 from pdmp_cli.data.confine import UNSAFE_TAIL, UnsafePath, confine
 from pdmp_cli.data.lists import SPLIT_COLUMN, Row, read_classes_file, read_labels, read_rows
-from pdmp_cli.data.manifest import check_command
 from pdmp_cli.data.modalities import MODALITIES, BadFile, Modality
 from pdmp_cli.data.store import PackedSpec
 from pdmp_cli.errors import PdmpError, format_error
@@ -159,8 +158,6 @@ class FilesManifest(ManifestBase):
 
 
 def is_builtin(manifest) -> bool:
-    from pdmp_cli.data.manifest import manifest_dir
-
     p = manifest._path
     return p is not None and p.resolve().parent == manifest_dir().resolve()
 

@@ -257,6 +257,7 @@ def test_channels_last_trains_the_same_model_up_to_rounding(monkeypatch):
         torch.testing.assert_close(w1[k], w0[k], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow  # a start-up-cost design check in a fresh interpreter (~3-4 s); make test-slow
 def test_the_encoder_registry_does_not_import_torchvision():
     """Spec validation imports the registry; torchvision (and torch._dynamo with it) costs ~2.5 s
     of start-up, which a cached `pdmp analyze` or a `small`-encoder run never needs."""

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from pdmp_cli import rundir
+from pdmp_cli.fsutil import write_json
+from pdmp_cli.profile import Profile, Provenance
+from pdmp_cli.rundir import EpochMetrics, RunSummary
 
 TINY_SYNTHETIC = """
 loader = "synthetic"
@@ -52,6 +61,184 @@ def register_flat_encoder() -> None:
             nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
         )  # fmt: skip
         return FrameFolding(net, out_dim=32)
+
+
+# Helpers several test modules share (no test module imports another): profiles, run directories
+# as `pdmp train` writes them, a stand-in for pdmp_cli.train.run, PNG sizes, analysis outcomes.
+
+
+def make_run(
+    root: Path,
+    name: str,
+    *,
+    method: str = "pdmp",
+    accs: list[float],
+    vals: list[float] | None = None,
+    fusion: str = "concat",
+    gamma_p: float = 10.0,
+    seed: int = 0,
+    dataset: str = "synthetic",
+    branch: dict[str, float] | None = None,
+    w: float | None = 0.5,
+    f1_offset: float = -0.01,
+    status: str = "complete",
+    epochs_planned: int | None = None,
+    summary: bool = True,
+    spec_extra: dict | None = None,
+    modalities: tuple = ("audio", "visual"),
+    gamma: dict | None = None,
+) -> Path:
+    """A run directory as `pdmp train` writes it, with the numbers given.
+
+    Epoch e has eval accuracy ``accs[e]``, macro-F1 ``accs[e] + f1_offset``; the last epoch has
+    branch accuracies ``branch`` and w ``w`` (earlier epochs: branch 0.1 each, w 1.0). ``vals``:
+    validation accuracy per epoch, as pdmp writes today; without, a run from before the
+    validation split (its spec has no val_fraction; its epoch was chosen on test).
+    """
+    d = root / name
+    (d / rundir.CHECKPOINTS).mkdir(parents=True)
+    epochs_planned = epochs_planned or len(accs)
+    spec = {
+        "epochs": epochs_planned, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+        "seed": seed, "encoder": "small", "device": "auto", "num_workers": 0, "data_root": None,
+        "profile": "profiles/x.json", "dataset": dataset, "fusion": fusion, "method": method, "gamma_p": gamma_p,
+        "ogm_alpha": 0.1, "ogm_start": 0, "ogm_end": 50, "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
+        "skip_bad": False, **({"val_fraction": 0.1, "select_on_test": False} if vals else {}), **(spec_extra or {}),
+    }  # fmt: skip
+    write_json(d / rundir.SPEC, spec)
+    branch = branch or {m: 0.5 for m in modalities}
+    history = []
+    for i, a in enumerate(accs):
+        last = i == len(accs) - 1
+        m = EpochMetrics(
+            epoch=i + 1, train_loss=1.0 / (i + 1), test_accuracy=a, test_macro_f1=a + f1_offset,
+            val_accuracy=vals[i] if vals else None,
+            branch_accuracy=branch if last else {m: 0.1 for m in modalities},
+            w=(w if last else 1.0) if len(modalities) == 2 else None,
+            shares={m: 1 / len(modalities) for m in modalities},
+            grad_norm_before={m: 1.0 for m in modalities}, grad_norm_after={m: 1.0 for m in modalities},
+            gamma={m: 1.0 for m in modalities}, lr=0.01, epoch_seconds=2.0,
+        )  # fmt: skip
+        rundir.append_metrics(d, m)
+        history.append(m)
+    if summary:
+        best = max(history, key=lambda m: m.test_accuracy)
+        chosen = max(history, key=lambda m: m.val_accuracy) if vals else None
+        on_val = dict(
+            selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.test_accuracy,
+            selected_macro_f1=chosen.test_macro_f1, val_accuracy=chosen.val_accuracy,
+        ) if vals else {}  # fmt: skip
+        s = RunSummary(**on_val,
+            dataset=dataset, method=method, fusion=fusion, encoder="small", gamma_p=gamma_p,
+            gamma=gamma if gamma is not None else ({"audio": 1 / gamma_p, "visual": gamma_p} if method == "pdmp" else {m: 1.0 for m in modalities}),
+            seed=seed, profile_sha256="0" * 64, status=status, epochs_planned=epochs_planned, epochs_done=len(history),
+            best_accuracy=best.test_accuracy, best_macro_f1=best.test_macro_f1, best_epoch=best.epoch,
+            final_accuracy=history[-1].test_accuracy, final_macro_f1=history[-1].test_macro_f1, final_w=history[-1].w,
+            final_branch_accuracy=dict(history[-1].branch_accuracy), wall_seconds=10.0 * len(history) + seed,
+            message="interrupted at epoch 3, step 4; continue with `pdmp train --resume x`" if status == "interrupted" else None,
+        )  # fmt: skip
+        write_json(d / rundir.SUMMARY, s.model_dump(mode="json"))
+    return d
+
+
+def measured_profile(path: Path, dataset="synthetic", late=(0.54, 0.85), early=(0.59, 0.18), uncertain=False):
+    curves = {"audio": [early[0], late[0]], "visual": [early[1], late[1]]}
+    from pdmp_cli.profile import ModalityResult
+
+    p = Profile(
+        dataset=dataset, modalities=["audio", "visual"], subset=1.0, seed=0, settings={"early_epochs": 1},
+        results={m: ModalityResult(curve=c, early_accuracy=c[0], late_accuracy=c[1], eval_size=480) for m, c in curves.items()},
+        early_ranking=["audio", "visual"] if early[0] > early[1] else ["visual", "audio"],
+        late_ranking=["visual", "audio"] if late[1] > late[0] else ["audio", "visual"],
+        performance_dominant="visual" if late[1] > late[0] else "audio",
+        optimization_dominant="audio" if early[0] > early[1] else "visual",
+        uncertain={"early_ranking": False, "late_ranking": uncertain},
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00"),
+    )  # fmt: skip
+    return p.save(path)
+
+
+def profile_file(path: Path, m_p="visual", m_o="audio") -> str:
+    p = Profile(
+        dataset="tiny", modalities=["audio", "visual"], performance_dominant=m_p, optimization_dominant=m_o,
+        optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    )  # fmt: skip
+    return str(p.save(path))
+
+
+class FakeTrain:
+    """Stands in for pdmp_cli.train.run: writes the run directory a real run would (spec.json,
+    profile.json, metrics.jsonl, summary.json) with accuracy 0.5 + γp/100 + seed/1000, and counts calls."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.status = "complete"
+
+    def __call__(self, spec, command="", *, resume=False, console=None, quiet=False, on_step=None):
+        from pdmp_cli.train import RunResult
+        from pdmp_cli.train.loop import make_run_dir
+
+        self.calls.append((spec, resume))
+        d = Path(spec.run_dir) if resume else make_run_dir(spec, "tiny")
+        spec = spec.model_copy(update={"run_dir": str(d)})
+        write_json(d / rundir.SPEC, spec.model_dump(mode="json"))
+        if not resume:
+            shutil.copy(spec.profile, d / rundir.PROFILE)
+        if on_step is not None:
+            on_step(SimpleNamespace(epoch=0))
+        acc = 0.5 + (spec.gamma_p if spec.method in ("pdmp", "lr-scale") else 0) / 100 + spec.seed / 1000
+        m = EpochMetrics(
+            epoch=1, train_loss=1.0, test_accuracy=acc, test_macro_f1=acc, branch_accuracy={"audio": 0.4, "visual": 0.6},
+            w=0.5, shares={"audio": 0.3, "visual": 0.7}, grad_norm_before={}, grad_norm_after={}, gamma={}, lr=0.01,
+            epoch_seconds=1.0,
+        )  # fmt: skip
+        if not resume:
+            rundir.append_metrics(d, m)
+        s = RunSummary(
+            dataset="tiny", method=spec.method, fusion=spec.fusion, encoder=spec.encoder, gamma_p=spec.gamma_p,
+            gamma={}, seed=spec.seed, profile_sha256=hashlib.sha256(Path(spec.profile).read_bytes()).hexdigest(),
+            status=self.status, epochs_planned=spec.epochs, epochs_done=1, best_accuracy=acc, best_epoch=1,
+            final_accuracy=acc, final_macro_f1=acc, final_w=0.5, final_branch_accuracy=m.branch_accuracy,
+            message="interrupted at epoch 1, step 2; continue with `pdmp train --resume x`" if self.status == "interrupted" else None,
+        )  # fmt: skip
+        write_json(d / rundir.SUMMARY, s.model_dump(mode="json"))
+        return RunResult(d, s, [m])
+
+
+def make_profile(**kw) -> Profile:
+    base = dict(
+        dataset="tiny",
+        modalities=["audio", "visual"],
+        performance_dominant="visual",
+        optimization_dominant="audio",
+        optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    )
+    return Profile(**{**base, **kw})
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the IHDR chunk; fails unless the file is a PNG."""
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    assert data.endswith(b"IEND\xaeB`\x82")  # the closing chunk: the file is complete
+    return struct.unpack(">II", data[16:24])
+
+
+def analysis_outcome(subset, curves, cached=False, **kw):
+    from pdmp_cli.analysis import AnalysisOutcome, build_profile
+
+    p, warnings = build_profile(
+        dataset="synthetic", identity="id", modalities=["audio", "visual"], curves=curves, eval_size=480,
+        early_epochs=1, subset=subset, seed=0, settings={}, **kw,
+    )  # fmt: skip
+    path = Path(f"profiles/synthetic.subset-{subset:g}.json")
+    return AnalysisOutcome(subset, p, path, path.with_name("x.spec.json"), cached, "key", warnings)
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,12 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from conftest import analysis_outcome as _outcome
 from typer.testing import CliRunner
 
 from pdmp_cli import analysis
-from pdmp_cli.analysis import AnalysisOutcome, build_profile
 from pdmp_cli.cli.app import app
 from pdmp_cli.profile import Profile
 
@@ -18,15 +17,6 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def _outcome(subset, curves, cached=False, **kw):
-    p, warnings = build_profile(
-        dataset="synthetic", identity="id", modalities=["audio", "visual"], curves=curves, eval_size=480,
-        early_epochs=1, subset=subset, seed=0, settings={}, **kw,
-    )  # fmt: skip
-    path = Path(f"profiles/synthetic.subset-{subset:g}.json")
-    return AnalysisOutcome(subset, p, path, path.with_name("x.spec.json"), cached, "key", warnings)
 
 
 @pytest.fixture
@@ -159,7 +149,8 @@ def test_synthetic_preset_default_analysis_finds_visual_performance_and_audio_op
     p = Profile.load(tmp_path / "profiles" / "synthetic.json")
     assert (p.performance_dominant, p.optimization_dominant) == ("visual", "audio")
     assert p.late_ranking == ["visual", "audio"] and p.early_ranking == ["audio", "visual"]
-    assert p.uncertain == {"early_ranking": False, "late_ranking": False, "late_trend": False}
+    assert p.uncertain == {"early_ranking": False, "late_ranking": False, "late_trend": False,
+                           "probe_ranking": False, "criteria_disagree": False}  # the probe runs by default
     assert len(p.results["visual"].curve) == 20 and p.results["visual"].eval_size == 120  # 10 % of 1200 train
     assert "performance-dominant visual, optimization-dominant audio" in result.output
 

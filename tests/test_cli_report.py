@@ -8,8 +8,8 @@ import io
 import json
 
 import pytest
-from test_report import make_run
-from test_sweep import FakeTrain, _profile
+from conftest import FakeTrain, make_run
+from conftest import profile_file as _profile
 from typer.testing import CliRunner
 
 import pdmp_cli.demo

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from test_plots import png_size
+from conftest import png_size
 
 from pdmp_cli import analysis, demo, plots, rundir
 from pdmp_cli.profile import Profile

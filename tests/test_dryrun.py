@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pdmp_cli.cli.app import app
-from test_train import _profile
+from conftest import make_profile as _profile
 
 
 def tree(root) -> dict[str, str]:

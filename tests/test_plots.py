@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
-from test_report import _measured_profile, make_run
+from conftest import make_run, png_size
+from conftest import measured_profile as _measured_profile
 
 from pdmp_cli import plots, report
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Width and height from the IHDR chunk; fails unless the file is a PNG."""
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    assert data.endswith(b"IEND\xaeB`\x82")  # the closing chunk: the file is complete
-    return struct.unpack(">II", data[16:24])
-
 
 @pytest.fixture
 def rep(tmp_path):

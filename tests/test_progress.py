@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from pdmp_cli.progress import EpochBars, Rate, cpu_estimate_line, duration
-from test_train import _profile
+from conftest import make_profile as _profile
 
 
 def test_duration_and_rate():

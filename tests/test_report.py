@@ -11,86 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_run, measured_profile
+
 from pdmp_cli import report, rundir
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance, write_json_atomic
-from pdmp_cli.rundir import EpochMetrics, RunSummary
+from pdmp_cli.fsutil import write_json
 
 MODS = ("audio", "visual")
-
-
-def make_run(
-    root: Path,
-    name: str,
-    *,
-    method: str = "pdmp",
-    accs: list[float],
-    vals: list[float] | None = None,
-    fusion: str = "concat",
-    gamma_p: float = 10.0,
-    seed: int = 0,
-    dataset: str = "synthetic",
-    branch: dict[str, float] | None = None,
-    w: float | None = 0.5,
-    f1_offset: float = -0.01,
-    status: str = "complete",
-    epochs_planned: int | None = None,
-    summary: bool = True,
-    spec_extra: dict | None = None,
-    modalities: tuple = MODS,
-    gamma: dict | None = None,
-) -> Path:
-    """A run directory as `pdmp train` writes it, with the numbers given.
-
-    Epoch e has eval accuracy ``accs[e]``, macro-F1 ``accs[e] + f1_offset``; the last epoch has
-    branch accuracies ``branch`` and w ``w`` (earlier epochs: branch 0.1 each, w 1.0). ``vals``:
-    validation accuracy per epoch, as pdmp writes today; without, a run from before the
-    validation split (its spec has no val_fraction; its epoch was chosen on test).
-    """
-    d = root / name
-    (d / rundir.CHECKPOINTS).mkdir(parents=True)
-    epochs_planned = epochs_planned or len(accs)
-    spec = {
-        "epochs": epochs_planned, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
-        "seed": seed, "encoder": "small", "device": "auto", "num_workers": 0, "data_root": None,
-        "profile": "profiles/x.json", "dataset": dataset, "fusion": fusion, "method": method, "gamma_p": gamma_p,
-        "ogm_alpha": 0.1, "ogm_start": 0, "ogm_end": 50, "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
-        "skip_bad": False, **({"val_fraction": 0.1, "select_on_test": False} if vals else {}), **(spec_extra or {}),
-    }  # fmt: skip
-    write_json_atomic(d / rundir.SPEC, spec)
-    branch = branch or {m: 0.5 for m in modalities}
-    history = []
-    for i, a in enumerate(accs):
-        last = i == len(accs) - 1
-        m = EpochMetrics(
-            epoch=i + 1, train_loss=1.0 / (i + 1), test_accuracy=a, test_macro_f1=a + f1_offset,
-            val_accuracy=vals[i] if vals else None,
-            branch_accuracy=branch if last else {m: 0.1 for m in modalities},
-            w=(w if last else 1.0) if len(modalities) == 2 else None,
-            shares={m: 1 / len(modalities) for m in modalities},
-            grad_norm_before={m: 1.0 for m in modalities}, grad_norm_after={m: 1.0 for m in modalities},
-            gamma={m: 1.0 for m in modalities}, lr=0.01, epoch_seconds=2.0,
-        )  # fmt: skip
-        rundir.append_metrics(d, m)
-        history.append(m)
-    if summary:
-        best = max(history, key=lambda m: m.test_accuracy)
-        chosen = max(history, key=lambda m: m.val_accuracy) if vals else None
-        on_val = dict(
-            selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.test_accuracy,
-            selected_macro_f1=chosen.test_macro_f1, val_accuracy=chosen.val_accuracy,
-        ) if vals else {}  # fmt: skip
-        s = RunSummary(**on_val,
-            dataset=dataset, method=method, fusion=fusion, encoder="small", gamma_p=gamma_p,
-            gamma=gamma if gamma is not None else ({"audio": 1 / gamma_p, "visual": gamma_p} if method == "pdmp" else {m: 1.0 for m in modalities}),
-            seed=seed, profile_sha256="0" * 64, status=status, epochs_planned=epochs_planned, epochs_done=len(history),
-            best_accuracy=best.test_accuracy, best_macro_f1=best.test_macro_f1, best_epoch=best.epoch,
-            final_accuracy=history[-1].test_accuracy, final_macro_f1=history[-1].test_macro_f1, final_w=history[-1].w,
-            final_branch_accuracy=dict(history[-1].branch_accuracy), wall_seconds=10.0 * len(history) + seed,
-            message="interrupted at epoch 3, step 4; continue with `pdmp train --resume x`" if status == "interrupted" else None,
-        )  # fmt: skip
-        write_json_atomic(d / rundir.SUMMARY, s.model_dump(mode="json"))
-    return d
 
 
 @pytest.fixture
@@ -259,7 +186,7 @@ def test_a_field_added_since_a_run_was_written_takes_its_default(tmp_path):
     old = make_run(tmp_path, "old", accs=[0.5])
     spec = json.loads((old / rundir.SPEC).read_text())
     del spec["skip_bad"]  # as if written before the field existed (its default: False)
-    write_json_atomic(old / rundir.SPEC, spec)
+    write_json(old / rundir.SPEC, spec)
     make_run(tmp_path, "new", accs=[0.7], seed=1)
     (row,) = report.build([tmp_path]).rows
     assert row.n == 2 and row.variant == {}
@@ -309,29 +236,12 @@ def test_every_format_parses(runs):
         report.render(rep, "html")
 
 
-def _measured_profile(path: Path, dataset="synthetic", late=(0.54, 0.85), early=(0.59, 0.18), uncertain=False):
-    curves = {"audio": [early[0], late[0]], "visual": [early[1], late[1]]}
-    from pdmp_cli.profile import ModalityResult
-
-    p = Profile(
-        dataset=dataset, modalities=["audio", "visual"], subset=1.0, seed=0, settings={"early_epochs": 1},
-        results={m: ModalityResult(curve=c, early_accuracy=c[0], late_accuracy=c[1], eval_size=480) for m, c in curves.items()},
-        early_ranking=["audio", "visual"] if early[0] > early[1] else ["visual", "audio"],
-        late_ranking=["visual", "audio"] if late[1] > late[0] else ["audio", "visual"],
-        performance_dominant="visual" if late[1] > late[0] else "audio",
-        optimization_dominant="audio" if early[0] > early[1] else "visual",
-        uncertain={"early_ranking": False, "late_ranking": uncertain},
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00"),
-    )  # fmt: skip
-    return p.save(path)
-
-
 def test_profiles_are_reported_from_files_and_folders(tmp_path):
     folder = tmp_path / "profiles"
-    _measured_profile(folder / "synthetic.json")
-    _measured_profile(folder / "other.json", dataset="ave", late=(0.62, 0.31), early=(0.5, 0.2), uncertain=True)
-    write_json_atomic(folder / "synthetic.spec.json", {"dataset": "synthetic"})  # beside every profile: skipped
-    write_json_atomic(folder / "unrelated.json", {"hello": 1})  # not a profile: passed over
+    measured_profile(folder / "synthetic.json")
+    measured_profile(folder / "other.json", dataset="ave", late=(0.62, 0.31), early=(0.5, 0.2), uncertain=True)
+    write_json(folder / "synthetic.spec.json", {"dataset": "synthetic"})  # beside every profile: skipped
+    write_json(folder / "unrelated.json", {"hello": 1})  # not a profile: passed over
     (folder / "broken.json").write_text('{"performance_dominant": "visual", "schema_version": 1}')
     rep = report.build(profiles=[folder])
     assert rep.rows == [] and [p.path.name for p in rep.profiles] == ["other.json", "synthetic.json"]
@@ -356,7 +266,7 @@ def test_profiles_are_reported_from_files_and_folders(tmp_path):
 
 
 def test_csv_refuses_runs_and_profiles_together(runs, tmp_path):
-    _measured_profile(tmp_path / "p.json")
+    measured_profile(tmp_path / "p.json")
     rep = report.build([runs], profiles=[tmp_path / "p.json"])
     with pytest.raises(PdmpError, match="--format csv holds one table"):
         report.render(rep, "csv")

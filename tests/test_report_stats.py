@@ -8,12 +8,14 @@ import math
 
 import pytest
 from scipy import stats
-from test_cli_report import runner
-from test_report import make_run
+from conftest import make_run
+from typer.testing import CliRunner
 
 from pdmp_cli import report
 from pdmp_cli.cli.app import app
 from pdmp_cli.errors import PdmpError
+
+runner = CliRunner()
 from pdmp_cli.report.stats import Stat, paired
 
 

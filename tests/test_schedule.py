@@ -10,7 +10,7 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.specs import TrainSpec, resolve_spec
 from pdmp_cli.train import run
 from pdmp_cli.train.loop import resume_spec
-from test_train import _profile
+from conftest import make_profile as _profile
 
 
 @pytest.fixture

@@ -3,69 +3,19 @@ pdmp_cli.train.run), resuming what was interrupted, and one tiny real sweep run 
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import re
 
 import pytest
 
 import pdmp_cli.train
+from conftest import FakeTrain
+from conftest import profile_file as _profile
 from pdmp_cli import rundir, sweep
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance, write_json_atomic
-from pdmp_cli.rundir import EpochMetrics, RunSummary
-from pdmp_cli.train import RunResult
+from pdmp_cli.fsutil import write_json
 from pdmp_cli.models.fusions import FUSIONS
-
-
-def _profile(path: Path, m_p="visual", m_o="audio") -> str:
-    p = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant=m_p, optimization_dominant=m_o,
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )  # fmt: skip
-    return str(p.save(path))
-
-
-class FakeTrain:
-    """Stands in for pdmp_cli.train.run: writes the run directory a real run would (spec.json,
-    profile.json, metrics.jsonl, summary.json) with accuracy 0.5 + γp/100 + seed/1000, and counts calls."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-        self.status = "complete"
-
-    def __call__(self, spec, command="", *, resume=False, console=None, quiet=False, on_step=None):
-        from pdmp_cli.train.loop import make_run_dir
-
-        self.calls.append((spec, resume))
-        d = Path(spec.run_dir) if resume else make_run_dir(spec, "tiny")
-        spec = spec.model_copy(update={"run_dir": str(d)})
-        write_json_atomic(d / rundir.SPEC, spec.model_dump(mode="json"))
-        if not resume:
-            shutil.copy(spec.profile, d / rundir.PROFILE)
-        if on_step is not None:
-            on_step(SimpleNamespace(epoch=0))
-        acc = 0.5 + (spec.gamma_p if spec.method in ("pdmp", "lr-scale") else 0) / 100 + spec.seed / 1000
-        m = EpochMetrics(
-            epoch=1, train_loss=1.0, test_accuracy=acc, test_macro_f1=acc, branch_accuracy={"audio": 0.4, "visual": 0.6},
-            w=0.5, shares={"audio": 0.3, "visual": 0.7}, grad_norm_before={}, grad_norm_after={}, gamma={}, lr=0.01,
-            epoch_seconds=1.0,
-        )  # fmt: skip
-        if not resume:
-            rundir.append_metrics(d, m)
-        s = RunSummary(
-            dataset="tiny", method=spec.method, fusion=spec.fusion, encoder=spec.encoder, gamma_p=spec.gamma_p,
-            gamma={}, seed=spec.seed, profile_sha256=hashlib.sha256(Path(spec.profile).read_bytes()).hexdigest(),
-            status=self.status, epochs_planned=spec.epochs, epochs_done=1, best_accuracy=acc, best_epoch=1,
-            final_accuracy=acc, final_macro_f1=acc, final_w=0.5, final_branch_accuracy=m.branch_accuracy,
-            message="interrupted at epoch 1, step 2; continue with `pdmp train --resume x`" if self.status == "interrupted" else None,
-        )  # fmt: skip
-        write_json_atomic(d / rundir.SUMMARY, s.model_dump(mode="json"))
-        return RunResult(d, s, [m])
 
 
 @pytest.fixture
@@ -160,7 +110,7 @@ def test_a_run_written_before_a_spec_field_existed_is_still_found(base, fake):
     (o,) = sweep.run(base, quiet=True).outcomes
     spec = json.loads((o.run_dir / rundir.SPEC).read_text())
     del spec["skip_bad"]  # an older pdmp did not write it; its default is what that run did
-    write_json_atomic(o.run_dir / rundir.SPEC, spec)
+    write_json(o.run_dir / rundir.SPEC, spec)
     assert sweep.run(base, quiet=True).skipped == 1 and len(fake.calls) == 1
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_report import make_run
-from test_sweep import FakeTrain, _profile
+from conftest import FakeTrain, make_run
+from conftest import profile_file as _profile
 
 import pdmp_cli.train
 from pdmp_cli import report, sweep

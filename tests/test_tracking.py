@@ -12,7 +12,7 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.tracking import MISSING, scalars
 from pdmp_cli.train import run
-from test_train import _profile
+from conftest import make_profile as _profile
 
 
 def test_scalars_flatten_a_metrics_record():

@@ -10,27 +10,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import TINY_SYNTHETIC
+from conftest import make_profile as _profile
 
 from pdmp_cli import rundir
 from pdmp_cli.data import load_dataset
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import run
 from pdmp_cli.train.loop import build_model, eval_loader, evaluate, resume_spec
-
-
-def _profile(**kw) -> Profile:
-    base = dict(
-        dataset="tiny",
-        modalities=["audio", "visual"],
-        performance_dominant="visual",
-        optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )
-    return Profile(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

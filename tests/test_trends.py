@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from scipy import stats
-from test_cli_analyze import _outcome
+from conftest import analysis_outcome as _outcome
 
 from pdmp_cli import analysis
 from pdmp_cli.analysis import EarlyStopping, build_profile, curve_trend, stop_epoch, subset_study_rows

@@ -395,7 +395,7 @@ def test_g_blending_loss_is_the_weighted_sum_of_head_losses():
     out, loss = method.forward_loss(model, x, y, epoch=0, part=None)
     heads = [F.cross_entropy(method.heads[m](out.features[m]), y) for m in ("audio", "visual")]
     torch.testing.assert_close(loss, 0.2 * heads[0] + 0.3 * heads[1] + 0.5 * F.cross_entropy(out.logits, y))
-    assert method.predict(out) is out.logits  # the fused head predicts
+    assert method.predict(out).logits is out.logits  # the fused head predicts
     with pytest.raises(PdmpError, match=r"^g-blending needs a validation split \(its weights come from validation losses, never test\)"):
         build_method("g-blending", model, _spec(method="g-blending", select_on_test=True), PROFILE)
 

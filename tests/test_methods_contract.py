@@ -161,6 +161,28 @@ def test_method_state_round_trips_and_its_parameters_are_in_the_optimizer_once(e
     assert _same(dict(fresh.state_dict()), dict(saved["method"]))
 
 
+@pytest.mark.parametrize("method", NAMES)
+def test_predict_returns_an_output_and_leaves_its_argument_alone(env, method):
+    from torch.utils.data import DataLoader
+
+    from pdmp_cli.data import load_dataset
+    from pdmp_cli.models.base import ModelOutput
+
+    spec = _spec(env, 2, method=method)
+    bundle = load_dataset(spec.dataset)
+    model = build_model(spec, bundle, torch.device("cpu")).eval()
+    method_ = build_method(method, model, spec, Profile.load(spec.profile))
+    inputs, _ = next(iter(DataLoader(bundle.test, batch_size=4)))
+    with torch.no_grad():
+        out = model(inputs)
+        logits, branches, branch_items, features = out.logits, out.branch_logits, dict(out.branch_logits), out.features
+        pred = method_.predict(out)
+    assert isinstance(pred, ModelOutput) and pred.logits.shape == logits.shape
+    assert out.logits is logits and out.branch_logits is branches and out.features is features
+    assert out.branch_logits.keys() == branch_items.keys()
+    assert all(out.branch_logits[m] is s for m, s in branch_items.items())
+
+
 # --- two gloo processes -------------------------------------------------------------------------
 
 

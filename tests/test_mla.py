@@ -153,10 +153,14 @@ def test_projection_off_reproduces_the_official_code():
     # fixed fusion: uniform weights; the branch logits become the shared head's unimodal outputs
     model.eval()
     out = model(x)
-    logits = method.predict(out)
+    fused_branches = dict(out.branch_logits)
+    pred = method.predict(out)
     a, v = method.head(out.features["audio"]), method.head(out.features["visual"])
-    torch.testing.assert_close(logits, 0.5 * a + 0.5 * v)
-    torch.testing.assert_close(out.branch_logits["visual"], v)
+    torch.testing.assert_close(pred.logits, 0.5 * a + 0.5 * v)
+    torch.testing.assert_close(pred.branch_logits["visual"], v)
+    # predict returns a new output and leaves the model's own untouched
+    assert out.branch_logits.keys() == fused_branches.keys() and all(out.branch_logits[m] is s for m, s in fused_branches.items())
+    assert not torch.equal(out.logits, pred.logits)
 
 
 def test_bad_fixed_weights_are_refused_in_one_line():

@@ -58,3 +58,35 @@ def test_refusals_are_one_clear_line(tiny_manifest):
     with pytest.raises(ValueError, match="pass --select-on-test to accept that"):
         TrainSpec(profile="p.json", val_fraction=0)
     assert TrainSpec(profile="p.json", val_fraction=0, select_on_test=True).select_on_test
+
+
+class _Augmenting:
+    """Stands in for a file-backed training split: ``train`` True adds its 'augmentation' (+100)."""
+
+    def __init__(self, n: int):
+        self.n, self.train = n, True
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return {"x": torch.tensor([float(i) + (100.0 if self.train else 0.0)])}, i % 2
+
+
+def test_methods_read_the_training_split_unaugmented_unless_they_ask():
+    from types import SimpleNamespace
+
+    from torch.utils.data import Subset
+
+    from pdmp_cli.train.loop import EpochContext
+
+    base = _Augmenting(10)
+    for train, order in ((base, list(range(10))), (Subset(base, [7, 2, 5]), [7, 2, 5])):  # own val / carved val
+        bundle = SimpleNamespace(train=train, val=None, name="t")
+        ctx = EpochContext(epoch=0, model=None, optimizer=None, spec=None, bundle=bundle, device=torch.device("cpu"))
+        assert [ctx.dataset("train")[i][0]["x"].item() for i in range(len(order))] == order
+        augmented = ctx.dataset("train", view="augmented")
+        assert [augmented[i][0]["x"].item() for i in range(len(order))] == [i + 100 for i in order]
+    assert base.train is True  # the training loader's split is left as it is
+    with pytest.raises(ValueError, match="only the training split is augmented"):
+        ctx.dataset("val", view="augmented")

@@ -119,6 +119,16 @@ def eval_split(bundle):
     return (bundle.val, "val") if bundle.val is not None else (bundle.test, "test")
 
 
+def evaluation_view(dataset):
+    """``dataset`` (a training split, or a ``Subset`` of one) read as an evaluation split: the same
+    samples in the same order, without augmentation."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return _EvalSubset(dataset.dataset, list(dataset.indices))
+    return _EvalSubset(dataset, list(range(len(dataset))))
+
+
 class _EvalSubset:
     """Samples ``indices`` of a training split, read as an evaluation split (no augmentation).
 

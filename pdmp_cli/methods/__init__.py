@@ -15,7 +15,7 @@ is buffers) that the loop of :mod:`pdmp_cli.train.loop` consults at a few named 
                 method.backward(loss, precision)                # MMPareto: one per loss term
                 gamma = method.after_backward(out, labels, epoch)   # PDMP, OGM-GE: scale grads
                 optimizer.step()
-        evaluate: method.predict(out)           # MLA: its own prediction rule
+        evaluate: method.predict(out) -> out'   # MLA, UDI: their own prediction rule (a new output)
 
 Every default reproduces plain joint training (``vanilla``), and costs nothing: a method that
 overrides no hook runs exactly the step it ran before these hooks existed.
@@ -139,8 +139,10 @@ class Method(nn.Module):
         """Before epoch ``ctx.epoch``'s first step (not when a run resumes mid-epoch).
 
         ``ctx`` is a :class:`pdmp_cli.train.loop.EpochContext`: the model, the optimizer,
-        ``ctx.outputs(split)`` / ``ctx.features(split)`` over ``"train"`` or ``"val"`` (never
-        test), every rank alike. State changed here must be buffers so ``--resume`` keeps it.
+        ``ctx.outputs(split)`` / ``ctx.features(split)`` / ``ctx.batches(split)`` over ``"train"``
+        or ``"val"`` (never test), every rank alike, read without augmentation unless the method
+        asks for ``view="augmented"`` (the training split as the loop trains on it). State
+        changed here must be buffers so ``--resume`` keeps it.
         """
 
     # -- one batch -------------------------------------------------------------------------------
@@ -171,9 +173,11 @@ class Method(nn.Module):
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def predict(self, out) -> torch.Tensor:
-        """The logits whose argmax is the prediction at evaluation."""
-        return out.logits
+    def predict(self, out):
+        """The output evaluation reads: ``logits`` (whose argmax is the prediction) and
+        ``branch_logits`` (each modality's accuracy). A method with its own prediction rule returns
+        a new output (``dataclasses.replace(out, ...)``) and never edits ``out``."""
+        return out
 
 
 # `pdmp demo`: the plain baseline, the de-facto baseline of the field, and PDMP

@@ -29,13 +29,6 @@ def late_fusion_shape(model, method: str) -> tuple[dict[str, int], int]:
     return dims, int(num_classes)
 
 
-def with_branches(out, branch_logits: dict[str, torch.Tensor]):
-    """``out`` with its branch logits replaced by the method's own unimodal outputs, so evaluation
-    reports each modality's accuracy through the heads that were actually trained."""
-    out.branch_logits = branch_logits
-    return out
-
-
 def require_validation(spec, method: str, why: str) -> None:
     """Refuse at set-up (before anything is written) a run that selects on test: ``method`` needs the
     validation split for ``why``, and the test split must never decide anything."""

@@ -16,9 +16,10 @@ T and V its mean training and validation losses before (1) and after (2) that tr
     dO_k = (V2_k - T2_k) - (V1_k - T1_k)           overfitting gained
     w_k  = max(1e-8, dG_k / max(1e-8, dO_k^2)),    then normalised to sum 1
 
-T1, V1: the current model's losses on the training and validation splits (evaluation mode);
-T2: the mean training loss of the copy's last epoch (as fastai's recorder reports it, unsmoothed
-here); V2: the copy's validation loss after training. The copies are thrown away.
+T1, V1: the current model's losses on the training and validation splits (evaluation mode, both
+read without augmentation); T2: the mean training loss of the copy's last epoch, trained on
+augmented batches as the loop trains (as fastai's recorder reports it, unsmoothed here); V2: the
+copy's validation loss after training. The copies are thrown away.
 
 Choices (docs/training.md, "G-Blending"):
 
@@ -120,7 +121,8 @@ class GBlending(Method):
             model.train()
             for e in range(epochs):
                 total, steps = 0.0, 0
-                for inputs, labels in ctx.batches("train", shuffle_seed=(ctx.spec.seed, ctx.epoch, k, e)):
+                # training the copy: the training split as the loop trains on it (augmented)
+                for inputs, labels in ctx.batches("train", shuffle_seed=(ctx.spec.seed, ctx.epoch, k, e), view="augmented"):
                     loss = F.cross_entropy(branch_logits(model, heads, inputs, branch), labels)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

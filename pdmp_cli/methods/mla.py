@@ -61,6 +61,7 @@ Choices where the reference code has a bug or leaves something open (docs/traini
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Literal
 
@@ -72,7 +73,7 @@ from torch import nn
 from pdmp_cli.errors import PdmpError
 from pdmp_cli import distributed  # no-ops with one process
 from pdmp_cli.methods import Method, register_method
-from pdmp_cli.methods._heads import late_fusion_shape, with_branches
+from pdmp_cli.methods._heads import late_fusion_shape
 from pdmp_cli.models.base import batchnorm_stats_frozen
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
@@ -229,6 +230,6 @@ class MLA(Method):
 
     def predict(self, out):
         logits = self.unimodal_logits(out)
-        with_branches(out, logits)  # branch accuracy = each modality through the shared head
         weights = entropy_weights(logits) if self.args.fusion == "dynamic" else self.weights
-        return combine(logits, weights)
+        # branch accuracy = each modality through the shared head
+        return dataclasses.replace(out, logits=combine(logits, weights), branch_logits=logits)

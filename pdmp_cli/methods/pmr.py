@@ -42,6 +42,9 @@ Choices (docs/training.md, "PMR"):
 * Prototypes from a seeded random tenth of the training split (or all of the validation split,
   above) in evaluation mode (no BatchNorm statistics are changed); an empty class keeps its
   previous prototype.
+* **Prototype features without augmentation.** The reference reads its augmenting training
+  loader; pdmp reads the training samples as evaluation does (the same reading as the validation
+  split, as D&R), so a prototype is a class centre rather than a centre of random crops.
 """
 
 from __future__ import annotations

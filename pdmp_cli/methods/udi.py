@@ -37,6 +37,8 @@ CHOICES (not pinned down by what we could read):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,7 +46,7 @@ from torch import nn
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import Method, register_method
-from pdmp_cli.methods._heads import late_fusion_shape, require_validation, with_branches
+from pdmp_cli.methods._heads import late_fusion_shape, require_validation
 
 # --- the method's computations (pure functions, unit-tested by hand) ------------------------------
 
@@ -198,5 +200,6 @@ class UDI(Method):
 
     def predict(self, out):
         logits = {m: self.heads[m](out.features[m]) for m in self.modalities}
-        with_branches(out, logits)  # branch accuracy = each modality's own classifier
-        return sum(logits.values())  # CHOICE: the unimodal logits summed (late fusion, no extra parameters)
+        # CHOICE: the unimodal logits summed (late fusion, no extra parameters); branch accuracy =
+        # each modality's own classifier
+        return dataclasses.replace(out, logits=sum(logits.values()), branch_logits=logits)

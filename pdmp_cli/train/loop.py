@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from pdmp_cli import __version__, distributed, fsutil, rundir
 from pdmp_cli.data.packed import collate as packed_collate
 from pdmp_cli.data.packed import load_packed, train_loader
-from pdmp_cli.data.split import LEGACY_SPEC, split_file, with_validation
+from pdmp_cli.data.split import LEGACY_SPEC, evaluation_view, split_file, with_validation
 from pdmp_cli.errors import PdmpError, format_validation_error
 from pdmp_cli.methods import Method, build_method, resolve_method_args
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
@@ -200,9 +200,13 @@ class EpochContext:
     """What :meth:`Method.on_epoch_start` may use: the model, the optimizer and the data (never test).
 
     ``outputs(split)`` / ``features(split)`` run the model in evaluation mode without gradients
-    over ``"train"`` (unaugmented order of the training split) or ``"val"``; ``fraction`` < 1
+    over ``"train"`` (the training split in dataset order) or ``"val"``; ``fraction`` < 1
     takes a seeded random subset (the same on every rank, fixed per epoch). Under DDP each rank
     runs its share and every rank gets all of it.
+
+    ``view``: ``"eval"`` (default) reads the samples as evaluation does, without augmentation;
+    ``"augmented"`` reads the training split as the training loader does (random crops and frames
+    of a file-backed dataset; the synthetic datasets have none). A method asks for it by name.
     """
 
     epoch: int  # 0-based
@@ -213,9 +217,13 @@ class EpochContext:
     device: torch.device
     val_source: str = "carved"  # where ``"val"`` comes from: "manifest" (the dataset's own split) or "carved"
 
-    def dataset(self, split: str):
+    def dataset(self, split: str, view: str = "eval"):
+        if view not in ("eval", "augmented"):
+            raise ValueError(f"view must be 'eval' or 'augmented', got {view!r}")
         if split == "train":
-            return self.bundle.train
+            return self.bundle.train if view == "augmented" else evaluation_view(self.bundle.train)
+        if view == "augmented":
+            raise ValueError(f"only the training split is augmented, got {split!r}")
         if split == "val":
             val = getattr(self.bundle, "val", None)
             if val is None:
@@ -223,10 +231,10 @@ class EpochContext:
             return val
         raise ValueError(f"split must be 'train' or 'val' (never test), got {split!r}")
 
-    def batches(self, split: str, shuffle_seed=None):
+    def batches(self, split: str, shuffle_seed=None, view: str = "eval"):
         """Yield every ``(inputs, labels)`` batch of ``split`` on the device, on every rank (not
         sharded); shuffled by a generator seeded with ``hash(shuffle_seed)`` when given."""
-        data = self.dataset(split)
+        data = self.dataset(split, view)
         gen = None if shuffle_seed is None else torch.Generator().manual_seed(hash(shuffle_seed) % 2**63)
         loader = DataLoader(
             data, batch_size=self.spec.batch_size, shuffle=shuffle_seed is not None, generator=gen,
@@ -236,9 +244,9 @@ class EpochContext:
             yield to_device(inputs, self.device), labels.to(self.device)
 
     @torch.no_grad()
-    def outputs(self, split: str, fraction: float = 1.0):
+    def outputs(self, split: str, fraction: float = 1.0, view: str = "eval"):
         """Yield ``(ModelOutput, labels)`` batches of ``split`` (model in eval mode, no grad)."""
-        data = self.dataset(split)
+        data = self.dataset(split, view)
         n = len(data)
         idx = list(range(n))
         if fraction < 1:
@@ -259,11 +267,11 @@ class EpochContext:
         finally:
             self.model.train(was_training)
 
-    def features(self, split: str, fraction: float = 1.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def features(self, split: str, fraction: float = 1.0, view: str = "eval") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Every modality's encoder features ``{m: (N, D_m)}`` and the labels ``(N,)`` of ``split``."""
         feats: dict[str, list] = {}
         labels = []
-        for out, y in self.outputs(split, fraction):
+        for out, y in self.outputs(split, fraction, view):
             for m, f in out.features.items():
                 feats.setdefault(m, []).append(f.float())
             labels.append(y)
@@ -481,7 +489,8 @@ def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.nn.Paramete
 def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, num_classes: int, predict=None) -> dict:
     """Accuracy, macro-F1, each branch's accuracy (argmax of s_m) and Eq. 5 on the test split.
 
-    ``predict``: the method's prediction rule (``out -> logits``); default the fused logits.
+    ``predict``: the method's prediction rule (``out -> out'``, read for the logits and the branch
+    logits); default the model's output as it is.
     """
     model.eval()
     preds, labels_all = [], []
@@ -489,7 +498,9 @@ def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, n
     mass = {m: 0.0 for m in model.modalities}
     for inputs, labels in loader:
         out = model(to_device(inputs, device))
-        preds.append((out.logits if predict is None else predict(out)).argmax(dim=1).cpu())
+        if predict is not None:
+            out = predict(out)
+        preds.append(out.logits.argmax(dim=1).cpu())
         labels_all.append(labels)
         for m, s in out.branch_logits.items():
             branch_preds[m].append(s.argmax(dim=1).cpu())

@@ -38,7 +38,8 @@ from pathlib import Path
 from pdmp_cli import __version__
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.data.split import eval_split, with_validation
-from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso, write_json_atomic
+from pdmp_cli.fsutil import write_json
+from pdmp_cli.profile import Profile, Provenance, ModalityResult, now_iso
 from pdmp_cli.specs import AnalyzeSpec
 
 ANALYSIS_VERSION = 2  # bump when the training or evaluation below changes its numbers (2: on validation)
@@ -954,7 +955,7 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
             key = keys[0]
             spath = spec_path_for(path)
             try:
-                write_json_atomic(spath, spec.model_copy(update={"subset": [subset], "out": str(path)}).model_dump(mode="json"))
+                write_json(spath, spec.model_copy(update={"subset": [subset], "out": str(path)}).model_dump(mode="json"))
                 profile.save(path)
             except OSError as e:
                 raise PdmpError(f"cannot write {path}: {e.strerror}; choose another --out", 1) from None

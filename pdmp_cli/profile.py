@@ -108,7 +108,7 @@ class Profile(BaseModel):
     # --- I/O -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a profile."""
-        return write_json_atomic(path, self.model_dump(mode="json"))
+        return write_json(path, self.model_dump(mode="json"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
@@ -136,8 +136,3 @@ class Profile(BaseModel):
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """Kept for callers of the old name: :func:`pdmp_cli.fsutil.write_json`."""
-    return write_json(path, obj)

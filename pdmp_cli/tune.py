@@ -69,9 +69,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from pdmp_cli import rundir
+from pdmp_cli import fsutil, rundir
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, write_json_atomic
+from pdmp_cli.profile import Profile
 from pdmp_cli.specs import TrainSpec, resolve_spec
 
 DEFAULT_GAMMA_P = [1.0, 2.0, 5.0, 10.0, 15.0, 20.0]
@@ -429,7 +429,7 @@ def check_tune_dir(plan: Plan, force: bool = False) -> None:
                 "or --force to write this plan's chosen.json over it",
                 2,
             )
-    write_json_atomic(p, plan.ident)
+    fsutil.write_json(p, plan.ident)
 
 
 def _jsonable(x):
@@ -1253,8 +1253,8 @@ def write_outputs(result: TuneResult) -> None:
     """``chosen.json`` (when there is a choice) and ``tune.json``, atomically (any worker may)."""
     d = result.plan.tune_dir
     if result.choice is not None:
-        result.spec_path = write_json_atomic(d / CHOSEN, chosen_spec(result))
-    write_json_atomic(d / SUMMARY, result.to_json())
+        result.spec_path = fsutil.write_json(d / CHOSEN, chosen_spec(result))
+    fsutil.write_json(d / SUMMARY, result.to_json())
 
 
 # -----------------------------------------------------------------------------------------------
@@ -1333,7 +1333,7 @@ def train_final(entry: TableEntry, tune_root: Path, seeds: list[int], command: s
                 res = train.run(resolve_spec(TrainSpec, spec.model_dump(mode="json")), command, quiet=True)
             if res.summary.status == "interrupted":
                 return f"interrupted in the final run of {entry.method} (seed {seed}); run the same command again to continue"
-        write_json_atomic(d / TUNED, tuned_record(entry))
+        fsutil.write_json(d / TUNED, tuned_record(entry))
         entry.final_dirs.append(d)
     return None
 

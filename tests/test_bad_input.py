@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 from pdmp_cli import rundir
 from pdmp_cli.cli.app import app
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance, write_json_atomic
+from pdmp_cli.fsutil import write_json
+from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import run
 from pdmp_cli.train.loop import resume_spec
@@ -297,7 +298,7 @@ def test_11_gamma_p_must_be_finite_both_ways_and_json_has_no_infinity(env, tmp_p
         assert line == f"error: {expected}"
     assert not (tmp_path / "r").exists()
 
-    write_json_atomic(tmp_path / "x.json", {"gamma": {"audio": float("inf"), "visual": float("nan")}, "ok": 1.5})
+    write_json(tmp_path / "x.json", {"gamma": {"audio": float("inf"), "visual": float("nan")}, "ok": 1.5})
     text = (tmp_path / "x.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}")) == {

@@ -10,9 +10,6 @@ import typer
 
 from pdmp_cli.cli._app import app, command, console, err_console, fail, overrides
 
-# flags a resumed run may change; every other flag is refused with --resume
-_RESUME_FLAGS = {"epochs", "device", "devices", "precision", "num_workers", "data_root", "tensorboard", "threads"}
-
 
 @app.command("train")
 @command
@@ -82,9 +79,9 @@ def train_cli(
         # one of torchrun's processes: rank 0 prints (every rank meets the same refusals alike)
         console.quiet = err_console.quiet = True
     if resume:
-        from pdmp_cli.train.loop import resume_spec
+        from pdmp_cli.train.loop import RESUMABLE, resume_spec
 
-        fixed = sorted(set(flags) - _RESUME_FLAGS) + (["spec"] if spec else [])
+        fixed = sorted(set(flags) - RESUMABLE) + (["spec"] if spec else [])
         if fixed:
             raise PdmpError(
                 f"--resume continues {resume} with its saved spec; "

@@ -49,7 +49,7 @@ from pdmp_cli.errors import PdmpError, format_validation_error
 from pdmp_cli.methods import Method, build_method, resolve_method_args
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
-from pdmp_cli.profile import Profile, write_json_atomic
+from pdmp_cli.profile import Profile
 from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
 from pdmp_cli.runtime import (
     GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device, use_threads,
@@ -60,11 +60,11 @@ from pdmp_cli.train.schedule import LRSchedule
 
 CHECK_EVERY = 20  # steps between non-finite-loss checks; each check waits for the device once
 
-# spec fields a resumed run may change; any other difference from the checkpoint is refused
-RESUMABLE_CHANGES = {
-    "epochs", "device", "devices", "precision", "num_workers", "data_root", "run_dir", "runs_root", "tensorboard",
-    "threads",
-}
+# settings a resumed run may change (the flags `pdmp train --resume` accepts); any other difference
+# from the checkpoint is refused. Where the run lives (run_dir, runs_root) is no setting: a moved
+# run directory resumes.
+RESUMABLE = frozenset({"epochs", "device", "devices", "precision", "num_workers", "data_root", "tensorboard", "threads"})
+_LOCATION = frozenset({"run_dir", "runs_root"})
 
 
 @dataclass
@@ -614,13 +614,13 @@ def _epoch_line(m: EpochMetrics, epochs: int) -> str:
 
 
 def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> TrainSpec:
-    """The saved spec of ``run_dir`` with ``changes`` (only :data:`RESUMABLE_CHANGES` keys)."""
+    """The saved spec of ``run_dir`` with ``changes`` (only :data:`RESUMABLE` keys)."""
     from pydantic import ValidationError
 
     p = Path(run_dir)
     if not (p / rundir.SPEC).is_file():
         raise PdmpError(f"{p} is not a run directory (no {rundir.SPEC}); give the directory `pdmp train` wrote", 2)
-    bad = sorted(set(changes or {}) - RESUMABLE_CHANGES)
+    bad = sorted(set(changes or {}) - RESUMABLE)
     if bad:
         raise PdmpError(f"a resumed run keeps its spec; {', '.join(bad)} cannot be changed (start a new run)", 2)
     import json
@@ -732,7 +732,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         ckpt = checkpoint.load_last(run_dir)
         saved, now = {**LEGACY_SPEC, **ckpt["spec"]}, spec.model_dump(mode="json")
         saved = resolve_method_args(saved, spec.method)  # a run from before method_args: ogm_* moved in
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+        changed = sorted(k for k in now if k not in RESUMABLE | _LOCATION and saved.get(k) != now[k])
         if changed:
             raise PdmpError(
                 f"cannot resume {run_dir}: {', '.join(changed)} differ from the checkpoint; "
@@ -779,8 +779,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
     spec = spec.model_copy(update={"run_dir": str(run_dir)})
     spec_json = spec.model_dump(mode="json")
     if distributed.is_main():
-        write_json_atomic(run_dir / rundir.SPEC, spec_json)
-        write_json_atomic(run_dir / rundir.SPLIT, split_file(bundle, val_split))
+        fsutil.write_json(run_dir / rundir.SPEC, spec_json)
+        fsutil.write_json(run_dir / rundir.SPLIT, split_file(bundle, val_split))
 
     def write_summary(status: str, message: str | None = None, in_place: bool = False) -> RunSummary:
         s = summarize(

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from pdmp_cli.fsutil import atomic_write
-from pdmp_cli.report import USES_GAMMA_P, Report, Row, RunRecord
+from pdmp_cli.report import Report, Row, RunRecord
 
 DPI = 100
 RUN_SIZE = (1100, 420)  # pixels: accuracy | w
@@ -114,7 +114,9 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
         acc.plot(xs, [100 * m.branch_accuracy.get(mod, float("nan")) for m in ms], marker=".", label=f"{mod} branch")
     _epochs(acc)
     acc.set_ylabel("test accuracy %")
-    g = f" γp {rec.gamma_p:g}" if rec.method in USES_GAMMA_P else ""
+    from pdmp_cli.methods import uses_gamma_p
+
+    g = f" γp {rec.gamma_p:g}" if uses_gamma_p(rec.method) else ""
     status = "" if rec.complete else f" [{rec.status}]"
     acc.set_title(f"{rec.dataset} · {rec.method}{g} · {rec.fusion} · seed {rec.seed}{status}", fontsize=10)
     acc.legend(fontsize=8)

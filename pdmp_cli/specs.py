@@ -247,7 +247,7 @@ class TrainSpec(OptimSpec):
     @model_validator(mode="before")
     @classmethod
     def _method_args(cls, data: Any):
-        # each method's own Args check its table; old flat fields (ogm_alpha, ...) are moved in
+        # each method's own Args check its table
         if not isinstance(data, dict):
             return data
         from pdmp_cli.methods import resolve_method_args

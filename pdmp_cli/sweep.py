@@ -28,15 +28,16 @@ from typing import Callable
 
 from pdmp_cli import rundir
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.report import USES_GAMMA_P, Report, _dataset_name, find_run_dirs, settings_key, spec_with_defaults
+from pdmp_cli.report import Report, _dataset_name, find_run_dirs, settings_key, spec_with_defaults
 from pdmp_cli.specs import TrainSpec, dataset_defaults, resolve_spec
 
 DONE = ("complete", "diverged")
 
 
 def base_spec(profile: str, dataset: str | None = None, file_layer: dict | None = None, flags: dict | None = None) -> TrainSpec:
-    """The TrainSpec ``pdmp train`` would resolve: the paper's settings < the dataset manifest's
-    ``[defaults]`` < a spec file < flags; the dataset defaults to the profile's."""
+    """The TrainSpec of ``pdmp train``, ``sweep``, ``tune`` and ``demo`` (the one spec resolution):
+    the paper's settings < the dataset manifest's ``[defaults]`` < a spec file < flags; the dataset
+    defaults to the profile's."""
     from pdmp_cli.profile import Profile
 
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -105,11 +106,13 @@ def grid(
 
     ``methods`` may name the sets ``all`` and ``paper`` (:func:`expand_methods`).
     """
+    from pdmp_cli.methods import uses_gamma_p
+
     specs, keys = [], set()
     for method, fusion, g, seed in itertools.product(
         expand_methods(methods) or [base.method], fusions or [base.fusion], gamma_p or [base.gamma_p], seeds or [base.seed]
     ):
-        if method not in USES_GAMMA_P:
+        if not uses_gamma_p(method):
             g = base.gamma_p  # one run per (fusion, seed): γp does not change it
         spec = resolve_spec(
             TrainSpec, base.model_dump(exclude={"run_dir"}), {"method": method, "fusion": fusion, "gamma_p": g, "seed": seed}
@@ -201,7 +204,9 @@ class SweepResult:
 
 
 def describe(spec: TrainSpec) -> str:
-    g = f" γp {spec.gamma_p:g}" if spec.method in USES_GAMMA_P else ""
+    from pdmp_cli.methods import uses_gamma_p
+
+    g = f" γp {spec.gamma_p:g}" if uses_gamma_p(spec.method) else ""
     return f"{spec.method}{g} · {spec.fusion} · seed {spec.seed}"
 
 

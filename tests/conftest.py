@@ -102,7 +102,7 @@ def make_run(
         "epochs": epochs_planned, "batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
         "seed": seed, "encoder": "small", "device": "auto", "num_workers": 0, "data_root": None,
         "profile": "profiles/x.json", "dataset": dataset, "fusion": fusion, "method": method, "gamma_p": gamma_p,
-        "ogm_alpha": 0.1, "ogm_start": 0, "ogm_end": 50, "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
+        "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
         "skip_bad": False, **({"val_fraction": 0.1, "select_on_test": False} if vals else {}), **(spec_extra or {}),
     }  # fmt: skip
     write_json(d / rundir.SPEC, spec)

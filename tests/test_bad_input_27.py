@@ -444,9 +444,6 @@ def cli_env(tmp_path, tiny_manifest, monkeypatch):
     (["--seed", "4294967296"], "seed must be <= 4294967295, got 4294967296"),
     (["--set", "agm.alpha=1.5"], "--set agm.alpha=1.5 is for method agm, but the run's method is pdmp: it would be "
                                  "ignored; drop it, or pass --method agm"),
-    (["--ogm-alpha", "0.5"], "--ogm-alpha 0.5 is for method ogm-ge, but the run's method is pdmp"),
-    (["--method", "ogm-ge", "--ogm-alpha", "0.5", "--set", "ogm-ge.alpha=0.7"],
-     "--ogm-alpha 0.5 and --set ogm-ge.alpha=0.7 set ogm-ge.alpha differently; give one of them"),
     (["--set", "pdmp.others=x", "--set", "pdmp.others=y"], "--set pdmp.others is given twice with different values"),
     (["--method", "ogm-ge", "--set", "ogm-ge.alpha=inf"], "ogm-ge.alpha must be a finite number, got 'inf'"),
 ])

@@ -103,7 +103,7 @@ def test_ogm_ge_noise_has_the_gradients_std():
 
 def test_ogm_method_window_and_refusals():
     model, x, y = _setup()
-    spec = _spec(method="ogm-ge", ogm_start=2, ogm_end=4)  # the old flat fields still work
+    spec = _spec(method="ogm-ge", method_args={"ogm-ge": {"start": 2, "end": 4}})
     assert spec.method_args["ogm-ge"] == {"alpha": 0.8, "start": 2, "end": 4}
     method = build_method("ogm-ge", model, spec, PROFILE)
     out, ref = _backward(model, x, y)
@@ -119,7 +119,7 @@ def test_ogm_method_window_and_refusals():
     with pytest.raises(PdmpError, match=r"ogm-ge is defined for 2 modalities, this dataset has 3 \(rgb, depth, ir\): its coefficient is the ratio of two branches' scores"):
         build_method("ogm-ge", three, _spec(method="ogm-ge"), PROFILE)
     with pytest.raises(ValueError, match=r"ogm-ge: end \(3\) must be > start \(3\)"):
-        _spec(method="ogm-ge", ogm_start=3, ogm_end=3)
+        _spec(method="ogm-ge", method_args={"ogm-ge": {"start": 3, "end": 3}})
 
 
 # --- lr-scale, vanilla, pdmp ------------------------------------------------------------------------
@@ -471,41 +471,13 @@ def test_nothing_outside_methods_names_a_method():
 
 
 def test_report_asks_the_class_whether_gamma_p_matters():
-    from pdmp_cli.report import USES_GAMMA_P, settings_key
+    from pdmp_cli.report import settings_key
 
     for name in METHODS.names():
-        assert (name in USES_GAMMA_P) == METHODS.get(name).uses_gamma_p
-    assert "a-method-no-longer-registered" not in USES_GAMMA_P
+        assert ("gamma_p" in settings_key({"method": name, "gamma_p": 5.0})) == METHODS.get(name).uses_gamma_p
+    assert "gamma_p" not in settings_key({"method": "a-method-no-longer-registered", "gamma_p": 5.0})
     key = settings_key({"method": "ogm-ge", "gamma_p": 5.0, "method_args": {"ogm-ge": {"alpha": 0.8}, "agm": {"alpha": 1.5}}})
     assert "gamma_p" not in key and key["method_args"] == {"ogm-ge": {"alpha": 0.8}}
-
-
-def test_a_run_from_before_method_args_resumes(tmp_path, tiny_manifest):
-    """spec.json and last.pt with the old flat ogm_* fields (and no method state) still resume."""
-    import json
-
-    from pdmp_cli.train import run
-    from pdmp_cli.train.loop import resume_spec
-
-    profile = PROFILE.model_copy(update={"dataset": "tiny"}).save(tmp_path / "p.json")
-    spec = TrainSpec(profile=str(profile), dataset=str(tiny_manifest), encoder="small", epochs=1, batch_size=16,
-                     lr=0.01, method="ogm-ge", run_dir=str(tmp_path / "r"), device="cpu", ogm_alpha=0.3)  # fmt: skip
-    assert run(spec, quiet=True).status == "complete"
-
-    def flat(s: dict) -> dict:
-        a = s.pop("method_args")["ogm-ge"]
-        return {**s, "ogm_alpha": a["alpha"], "ogm_start": a["start"], "ogm_end": a["end"]}
-
-    p = tmp_path / "r" / "spec.json"
-    p.write_text(json.dumps(flat(json.loads(p.read_text()))))
-    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
-    ckpt["spec"] = flat(ckpt["spec"])
-    del ckpt["method"]
-    torch.save(ckpt, tmp_path / "r" / "checkpoints" / "last.pt")
-    (tmp_path / "r" / "checkpoints" / "last.pt.sha256").unlink()  # older runs have no integrity record
-    resumed = resume_spec(tmp_path / "r", {"epochs": 2})
-    assert resumed.method_args["ogm-ge"] == {"alpha": 0.3, "start": 0, "end": 51}
-    assert run(resumed, resume=True, quiet=True).status == "complete"
 
 
 def test_synthetic_3_is_a_built_in_three_modality_preset():

@@ -24,7 +24,6 @@ def sweep_cli(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="resnet18 (paper) or small."),
-    ogm_alpha: Optional[float] = typer.Option(None, "--ogm-alpha", help="OGM-GE alpha."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where the runs go and are looked for (default runs/)."),
     spec: Optional[str] = typer.Option(None, "--spec", help="Spec file (YAML, TOML or JSON) with any `pdmp train` option; flags win."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
@@ -65,7 +64,7 @@ def sweep_cli(
     if not profile:
         raise PdmpError("--profile is required: make one with `pdmp analyze --dataset NAME` or write it by hand", 2)
     flags = overrides(
-        epochs=epochs, batch_size=batch_size, lr=lr, encoder=encoder, ogm_alpha=ogm_alpha, runs_root=runs_dir,
+        epochs=epochs, batch_size=batch_size, lr=lr, encoder=encoder, runs_root=runs_dir,
         device=device, num_workers=num_workers, data_root=data_root, threads=threads,
     )  # fmt: skip
     base = sweep.base_spec(profile, dataset=dataset, file_layer=file_layer, flags=flags)

@@ -24,7 +24,6 @@ def train_cli(
     lr: float = typer.Option(None, "--lr", help="SGD learning rate (paper: 1e-3; synthetic presets: 0.01)."),
     seed: int = typer.Option(None, "--seed", help="Seed of model init, data order and noise (default 0)."),
     encoder: str = typer.Option(None, "--encoder", help="Encoder: resnet18 (paper) or small (CPU-sized)."),
-    ogm_alpha: float = typer.Option(None, "--ogm-alpha", help="OGM-GE alpha (default 0.8); the same as --set ogm-ge.alpha=VALUE."),
     set_: list[str] = typer.Option(None, "--set", help="A method hyperparameter, METHOD.FIELD=VALUE (e.g. --set agm.alpha=1.5); repeatable; `pdmp methods` lists them."),
     grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the total gradient norm (default: off)."),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader worker processes (default 0)."),
@@ -61,13 +60,12 @@ def train_cli(
     """
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.methods import check_set_for, parse_set
-    from pdmp_cli.profile import Profile
-    from pdmp_cli.specs import TrainSpec, dataset_defaults, read_spec_file, refuse_ignored_flags, resolve_spec
+    from pdmp_cli.specs import read_spec_file, refuse_ignored_flags
     from pdmp_cli.train import run
 
     flags = overrides(
         profile=profile, dataset=dataset, method=method, fusion=fusion, gamma_p=gamma_p, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, ogm_alpha=ogm_alpha, grad_clip=grad_clip,
+        batch_size=batch_size, lr=lr, seed=seed, encoder=encoder, grad_clip=grad_clip,
         num_workers=num_workers, data_root=data_root, run_dir=run_dir, device=device, skip_bad=skip_bad,
         devices=devices, precision=precision, val_fraction=val_fraction, select_on_test=select_on_test,
         method_args=parse_set(set_), lr_schedule=lr_schedule, lr_step_size=lr_step_size, lr_step_gamma=lr_step_gamma,
@@ -90,25 +88,14 @@ def train_cli(
             )
         train_spec = resume_spec(resume, flags)
     else:
+        from pdmp_cli.sweep import base_spec
+
         file_layer = read_spec_file(spec) if spec else {}
         profile_path = flags.get("profile") or file_layer.get("profile")
         if not profile_path:
             raise PdmpError("--profile is required: make one with `pdmp analyze --dataset NAME` or write it by hand", 2)
-        name = flags.get("dataset") or file_layer.get("dataset")
-        if name:
-            defaults = dataset_defaults(name, TrainSpec)
-        else:
-            name = Profile.load(profile_path).dataset
-            try:
-                defaults = dataset_defaults(name, TrainSpec)
-            except PdmpError:
-                raise PdmpError(
-                    f"the profile's dataset {name!r} is not a built-in dataset name; "
-                    f"pass --dataset with the path to its manifest .toml",
-                    exit_code=2,
-                ) from None
-        train_spec = resolve_spec(TrainSpec, defaults, file_layer, {"dataset": name}, flags)
-        check_set_for(parse_set(set_), train_spec.method, flags)  # nothing set for a method not run, nor twice
+        train_spec = base_spec(profile_path, dataset=flags.get("dataset"), file_layer=file_layer, flags=flags)
+        check_set_for(parse_set(set_), train_spec.method)  # nothing set for a method not run, nor twice
         refuse_ignored_flags(train_spec, flags)  # nor a flag the run would never read
 
     if dry_run:

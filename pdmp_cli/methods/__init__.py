@@ -77,7 +77,6 @@ class Method(nn.Module):
     - ``max_modalities``: the method is defined for at most this many modalities (None: any N >= 2);
       ``max_modalities_reason`` says why, in the refusal.
     - ``find_unused_parameters``: some parameters get no gradient in a step (DDP must be told).
-    - ``spec_aliases``: old flat spec fields that now live in ``Args`` (``{"ogm_alpha": "alpha"}``).
     - ``table_order``: position in comparison tables (``pdmp report``, ``pdmp sweep --method all``):
       the paper's Table I order, the plain baseline first (0) and PDMP last (100).
     - ``in_paper_table``: the method is a row of the paper's Table I (``pdmp sweep --method paper``).
@@ -94,7 +93,6 @@ class Method(nn.Module):
     max_modalities: int | None = None
     max_modalities_reason = ""
     find_unused_parameters = False
-    spec_aliases: dict[str, str] = {}
     table_order: int = 50
     in_paper_table = False
     approximation = False
@@ -207,8 +205,7 @@ def resolve_method_args(data: dict, default_method: str) -> dict:
     """Spec layer -> spec: validate ``method_args`` and keep the chosen method's full arguments.
 
     ``method_args`` maps method name -> its fields; every table is checked against that method's
-    ``Args`` (one line naming method and field), old flat fields (``spec_aliases``) are moved in,
-    and every table is completed with the defaults (the chosen method's always), so spec.json
+    ``Args`` (one line naming method and field), and every table is completed with the defaults (the chosen method's always), so spec.json
     records the values a run used. Raises ValueError (the spec turns it into one line).
     """
     data = dict(data)
@@ -219,13 +216,6 @@ def resolve_method_args(data: dict, default_method: str) -> dict:
         if not isinstance(v, dict):
             raise ValueError(f"method_args.{k} must be a table of that method's fields (e.g. alpha = 0.8), got {v!r}")
     tables = {k: dict(v) for k, v in given.items()}
-    for cls_name in METHODS.names():
-        cls = METHODS.get(cls_name)
-        for old, new in cls.spec_aliases.items():
-            if data.get(old) is not None:
-                tables.setdefault(cls_name, {})[new] = data.pop(old)
-            else:
-                data.pop(old, None)
     unknown = sorted(set(tables) - set(METHODS.names()))
     if unknown:
         raise ValueError(f"method_args.{unknown[0]}: unknown method; choose one of {METHODS.names()}")
@@ -270,22 +260,10 @@ def parse_set(items: list[str] | None) -> dict | None:
     return tables or None
 
 
-def check_set_for(tables: dict | None, method: str | list[str], flags: dict | None = None) -> None:
-    """The method flags of one command line: ``--set`` tables (and the old per-method flags such as
-    ``--ogm-alpha``, a method's ``spec_aliases``) name only the method being run, since a setting
-    for another method would be accepted and ignored, and never set one field twice differently.
-    Raises PdmpError (one line)."""
+def check_set_for(tables: dict | None, method: str | list[str]) -> None:
+    """The ``--set`` tables of one command line name only the method being run, since a setting
+    for another method would be accepted and ignored. Raises PdmpError (one line)."""
     said = {(name, field): f"--set {name}.{field}={v}" for name, t in (tables or {}).items() for field, v in t.items()}
-    values = {(name, field): v for name, t in (tables or {}).items() for field, v in t.items()}
-    for name in METHODS.names():
-        for old, new in METHODS.get(name).spec_aliases.items():
-            if (flags or {}).get(old) is None:
-                continue
-            flag = f"--{old.replace('_', '-')} {flags[old]}"
-            if (name, new) in values and values[(name, new)] != flags[old]:
-                raise PdmpError(f"{flag} and {said[(name, new)]} set {name}.{new} differently; give one of them",
-                                exit_code=2)
-            said[(name, new)], values[(name, new)] = flag, flags[old]
     runs = [method] if isinstance(method, str) else list(method)  # pdmp tune: the methods it tunes
     for (name, _), flag in said.items():
         if name not in runs:

@@ -20,8 +20,7 @@ reference code); with more, this method refuses.
 Defaults (``--set ogm-ge.alpha=...``): alpha 0.8, the reference README's recommendation for
 CREMA-D (pdmp defaulted to 0.1, the VGGSound value, before); window epochs 0-50 inclusive as the
 reference's ``modulation_starts``/``modulation_ends`` (0, 50) with ``<= epoch <=``, written here
-as the exclusive end 51. The old flags ``--ogm-alpha`` / spec fields ``ogm_alpha``, ``ogm_start``,
-``ogm_end`` (exclusive) still work. Reference bug left out: its ``name.split('.')[1]`` only finds
+as the exclusive end 51. Reference bug left out: its ``name.split('.')[1]`` only finds
 the encoders under a DataParallel prefix (GeWu-Lab/OGM-GE_CVPR2022 #38); here the kernels are the
 model's modality-owned parameters, so the modulation always applies.
 
@@ -111,7 +110,6 @@ class OGMGE(Method):
     needs_branch_logits = True
     max_modalities = 2
     max_modalities_reason = "its coefficient is the ratio of two branches' scores (the reference has no N-modality form)"
-    spec_aliases = {"ogm_alpha": "alpha", "ogm_start": "start", "ogm_end": "end"}
     table_order = 20  # Table I: after G-Blending
     in_paper_table = True
 

@@ -20,7 +20,6 @@ The package, one concern per module:
 from pdmp_cli.report.build import Report, build
 from pdmp_cli.report.read import (
     NOT_SETTINGS,
-    USES_GAMMA_P,
     ProfileRow,
     RunRecord,
     _dataset_name,
@@ -60,7 +59,7 @@ from pdmp_cli.report.stats import (
 from pdmp_cli.report.sweep_table import sweep_grid, sweep_table
 
 __all__ = [
-    "FORMATS", "HEADLINE", "HIGHER_IS_BETTER", "Paired", "compare_to", "paired", "NOT_SETTINGS", "USES_GAMMA_P",
+    "FORMATS", "HEADLINE", "HIGHER_IS_BETTER", "Paired", "compare_to", "paired", "NOT_SETTINGS",
     "ProfileRow", "Report", "Row", "RunRecord", "Stat", "_dataset_name", "aggregate", "build",
     "column_title", "find_run_dirs", "fmt_gamma", "fmt_stat", "fmt_status", "is_run_dir", "markdown",
     "metric_columns", "profile_cells", "read_profiles", "read_run", "render", "rich_tables", "row_dict",

@@ -22,17 +22,6 @@ from pdmp_cli.rundir import EpochMetrics, RunSummary
 
 
 
-class _UsesGammaP:
-    """``method in USES_GAMMA_P``: whether the method's class reads gamma_p (``Method.uses_gamma_p``,
-    asked of the registry; False for a name no longer registered)."""
-
-    def __contains__(self, method) -> bool:
-        from pdmp_cli.methods import uses_gamma_p
-
-        return uses_gamma_p(str(method))
-
-
-USES_GAMMA_P = _UsesGammaP()
 TUNED = "tuned.json"  # written by pdmp tune beside a final run of the tuned Table I (pdmp_cli.tune.TUNED)
 # spec fields that never change what a run computes (paths, worker processes), or identify it; and
 # threads, an execution detail like the machine (another count may differ in the last bits)
@@ -89,11 +78,13 @@ def settings_key(spec: dict) -> dict:
     the run's own method's hyperparameters, so e.g. a vanilla run matches whatever gamma_p or
     other methods' settings it was started with.
     """
+    from pdmp_cli.methods import uses_gamma_p
+
     s = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
     for k in INERT.get(s.get("lr_schedule", "none"), ()):  # fields the run's lr schedule never reads
         s.pop(k, None)
     method = s.get("method")
-    if method not in USES_GAMMA_P:
+    if not uses_gamma_p(str(method)):
         s.pop("gamma_p", None)
     args = s.get("method_args") or {}
     s["method_args"] = {method: args[method]} if method in args else {}
@@ -150,6 +141,8 @@ def _dataset_name(name: str) -> str:
 
 def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunRecord | None:
     """Read one run directory; problems go to ``notes``. None when too little is left to show."""
+    from pdmp_cli.methods import uses_gamma_p
+
     notes = notes if notes is not None else []
     p = Path(path)
     metrics, bad = rundir.read_metrics(p)
@@ -214,7 +207,7 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
         rec = RunRecord(
             path=p, dataset=_dataset_name(str(spec.get("dataset") or "?")), method=spec["method"],
             fusion=spec["fusion"], encoder=str(spec.get("encoder", "?")), gamma_p=float(spec["gamma_p"]),
-            gamma=dict(last.gamma) if last and spec["method"] in USES_GAMMA_P else {}, seed=int(spec["seed"]),
+            gamma=dict(last.gamma) if last and uses_gamma_p(str(spec["method"])) else {}, seed=int(spec["seed"]),
             status="unknown", epochs_done=len(metrics), epochs_planned=spec.get("epochs"), values=values,
             best_epoch=best.epoch if best else None, metrics=metrics, settings={},
             selection="validation" if chosen is not None and chosen.val_accuracy is not None else "test",

@@ -19,7 +19,7 @@ import statistics
 import warnings
 from dataclasses import dataclass, field
 
-from pdmp_cli.report.read import USES_GAMMA_P, RunRecord
+from pdmp_cli.report.read import RunRecord
 
 # metric columns averaged over seeds; these (and each branch) get a "best" highlight. The first
 # is the headline: test accuracy at the epoch chosen on validation (accuracy: the final epoch's;
@@ -184,12 +184,14 @@ def aggregate(records: list[RunRecord], notes: list[str] | None = None) -> list[
     A seed counts once: when a configuration has several complete runs of one seed (a rerun),
     the row uses the first by run-directory path (the earliest: ``pdmp train`` names its
     directories by start time) and ``notes`` (when given) says which runs were left out."""
+    from pdmp_cli.methods import uses_gamma_p
+
     groups: dict[str, list[RunRecord]] = {}
     singles: list[list[RunRecord]] = []
     for r in records:
         if r.complete:
             key = json.dumps(
-                [r.dataset, r.method, r.fusion, r.gamma_p if r.method in USES_GAMMA_P else None, r.gamma, r.settings],
+                [r.dataset, r.method, r.fusion, r.gamma_p if uses_gamma_p(r.method) else None, r.gamma, r.settings],
                 sort_keys=True, default=str,
             )  # fmt: skip
             groups.setdefault(key, []).append(r)
@@ -215,8 +217,8 @@ def aggregate(records: list[RunRecord], notes: list[str] | None = None) -> list[
         rows.append(
             Row(
                 dataset=r0.dataset, method=r0.method, fusion=r0.fusion,
-                gamma_p=r0.gamma_p if r0.method in USES_GAMMA_P else None,
-                gamma=r0.gamma if r0.method in USES_GAMMA_P else {}, status=r0.status,
+                gamma_p=r0.gamma_p if uses_gamma_p(r0.method) else None,
+                gamma=r0.gamma if uses_gamma_p(r0.method) else {}, status=r0.status,
                 epochs_done=r0.epochs_done, epochs_planned=r0.epochs_planned,
                 seeds=sorted(r.seed for r in runs), runs=sorted(runs, key=lambda r: (r.seed, str(r.path))),
                 stats={c: Stat.of([r.values.get(c) for r in runs]) for c in columns}, settings=r0.settings,

@@ -116,6 +116,8 @@ def test_table_has_one_row_per_measured_line(tiny):
         "step time PDMP ÷ vanilla",
         "epoch with features cache ÷ decoding every epoch",
         "epoch with features cache ÷ decoding every epoch",
+        "loader per sample, packed store ÷ today's",
+        "loader per sample, packed store ÷ today's",
         "second identical `pdmp analyze`",
         "peak RSS of `pdmp train`",
         "peak RSS of `pdmp train`",
@@ -125,10 +127,10 @@ def test_table_has_one_row_per_measured_line(tiny):
         "samples/s bf16 autocast ÷ fp32",
     ]
     verdicts = [r[3] for r in lines]
-    targeted = verdicts[:2] + verdicts[3:4] + verdicts[6:8]
+    targeted = verdicts[:2] + verdicts[3:6] + verdicts[8:10]
     assert all(v in ("[green]met[/]", "[red]missed[/]") for v in targeted)
     # CPU training epoch, memory and autocast speed-up: figures without a target
-    assert verdicts[2] == "" and verdicts[4:6] == ["", ""] and verdicts[8:] == ["", ""]
+    assert verdicts[2] == "" and verdicts[6:8] == ["", ""] and verdicts[10:] == ["", ""]
 
 
 @pytest.mark.slow  # the whole tiny benchmark: a release check (make test-slow)

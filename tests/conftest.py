@@ -63,6 +63,68 @@ def register_flat_encoder() -> None:
         return FrameFolding(net, out_dim=32)
 
 
+# One two-process gloo spawn for the whole session (test_distributed, test_methods_contract,
+# test_intermediate_fusions): each module registers a job with @ddp_job; the first test that asks
+# for the ``gloo_pair`` fixture runs every registered job's ``prepare(dir)`` here, then forks two
+# ranks once, and each rank runs every job in one process group. A job gets (rank, its own dir)
+# and returns a record (saved with torch.save); ``gloo_pair.records[name]`` is [rank 0's, rank 1's].
+DDP_JOBS: dict = {}
+
+
+def ddp_job(name: str, prepare=None):
+    def register(job):
+        DDP_JOBS[name] = (prepare, job)
+        return job
+
+    return register
+
+
+def _gloo_rank(rank: int, port: int, root: Path, names: list[str]) -> None:
+    import os
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    register_flat_encoder()
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=120))
+    rec = {}
+    try:
+        for name in names:
+            os.environ["PDMP_CACHE_DIR"] = str(root / name / "cache")
+            rec[name] = DDP_JOBS[name][1](rank, root / name)
+    finally:
+        dist.destroy_process_group()
+    torch.save(rec, root / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="session")
+def gloo_pair(tmp_path_factory):
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    root = tmp_path_factory.mktemp("gloo")
+    names = list(DDP_JOBS)
+    with pytest.MonkeyPatch.context() as monkey:
+        for name in names:
+            (root / name).mkdir()
+            monkey.setenv("PDMP_CACHE_DIR", str(root / name / "cache"))
+            prepare = DDP_JOBS[name][0]
+            if prepare is not None:
+                prepare(root / name)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # fork: the ranks start without importing torch again (no CUDA here, one CPU thread, no process group yet)
+        mp.start_processes(_gloo_rank, args=(port, root, names), nprocs=2, join=True, start_method="fork")
+    ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return SimpleNamespace(root=root, records={name: [ranks[0][name], ranks[1][name]] for name in names})
+
+
 # Helpers several test modules share (no test module imports another): profiles, run directories
 # as `pdmp train` writes them, a stand-in for pdmp_cli.train.run, PNG sizes, analysis outcomes.
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FLAT, TINY_SYNTHETIC, register_flat_encoder
+from conftest import FLAT, TINY_SYNTHETIC, ddp_job, register_flat_encoder
 from typer.testing import CliRunner
 
 from pdmp_cli import rundir
@@ -76,108 +75,91 @@ def _watch_writes(runs: Path, seen: list) -> None:
     sys.addaudithook(hook)
 
 
-def _worker(rank: int, port: int, root: Path) -> None:
-    """One of two gloo ranks: several tiny runs, and a record of what this rank saw."""
-    from datetime import timedelta
+def _prepare(root: Path) -> None:
+    """Before the spawn, in this process: the data, the profile, and a 1-epoch run that D resumes."""
+    register_flat_encoder()
+    (root / "tiny.toml").write_text(TINY_SYNTHETIC)
+    Profile(
+        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
+        optimization_dominant="audio", optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    ).save(root / "profile.json")  # fmt: skip
+    single_1ep = run(_spec(root, epochs=1, run_dir=str(root / "runs" / "single-1ep")), quiet=True)  # D resumes it
+    assert single_1ep.status == "complete"
 
-    import torch.distributed as dist
 
+@ddp_job("distributed", prepare=_prepare)
+def _worker(rank: int, root: Path) -> dict:
+    """One of two gloo ranks (conftest's shared spawn): several tiny runs, and a record of what this rank saw."""
     from pdmp_cli.methods import ogm_ge
     from pdmp_cli.train import loop
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    register_flat_encoder()
     writes: list[str] = []
     _watch_writes(root / "runs", writes)
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=90))
     rec: dict = {}
     runs = root / "runs"
+    # A: pdmp, no BatchNorm, from scratch; every step's gradients after modulation
+    grads: list = []
+    r = run(_spec(root, run_dir=str(runs / "ddp-flat")), quiet=True, on_step=lambda i: grads.append(_grads(i.model)))
+    rec["flat"] = {**_result(r), "grads": grads}
+
+    # B: the small encoder (BatchNorm): within the stated tolerance of one process
+    rec["small"] = _result(run(_spec(root, encoder="small", run_dir=str(runs / "ddp-small")), quiet=True))
+
+    # C: ogm-ge; rank 1 draws extra random numbers every step (as per-rank augmentation would),
+    # so only a shared generator keeps the GE noise, hence the gradients, identical
+    coeffs: list = []
+    original = ogm_ge.ogm_coefficients
+
+    def recording(*a, **k):
+        out = original(*a, **k)
+        coeffs.append({m: float(v) for m, v in out.items()})
+        return out
+
+    ogm_ge.ogm_coefficients = recording
+    ogm_grads: list = []
+
+    def ogm_step(info):
+        ogm_grads.append(_grads(info.model))
+        if rank == 1:
+            torch.rand(7)
+
+    r = run(_spec(root, method="ogm-ge", encoder="small", epochs=1, run_dir=str(runs / "ddp-ogm")), quiet=True, on_step=ogm_step)
+    ogm_ge.ogm_coefficients = original
+    rec["ogm"] = {**_result(r), "coeffs": coeffs, "grads": ogm_grads}
+
+    # D: resume a single-process run (1 epoch done) with two processes
+    r = run(resume_spec(runs / "single-1ep", {"epochs": 2}), resume=True, quiet=True)
+    rec["resumed_by_ddp"] = _result(r)
+
+    # F: Ctrl-C on rank 1 only, after step 1; both ranks must stop at the same check
+    loop.CHECK_EVERY, check_every = 2, loop.CHECK_EVERY
+
+    def ctrl_c(info):
+        if rank == 1 and info.epoch == 0 and info.step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    r = run(_spec(root, run_dir=str(runs / "ddp-interrupted")), quiet=True, on_step=ctrl_c)
+    loop.CHECK_EVERY = check_every
+    rec["interrupted"] = _result(r)
+
+    # G: a global batch that does not split over two ranks
     try:
-        # A: pdmp, no BatchNorm, from scratch; every step's gradients after modulation
-        grads: list = []
-        r = run(_spec(root, run_dir=str(runs / "ddp-flat")), quiet=True, on_step=lambda i: grads.append(_grads(i.model)))
-        rec["flat"] = {**_result(r), "grads": grads}
-
-        # B: the small encoder (BatchNorm): within the stated tolerance of one process
-        rec["small"] = _result(run(_spec(root, encoder="small", run_dir=str(runs / "ddp-small")), quiet=True))
-
-        # C: ogm-ge; rank 1 draws extra random numbers every step (as per-rank augmentation would),
-        # so only a shared generator keeps the GE noise, hence the gradients, identical
-        coeffs: list = []
-        original = ogm_ge.ogm_coefficients
-
-        def recording(*a, **k):
-            out = original(*a, **k)
-            coeffs.append({m: float(v) for m, v in out.items()})
-            return out
-
-        ogm_ge.ogm_coefficients = recording
-        ogm_grads: list = []
-
-        def ogm_step(info):
-            ogm_grads.append(_grads(info.model))
-            if rank == 1:
-                torch.rand(7)
-
-        r = run(_spec(root, method="ogm-ge", encoder="small", epochs=1, run_dir=str(runs / "ddp-ogm")), quiet=True, on_step=ogm_step)
-        ogm_ge.ogm_coefficients = original
-        rec["ogm"] = {**_result(r), "coeffs": coeffs, "grads": ogm_grads}
-
-        # D: resume a single-process run (1 epoch done) with two processes
-        r = run(resume_spec(runs / "single-1ep", {"epochs": 2}), resume=True, quiet=True)
-        rec["resumed_by_ddp"] = _result(r)
-
-        # F: Ctrl-C on rank 1 only, after step 1; both ranks must stop at the same check
-        loop.CHECK_EVERY, check_every = 2, loop.CHECK_EVERY
-
-        def ctrl_c(info):
-            if rank == 1 and info.epoch == 0 and info.step == 0:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        r = run(_spec(root, run_dir=str(runs / "ddp-interrupted")), quiet=True, on_step=ctrl_c)
-        loop.CHECK_EVERY = check_every
-        rec["interrupted"] = _result(r)
-
-        # G: a global batch that does not split over two ranks
-        try:
-            run(_spec(root, batch_size=15, run_dir=str(runs / "ddp-bad-batch")), quiet=True)
-        except PdmpError as e:
-            rec["bad_batch"] = (str(e), e.exit_code)
-    finally:
-        dist.destroy_process_group()
-    rec["writes"] = writes
-    torch.save(rec, root / f"rank{rank}.pt")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        run(_spec(root, batch_size=15, run_dir=str(runs / "ddp-bad-batch")), quiet=True)
+    except PdmpError as e:
+        rec["bad_batch"] = (str(e), e.exit_code)
+    rec["writes"] = list(writes)
+    return rec
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    import torch.multiprocessing as mp
-
-    root = tmp_path_factory.mktemp("ddp")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def env(gloo_pair):
+    root = gloo_pair.root / "distributed"
     register_flat_encoder()
     with pytest.MonkeyPatch.context() as monkey:
         monkey.setenv("PDMP_CACHE_DIR", str(root / "cache"))
-        (root / "tiny.toml").write_text(TINY_SYNTHETIC)
-        Profile(
-            dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
-            optimization_dominant="audio", optimization_criterion="manual",
-            provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-        ).save(root / "profile.json")  # fmt: skip
         runs = root / "runs"
-        single_1ep = run(_spec(root, epochs=1, run_dir=str(runs / "single-1ep")), quiet=True)  # D resumes it
-        assert single_1ep.status == "complete"
-        # fork: the ranks start without importing torch again (no CUDA here, one CPU thread, no process group yet)
-        mp.start_processes(_worker, args=(_free_port(), root), nprocs=2, join=True, start_method="fork")
-        e = SimpleNamespace(root=root, runs=runs, ranks=[torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)])
+        e = SimpleNamespace(root=root, runs=runs, ranks=gloo_pair.records["distributed"])
         # the single-process counterparts
         e.single_flat = _result(run(_spec(root, run_dir=str(runs / "single-flat")), quiet=True))
         e.single_small = _result(run(_spec(root, encoder="small", run_dir=str(runs / "single-small")), quiet=True))
@@ -185,7 +167,6 @@ def env(tmp_path_factory):
         e.interrupted_ckpt = checkpoint.load(runs / "ddp-interrupted" / "checkpoints" / "last.pt")
         e.interrupted_then_single = _result(run(resume_spec(runs / "ddp-interrupted"), resume=True, quiet=True))
         yield e
-    torch.set_num_threads(threads)
     from pdmp_cli.models.encoders import ENCODERS
 
     ENCODERS._items.pop(FLAT, None)  # leave the registry as other test modules expect it

@@ -5,15 +5,13 @@ an uninterrupted run, bf16 autocast, two DDP ranks, the analysis probe."""
 from __future__ import annotations
 
 import math
-import os
 import signal
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_SYNTHETIC
+from conftest import TINY_SYNTHETIC, ddp_job
 
 from pdmp_cli import analysis
 from pdmp_cli.errors import PdmpError
@@ -108,40 +106,34 @@ def test_the_analysis_probe_trains_the_fusion(env, fusion, tmp_path):
     assert o.profile.optimization_criterion == "multimodal-probe"
 
 
-# --- two DDP ranks (gloo, fork) --------------------------------------------------------------
+# --- two DDP ranks (gloo, fork: conftest's one shared spawn) ---------------------------------
 
 
-def _worker(rank: int, port: int, root: Path, spec_kw: list[dict]) -> None:
-    from datetime import timedelta
+def _write_data(root: Path) -> None:
+    (root / "tiny.toml").write_text(TINY_SYNTHETIC)
+    Profile(
+        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
+        optimization_dominant="audio", optimization_criterion="manual",
+        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
+    ).save(root / "profile.json")  # fmt: skip
 
-    import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=90))
+@ddp_job("intermediate", prepare=_write_data)
+def _gloo_rank(rank: int, root: Path) -> dict:
     rec = {}
-    try:
-        for kw in spec_kw:
-            weights = []
-            r = run(TrainSpec(**kw), quiet=True, on_step=lambda i: weights.append(
-                torch.cat([p.detach().flatten() for p in i.model.parameters()])))  # fmt: skip
-            rec[kw["fusion"]] = {"status": r.status, "weights": weights}
-    finally:
-        dist.destroy_process_group()
-    torch.save(rec, root / f"rank{rank}.pt")
+    for fusion in INTERMEDIATE:  # the module env's spec: small encoder, 1 epoch, global batch 16
+        spec = TrainSpec(profile=str(root / "profile.json"), dataset=str(root / "tiny.toml"), encoder="small", epochs=1,
+                         batch_size=16, lr=0.01, device="cpu", fusion=fusion, run_dir=str(root / f"ddp-{fusion}"))  # fmt: skip
+        weights = []
+        r = run(spec, quiet=True, on_step=lambda i: weights.append(torch.cat([p.detach().flatten() for p in i.model.parameters()])))
+        rec[fusion] = {"status": r.status, "weights": weights}
+    return rec
 
 
-def test_two_ddp_ranks_train_alike(env):
+def test_two_ddp_ranks_train_alike(gloo_pair):
     """Under DDP the ranks see different shards, yet after every step their weights are identical
     (the modulation acts on the averaged gradients, so it keeps the replicas in step)."""
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    kws = [env.spec(fusion=f, run_dir=str(env.root / f"ddp-{f}")).model_dump() for f in INTERMEDIATE]
-    mp.start_processes(_worker, args=(port, env.root, kws), nprocs=2, join=True, start_method="fork")
-    r0, r1 = (torch.load(env.root / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = gloo_pair.records["intermediate"]
     for f in INTERMEDIATE:
         assert r0[f]["status"] == r1[f]["status"] == "complete"
         assert len(r0[f]["weights"]) == 4  # 60 training clips (carved validation aside) / global batch 16

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FLAT, TINY_SYNTHETIC, register_flat_encoder
+from conftest import FLAT, TINY_SYNTHETIC, ddp_job, register_flat_encoder
 
 from pdmp_cli import rundir
 from pdmp_cli.errors import PdmpError
@@ -47,19 +45,23 @@ def _spec(env, n: int, **kw) -> TrainSpec:
     return TrainSpec(**{**base, **kw})
 
 
+def _write_data(root: Path) -> None:
+    for n, text, mods in ((2, TINY, ["audio", "visual"]), (3, TINY3, ["audio", "visual", "depth"])):
+        (root / f"tiny{n}.toml").write_text(text)
+        Profile(
+            dataset=f"tiny{n}", modalities=mods, performance_dominant="visual", optimization_dominant="audio",
+            optimization_criterion="manual",
+            provenance=Provenance(tool_version="t", created="2025-01-01T00:00:00+00:00", source="manual"),
+        ).save(root / f"p{n}.json")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     register_flat_encoder()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PDMP_CACHE_DIR", str(root / "cache"))
-        for n, text, mods in ((2, TINY, ["audio", "visual"]), (3, TINY3, ["audio", "visual", "depth"])):
-            (root / f"tiny{n}.toml").write_text(text)
-            Profile(
-                dataset=f"tiny{n}", modalities=mods, performance_dominant="visual", optimization_dominant="audio",
-                optimization_criterion="manual",
-                provenance=Provenance(tool_version="t", created="2025-01-01T00:00:00+00:00", source="manual"),
-            ).save(root / f"p{n}.json")  # fmt: skip
+        _write_data(root)
         e = SimpleNamespace(root=root, runs={})
 
         def result(method: str, fusion: str = "concat", n: int = 2):
@@ -186,40 +188,25 @@ def test_predict_returns_an_output_and_leaves_its_argument_alone(env, method):
 # --- two gloo processes -------------------------------------------------------------------------
 
 
-def _worker(rank: int, port: int, root: str) -> None:
-    from datetime import timedelta
-
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    register_flat_encoder()
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=120))
-    env = SimpleNamespace(root=Path(root))
+@ddp_job("contract", prepare=_write_data)
+def _gloo_rank(rank: int, root: Path) -> dict:
+    """One of the two gloo ranks of conftest's shared spawn: every method on the 2-modality data."""
+    env = SimpleNamespace(root=root)
     rec = {}
-    try:
-        for method in NAMES:
-            steps: list = []
+    for method in NAMES:
+        steps: list = []
 
-            def on_step(info, steps=steps):
-                steps.append(torch.cat([p.detach().flatten() for g in info.optimizer.param_groups for p in g["params"]]))
+        def on_step(info, steps=steps):
+            steps.append(torch.cat([p.detach().flatten() for g in info.optimizer.param_groups for p in g["params"]]))
 
-            r = run(_spec(env, 2, method=method, run_dir=str(env.root / f"ddp-{method}")), quiet=True, on_step=on_step)
-            rec[method] = {"status": r.status, "message": r.summary.message, "metrics": _comparable(r.metrics), "steps": steps}
-    finally:
-        dist.destroy_process_group()
-    torch.save(rec, Path(root) / f"ddp-rank{rank}.pt")
+        r = run(_spec(env, 2, method=method, run_dir=str(env.root / f"ddp-{method}")), quiet=True, on_step=on_step)
+        rec[method] = {"status": r.status, "message": r.summary.message, "metrics": _comparable(r.metrics), "steps": steps}
+    return rec
 
 
 @pytest.fixture(scope="module")
-def ddp(env):
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(env.root)), nprocs=2, join=True, start_method="fork")
-    return [torch.load(env.root / f"ddp-rank{r}.pt", weights_only=False) for r in (0, 1)]
+def ddp(gloo_pair):
+    return gloo_pair.records["contract"]
 
 
 @pytest.mark.parametrize("method", NAMES)

@@ -57,7 +57,8 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
     from pdmp_cli.methods import build_method
     from pdmp_cli.profile import Profile
     from pdmp_cli.resources import profile_path as find_profile
-    from pdmp_cli.runtime import GracefulInterrupt, resolve_device, seed_everything
+    from pdmp_cli.runtime import resolve_device, seed_everything
+    from pdmp_cli.signals import GracefulInterrupt
     from pdmp_cli import distributed
     from pdmp_cli.train import amp, health, loop
     from pdmp_cli.train.schedule import LRSchedule

@@ -9,9 +9,6 @@ import numpy as np
 import torch
 
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.signals import (  # noqa: F401  (re-exported: stop signals live in a torch-free module)
-    STOP_SIGNALS, GracefulInterrupt, Terminated, ignore_stop_signals, interrupt_exit_code, sigterm_as_interrupt,
-)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -72,7 +72,7 @@ def _mla(**args):
 
 
 def _one_batch(model, method, optimizer, x, y, epoch=0):
-    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.signals import GracefulInterrupt
     from pdmp_cli.train.loop import EpochStats, train_one_epoch
 
     train_one_epoch(

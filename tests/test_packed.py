@@ -469,7 +469,7 @@ def test_the_loop_finishes_device_path_batches_at_its_one_hook(tmp_path):
     uint8 batches to ``train_one_epoch``, whose hook (``finish_on_device``) crops them before the model."""
     from pdmp_cli.analysis import manual_profile
     from pdmp_cli.methods import build_method
-    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.signals import GracefulInterrupt
     from pdmp_cli.train.loop import EpochStats, build_model, build_optimizer, epoch_loader, train_one_epoch
 
     root, manifest = _tiny(tmp_path)

@@ -139,6 +139,25 @@ def test_resume_after_last_epoch_with_more_epochs_equals_longer_run(env):
     assert json.loads((short.run_dir / "spec.json").read_text())["epochs"] == 2
 
 
+
+def test_a_checkpoint_from_an_older_pdmp_is_refused_in_one_line(env, tmp_path):
+    import shutil
+
+    from pdmp_cli.train import checkpoint
+
+    d = tmp_path / "old"
+    shutil.copytree(env.ogm.run_dir, d)
+    last = d / "checkpoints" / "last.pt"
+    ckpt = checkpoint.load(last)
+    from pdmp_cli.train.loop import STATS_KEYS
+
+    del ckpt["lr_schedule"], ckpt["spec"]["val_fraction"]
+    ckpt["stats"] = {k: 0 for k in STATS_KEYS - {"norm_steps"}}  # mid-epoch statistics from before norm_steps
+    checkpoint.save(last, ckpt)
+    with pytest.raises(PdmpError, match=r"^cannot resume .*old: its checkpoint was written by an older pdmp \(no "
+                                        r"lr_schedule, norm_steps, spec.val_fraction\); start a new run$"):
+        run(resume_spec(d, {"epochs": 3}), resume=True, quiet=True)
+
 def test_pdmp_at_gamma_p_1_is_vanilla_to_the_last_bit(env):
     # γp 1 multiplies every encoder gradient by 1.0 (exact in floating point); same seed, same
     # threads: the same data order, losses, accuracies and weights as vanilla

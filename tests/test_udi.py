@@ -56,7 +56,7 @@ class _Ctx:
 def test_anchor_chosen_on_val_and_frozen_in_stage_2():
     from pdmp_cli.methods import build_method
     from pdmp_cli.models.multimodal import build_multimodal
-    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.signals import GracefulInterrupt
     from pdmp_cli.specs import TrainSpec
     from pdmp_cli.train.loop import EpochStats, build_optimizer, train_one_epoch
 

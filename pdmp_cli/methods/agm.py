@@ -73,7 +73,7 @@ def subset_logits(model, out, inputs, keep) -> torch.Tensor:
     if hasattr(model, "fusion") and hasattr(model, "encoders"):  # late fusion: zero the features
         feats = out.features
         return model.fusion({m: f if m in keep else torch.zeros_like(f) for m, f in feats.items()})
-    from pdmp_cli.models.multimodal import batchnorm_stats_frozen
+    from pdmp_cli.models.base import batchnorm_stats_frozen
 
     with batchnorm_stats_frozen(model) if model.training else contextlib.nullcontext():
         return model.masked(inputs, tuple(keep))[0]

@@ -1,5 +1,5 @@
 """The multimodal classifiers: one encoder per modality and a fusion head (late fusion, the paper's
-Eq. 2), or a model that fuses inside its encoders (:class:`MaskedFusionModel`: ``se``, ``mmformer``).
+Eq. 2), or a model that fuses inside its encoders (:class:`~pdmp_cli.models.base.MaskedFusionModel`: ``se``, ``mmformer``).
 
 The model interface every method and the training loop rely on (docs/training.md, "Add PDMP to your own
 model")::
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdmp_cli.models.base import MaskedFusionModel, ModelOutput, batchnorm_stats_frozen  # noqa: F401 (re-exported)
+from pdmp_cli.models.base import ModelOutput
 from pdmp_cli.models.encoders import build_encoder
 from pdmp_cli.models.fusions import FUSIONS, Fusion, build_fusion, builds_model
 

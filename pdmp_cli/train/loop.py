@@ -44,16 +44,15 @@ from torch.utils.data import DataLoader
 from pdmp_cli import __version__, distributed, fsutil, rundir
 from pdmp_cli.data.packed import collate as packed_collate
 from pdmp_cli.data.packed import load_packed, train_loader
-from pdmp_cli.data.split import LEGACY_SPEC, evaluation_view, split_file, with_validation
+from pdmp_cli.data.split import evaluation_view, split_file, with_validation
 from pdmp_cli.errors import PdmpError, format_validation_error
-from pdmp_cli.methods import Method, build_method, resolve_method_args
+from pdmp_cli.methods import Method, build_method
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile
 from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
-from pdmp_cli.runtime import (
-    GracefulInterrupt, ignore_stop_signals, place_model, resolve_device, seed_everything, to_device, use_threads,
-)
+from pdmp_cli.runtime import place_model, resolve_device, seed_everything, to_device, use_threads
+from pdmp_cli.signals import GracefulInterrupt, ignore_stop_signals
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, health
 from pdmp_cli.train.schedule import LRSchedule
@@ -409,7 +408,7 @@ class EpochStats:
         dev = self.loss.device
         self.steps, self.seconds = s["steps"], s["seconds"]
         self.loss = s["loss"].to(dev)
-        self.norm_steps = s.get("norm_steps", torch.tensor(float(s["steps"]))).to(dev)
+        self.norm_steps = s["norm_steps"].to(dev)
         self.norm_before = {m: v.to(dev) for m, v in s["norm_before"].items()}
         self.norm_after = {m: v.to(dev) for m, v in s["norm_after"].items()}
         self.gamma = {m: v.to(dev) for m, v in s["gamma"].items()}
@@ -530,6 +529,24 @@ def require_run_dir(run_dir: Path) -> None:
                         "stopped without re-creating it: put it back and resume, or start a new run", 1)
 
 
+# what save_last writes (and EpochStats.state_dict): a last.pt without one of them is from an older pdmp
+LAST_KEYS = frozenset({
+    "model", "method", "optimizer", "epoch", "step", "data_gen", "rng", "stats", "history", "spec", "wall_seconds",
+    "profile_sha256", "amp", "lr_schedule",
+})
+STATS_KEYS = frozenset({"steps", "seconds", "loss", "norm_steps", "norm_before", "norm_after", "gamma", "first_bad_step"})
+
+
+def require_current(run_dir: Path, ckpt: dict) -> None:
+    """Refuse (one line) to resume from a last.pt an older pdmp wrote: it lacks what this one saves."""
+    stats, spec = ckpt.get("stats"), ckpt.get("spec")
+    missing = sorted(LAST_KEYS - set(ckpt)) + sorted(STATS_KEYS - set(stats) if isinstance(stats, dict) else ())
+    missing += [f"spec.{k}" for k in sorted(set(TrainSpec.model_fields) - set(spec) if isinstance(spec, dict) else ())]
+    if missing:
+        raise PdmpError(f"cannot resume {run_dir}: its checkpoint was written by an older pdmp (no "
+                        f"{', '.join(missing)}); start a new run", 2)
+
+
 def save_last(
     run_dir: Path, *, model, optimizer, epoch, step, data_gen_state, stats, history, spec_json, wall, sha, amp_state=None,
     method: Method | None = None, lr_schedule: LRSchedule | None = None,
@@ -630,7 +647,7 @@ def resume_spec(run_dir: str | os.PathLike, changes: dict | None = None) -> Trai
         if not isinstance(saved, dict):
             raise PdmpError(f"{p / rundir.SPEC} holds no spec (a JSON {type(saved).__name__}); the run cannot be "
                             "resumed", 1)
-        return TrainSpec.model_validate({**LEGACY_SPEC, **saved, **(changes or {}), "run_dir": str(p)})
+        return TrainSpec.model_validate({**saved, **(changes or {}), "run_dir": str(p)})
     except json.JSONDecodeError as e:
         raise PdmpError(f"{p / rundir.SPEC} is not valid JSON ({e}); the run cannot be resumed", 1) from None
     except ValidationError as e:
@@ -730,8 +747,8 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
 
     if resume:
         ckpt = checkpoint.load_last(run_dir)
-        saved, now = {**LEGACY_SPEC, **ckpt["spec"]}, spec.model_dump(mode="json")
-        saved = resolve_method_args(saved, spec.method)  # a run from before method_args: ogm_* moved in
+        require_current(run_dir, ckpt)
+        saved, now = ckpt["spec"], spec.model_dump(mode="json")
         changed = sorted(k for k in now if k not in RESUMABLE | _LOCATION and saved.get(k) != now[k])
         if changed:
             raise PdmpError(
@@ -749,9 +766,9 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
                 exit_code=2,
             )
         model.load_state_dict(ckpt["model"])
-        method.load_state_dict(ckpt.get("method", {}))  # its heads and state (prototypes, running means)
+        method.load_state_dict(ckpt["method"])  # its heads and state (prototypes, running means)
         optimizer.load_state_dict(ckpt["optimizer"])
-        lr_schedule.load_state_dict(ckpt.get("lr_schedule"))
+        lr_schedule.load_state_dict(ckpt["lr_schedule"])
         checkpoint.set_rng_state(ckpt["rng"])
         data_gen.set_state(ckpt["data_gen"])
         history = [EpochMetrics.model_validate(h) for h in ckpt["history"]]
@@ -759,7 +776,7 @@ def _run(spec: TrainSpec, device: torch.device, command: str, *, resume, console
         if ckpt["stats"] is not None:
             stats = EpochStats(model.modalities, device)
             stats.load_state_dict(ckpt["stats"])
-        precision.load_state_dict(ckpt.get("amp"))
+        precision.load_state_dict(ckpt["amp"])
         # metrics.jsonl is rewritten from the checkpoint: a hard kill may have cut it short or long
         if distributed.is_main():
             lines = "".join(m.model_dump_json() + "\n" for m in history)

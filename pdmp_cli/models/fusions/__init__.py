@@ -9,7 +9,7 @@ Two kinds share the one registry (and the one ``--fusion`` flag):
 * intermediate fusions (``@register_model_fusion``), which fuse *inside* the encoders and so
   cannot be a head after them: the builder takes ``encoder`` (a registry name), ``in_channels``
   (modality -> channels) and ``num_classes`` and returns the whole model, with the interface of
-  :class:`~pdmp_cli.models.multimodal.MaskedFusionModel` (``se``, ``mmformer``).
+  :class:`~pdmp_cli.models.base.MaskedFusionModel` (``se``, ``mmformer``).
 
 :func:`pdmp_cli.models.multimodal.build_multimodal` builds either.
 """

@@ -108,8 +108,7 @@ class Method(nn.Module):
                 f"{len(self.modalities)} ({', '.join(self.modalities)}){why}; use --method {' or '.join(able)}",
                 exit_code=2,
             )
-        tables = getattr(spec, "method_args", None) or {}  # a spec from before method_args: defaults
-        self.args = self.Args.model_validate(tables.get(self.name, {}))
+        self.args = self.Args.model_validate(spec.method_args.get(self.name, {}))
         self.gamma = {m: 1.0 for m in self.modalities}
 
     def describe(self) -> str:
@@ -120,7 +119,7 @@ class Method(nn.Module):
         """What this method changes in training, resolved: its ``Args`` with defaults filled in
         and gamma_p when it reads it. Two specs with equal settings (and equal other fields) train
         identically, so ``pdmp tune`` trains them once; ``None``: exactly plain joint training."""
-        args = cls.Args.model_validate(((getattr(spec, "method_args", None) or {}).get(cls.name)) or {})
+        args = cls.Args.model_validate(spec.method_args.get(cls.name, {}))
         out = {"method": cls.name, **args.model_dump(mode="json")}
         if cls.uses_gamma_p:
             out["gamma_p"] = float(spec.gamma_p)

@@ -129,6 +129,14 @@ def gloo_pair(tmp_path_factory):
 # as `pdmp train` writes them, a stand-in for pdmp_cli.train.run, PNG sizes, analysis outcomes.
 
 
+def _method_args(method: str) -> dict:
+    """The ``method_args`` pdmp writes into spec.json: the run's method's defaults (none for a name
+    no longer registered)."""
+    from pdmp_cli.methods import METHODS
+
+    return {method: METHODS.get(method).Args().model_dump(mode="json")} if method in METHODS else {}
+
+
 def make_run(
     root: Path,
     name: str,
@@ -154,8 +162,8 @@ def make_run(
 
     Epoch e has eval accuracy ``accs[e]``, macro-F1 ``accs[e] + f1_offset``; the last epoch has
     branch accuracies ``branch`` and w ``w`` (earlier epochs: branch 0.1 each, w 1.0). ``vals``:
-    validation accuracy per epoch, as pdmp writes today; without, a run from before the
-    validation split (its spec has no val_fraction; its epoch was chosen on test).
+    validation accuracy per epoch; without, a run with ``--select-on-test`` (no validation split:
+    its epoch was chosen on test).
     """
     d = root / name
     (d / rundir.CHECKPOINTS).mkdir(parents=True)
@@ -165,7 +173,8 @@ def make_run(
         "seed": seed, "encoder": "small", "device": "auto", "num_workers": 0, "data_root": None,
         "profile": "profiles/x.json", "dataset": dataset, "fusion": fusion, "method": method, "gamma_p": gamma_p,
         "grad_clip": None, "run_dir": str(d), "runs_root": str(root),
-        "skip_bad": False, **({"val_fraction": 0.1, "select_on_test": False} if vals else {}), **(spec_extra or {}),
+        "skip_bad": False, "val_fraction": 0.1 if vals else 0.0, "select_on_test": not vals,
+        "method_args": _method_args(method), **(spec_extra or {}),
     }  # fmt: skip
     write_json(d / rundir.SPEC, spec)
     branch = branch or {m: 0.5 for m in modalities}
@@ -189,7 +198,10 @@ def make_run(
         on_val = dict(
             selection="validation", selected_epoch=chosen.epoch, selected_accuracy=chosen.test_accuracy,
             selected_macro_f1=chosen.test_macro_f1, val_accuracy=chosen.val_accuracy,
-        ) if vals else {}  # fmt: skip
+        ) if vals else dict(
+            selection="test", selected_epoch=best.epoch, selected_accuracy=best.test_accuracy,
+            selected_macro_f1=best.test_macro_f1,
+        )  # fmt: skip
         s = RunSummary(**on_val,
             dataset=dataset, method=method, fusion=fusion, encoder="small", gamma_p=gamma_p,
             gamma=gamma if gamma is not None else ({"audio": 1 / gamma_p, "visual": gamma_p} if method == "pdmp" else {m: 1.0 for m in modalities}),
@@ -261,6 +273,7 @@ class FakeTrain:
             dataset="tiny", method=spec.method, fusion=spec.fusion, encoder=spec.encoder, gamma_p=spec.gamma_p,
             gamma={}, seed=spec.seed, profile_sha256=hashlib.sha256(Path(spec.profile).read_bytes()).hexdigest(),
             status=self.status, epochs_planned=spec.epochs, epochs_done=1, best_accuracy=acc, best_epoch=1,
+            selection="test", selected_epoch=1, selected_accuracy=acc, selected_macro_f1=acc,  # no val_accuracy
             final_accuracy=acc, final_macro_f1=acc, final_w=0.5, final_branch_accuracy=m.branch_accuracy,
             message="interrupted at epoch 1, step 2; continue with `pdmp train --resume x`" if self.status == "interrupted" else None,
         )  # fmt: skip

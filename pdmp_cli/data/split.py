@@ -153,11 +153,6 @@ class _EvalSubset:
         return self.dataset[self.indices[i]]
 
 
-# spec fields of runs and analyses written before the validation split existed: they trained on
-# the whole training split and chose on test, which is what these values reproduce
-LEGACY_SPEC = {"val_fraction": 0.0, "select_on_test": True}
-
-
 def split_file(bundle, record: dict) -> dict:
     """``split.json`` of a run directory: the record and, for a carved split, its indices into train."""
     val = bundle.val

@@ -16,7 +16,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pdmp_cli import rundir
-from pdmp_cli.data.split import LEGACY_SPEC
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 
@@ -94,20 +93,11 @@ def settings_key(spec: dict) -> dict:
 def spec_with_defaults(spec: dict) -> dict:
     """A saved spec.json as this version of pdmp reads it: a field added since the run was
     written takes its default (the behaviour the run had), a field no longer known is dropped.
-    So runs from before e.g. ``precision`` existed still match new runs with the default. Runs from
-    before the validation split trained on all of train and chose on test: they read as
-    ``val_fraction = 0, select_on_test``, not as the new defaults."""
+    So runs from before e.g. ``precision`` existed still match new runs with the default."""
     from pydantic_core import PydanticUndefined
 
     from pdmp_cli.specs import TrainSpec
 
-    spec = {**LEGACY_SPEC, **spec}
-    try:  # old flat method fields (ogm_alpha, ...) move into method_args, as TrainSpec reads them
-        from pdmp_cli.methods import resolve_method_args
-
-        spec = resolve_method_args(spec, TrainSpec.model_fields["method"].default)
-    except ValueError:
-        pass  # a spec pdmp no longer validates keeps what it has
     out = {}
     for name, f in TrainSpec.model_fields.items():
         if name in spec:
@@ -161,13 +151,8 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             notes.append(f"{p / rundir.SUMMARY}: not a run summary ({e.error_count()} problems); read from spec.json and metrics")
 
     if summary is not None:
-        selected, selection = summary.selected_accuracy, summary.selection
-        if selected is None:  # a summary written before the validation split: from the epochs
-            chosen = rundir.select_epoch(metrics)
-            selected = chosen.test_accuracy if chosen else summary.best_accuracy
-            selection = "validation" if chosen is not None and chosen.val_accuracy is not None else "test"
         values = {
-            "selected_accuracy": selected,
+            "selected_accuracy": summary.selected_accuracy,
             "accuracy": summary.final_accuracy,
             "best_accuracy": summary.best_accuracy,
             "macro_f1": summary.final_macro_f1,
@@ -187,7 +172,7 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             gamma_p=summary.gamma_p, gamma=dict(summary.gamma), seed=summary.seed, status=summary.status,
             epochs_done=summary.epochs_done, epochs_planned=summary.epochs_planned, values=values,
             best_epoch=summary.best_epoch, metrics=metrics, settings={}, message=summary.message,
-            selection=selection,
+            selection=summary.selection,
         )  # fmt: skip
     elif spec is not None and all(k in spec for k in ("method", "fusion", "gamma_p", "seed")):
         notes.append(f"{p}: no readable summary.json; shown from spec.json and {len(metrics)} epochs of metrics")

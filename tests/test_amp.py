@@ -33,7 +33,7 @@ def _one_step(kind: str, tmp_path: Path):
     """One PDMP step (gamma_p 10) of a fresh seeded model on a fixed batch, in ``kind`` precision."""
     torch.manual_seed(0)
     model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 3)
-    spec = SimpleNamespace(gamma_p=10.0, profile=str(tmp_path / "p.json"))
+    spec = SimpleNamespace(gamma_p=10.0, profile=str(tmp_path / "p.json"), method_args={})
     method = build_method("pdmp", model, spec, Profile.load(_profile(tmp_path)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(1)

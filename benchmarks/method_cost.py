@@ -39,7 +39,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
     from pdmp_cli.methods import METHODS, build_method
     from pdmp_cli.specs import TrainSpec, dataset_defaults
     from pdmp_cli.train.loop import EpochContext, EpochStats, build_model, build_optimizer, train_one_epoch
-    from pdmp_cli.runtime import GracefulInterrupt
+    from pdmp_cli.signals import GracefulInterrupt
 
     dev = torch.device(device)
     bundle, _ = with_validation(load_dataset(dataset))  # D&R and UDI read the validation split

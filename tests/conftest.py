@@ -233,12 +233,7 @@ def measured_profile(path: Path, dataset="synthetic", late=(0.54, 0.85), early=(
 
 
 def profile_file(path: Path, m_p="visual", m_o="audio") -> str:
-    p = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant=m_p, optimization_dominant=m_o,
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )  # fmt: skip
-    return str(p.save(path))
+    return str(make_profile(performance_dominant=m_p, optimization_dominant=m_o).save(path))
 
 
 class FakeTrain:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import pdmp_cli.train
 from pdmp_cli.cli.app import app
-from pdmp_cli.profile import Profile, Provenance
+from conftest import make_profile
 from pdmp_cli.rundir import RunSummary
 from pdmp_cli.train import RunResult
 from pdmp_cli.models.fusions import FUSIONS
@@ -17,15 +17,7 @@ from pdmp_cli.models.fusions import FUSIONS
 runner = CliRunner()
 
 def _profile(path, **kw):
-    base = dict(
-        dataset="tiny",
-        modalities=["audio", "visual"],
-        performance_dominant="visual",
-        optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )
-    return str(Profile(**{**base, **kw}).save(path))
+    return str(make_profile(**kw).save(path))
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.models.fusions import FUSIONS, builds_model
 from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.modulation import PDMPModulator, resolve_gammas
-from pdmp_cli.profile import Profile, Provenance
+from conftest import make_profile
+from pdmp_cli.profile import Profile
 
 def _model_and_batch(channels: dict[str, int], fusion="concat", seed=0):
     torch.manual_seed(seed)
@@ -119,15 +120,7 @@ def test_hooks_equal_apply_and_can_be_removed():
 
 
 def _profile(**kw) -> Profile:
-    base = dict(
-        dataset="toy",
-        modalities=["audio", "visual"],
-        performance_dominant="visual",
-        optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )
-    return Profile(**{**base, **kw})
+    return make_profile(**{"dataset": "toy", **kw})
 
 
 def test_profile_object_or_path(tmp_path):

@@ -113,3 +113,28 @@ def read_metrics(run_dir: Path) -> tuple[list[EpochMetrics], int]:
         except (json.JSONDecodeError, ValueError):
             bad += 1
     return good, bad
+
+
+def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
+    """The summary.json of a run whose epochs so far are ``history`` (``fields``: the rest of RunSummary)."""
+    tested = [m for m in history if m.test_accuracy is not None]  # none: trained without the test split
+    best = max(tested, key=lambda m: m.test_accuracy) if tested else None  # first of equals
+    chosen = select_epoch(history)  # on validation (on test only without a validation split)
+    last = history[-1] if history else None
+    on_val = chosen is not None and chosen.val_accuracy is not None
+    return RunSummary(
+        epochs_done=len(history),
+        selection="validation" if on_val or (fields.get("val_split") or {}).get("selection") == "validation" else "test",
+        selected_epoch=chosen.epoch if chosen else None,
+        selected_accuracy=chosen.test_accuracy if chosen else None,
+        selected_macro_f1=chosen.test_macro_f1 if chosen else None,
+        val_accuracy=chosen.val_accuracy if chosen else None,
+        best_accuracy=best.test_accuracy if best else None,
+        best_macro_f1=best.test_macro_f1 if best else None,
+        best_epoch=best.epoch if best else None,
+        final_accuracy=last.test_accuracy if last else None,
+        final_macro_f1=last.test_macro_f1 if last else None,
+        final_w=last.w if last else None,
+        final_branch_accuracy=dict(last.branch_accuracy) if last else {},
+        **fields,
+    )

@@ -50,7 +50,7 @@ from pdmp_cli.methods import Method, build_method
 from pdmp_cli.metrics import dependency, logit_mass, macro_f1
 from pdmp_cli.models.multimodal import MultimodalModel, build_multimodal
 from pdmp_cli.profile import Profile
-from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score
+from pdmp_cli.rundir import EpochMetrics, RunSummary, selection_score, summarize
 from pdmp_cli.runtime import place_model, resolve_device, seed_everything, to_device, use_threads
 from pdmp_cli.signals import GracefulInterrupt, ignore_stop_signals
 from pdmp_cli.specs import TrainSpec
@@ -571,30 +571,6 @@ def save_last(
             "amp": amp_state,  # fp16: the GradScaler's scale; None otherwise
             "lr_schedule": lr_schedule.state_dict() if lr_schedule is not None else None,
         },
-    )
-
-
-def summarize(history: list[EpochMetrics], **fields) -> RunSummary:
-    tested = [m for m in history if m.test_accuracy is not None]  # none: trained without the test split
-    best = max(tested, key=lambda m: m.test_accuracy) if tested else None  # first of equals
-    chosen = rundir.select_epoch(history)  # on validation (on test only without a validation split)
-    last = history[-1] if history else None
-    on_val = chosen is not None and chosen.val_accuracy is not None
-    return RunSummary(
-        epochs_done=len(history),
-        selection="validation" if on_val or (fields.get("val_split") or {}).get("selection") == "validation" else "test",
-        selected_epoch=chosen.epoch if chosen else None,
-        selected_accuracy=chosen.test_accuracy if chosen else None,
-        selected_macro_f1=chosen.test_macro_f1 if chosen else None,
-        val_accuracy=chosen.val_accuracy if chosen else None,
-        best_accuracy=best.test_accuracy if best else None,
-        best_macro_f1=best.test_macro_f1 if best else None,
-        best_epoch=best.epoch if best else None,
-        final_accuracy=last.test_accuracy if last else None,
-        final_macro_f1=last.test_macro_f1 if last else None,
-        final_w=last.w if last else None,
-        final_branch_accuracy=dict(last.branch_accuracy) if last else {},
-        **fields,
     )
 
 

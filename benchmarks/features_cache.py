@@ -37,9 +37,10 @@ def measure(root: Path, *, manifest: str = "cremad", batch_size: int, repeats: i
     from pdmp_cli.data.manifest import load_manifest
     from pdmp_cli.methods import build_method
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import (
-        EpochStats, GracefulInterrupt, build_model, build_optimizer, epoch_loader, train_one_epoch,
-    )
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer, epoch_loader
+    from pdmp_cli.train.state import EpochStats
 
     dataset = manifest
     manifest = load_manifest(dataset)
@@ -77,8 +78,7 @@ def measure(root: Path, *, manifest: str = "cremad", batch_size: int, repeats: i
 
         def go(bundle=bundle, model=model, method=method, opt=opt, name=name):
             loader = epoch_loader(bundle, spec, gens[name], 0, device)
-            train_one_epoch(model, method, opt, loader, EpochStats(model.modalities, device), epoch=0,
-                            start_step=0, grad_clip=None, device=device, stop=GracefulInterrupt())
+            train_one_epoch(Run(spec, device, model, method, opt), loader, EpochStats(model.modalities, device), epoch=0, start_step=0, stop=GracefulInterrupt())
 
         trainers[name] = go
     train = interleaved(trainers, train_repeats or repeats)

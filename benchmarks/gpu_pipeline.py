@@ -1,6 +1,6 @@
 """Figure (GPU): does the data pipeline keep the GPU busy?
 
-The training loader of ``pdmp train`` (:func:`pdmp_cli.train.loop.epoch_loader`: shuffled,
+The training loader of ``pdmp train`` (:func:`pdmp_cli.train.setup.epoch_loader`: shuffled,
 ``batch_size``, ``num_workers``, pinned memory on CUDA) reads a generated dataset in CREMA-D's
 layout through the shipped ``cremad`` manifest, with the features cache warm (``pdmp train``'s
 data check fills it before the first epoch), and every batch is copied to the GPU as the loop
@@ -31,7 +31,7 @@ def measure(root: Path, *, manifest: str = "cremad", batch_size: int = 64, worke
     from pdmp_cli.data.manifest import load_manifest
     from pdmp_cli.runtime import to_device
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import epoch_loader
+    from pdmp_cli.train.setup import epoch_loader
 
     dev = torch.device(device)
     man = load_manifest(manifest)

@@ -75,7 +75,10 @@ def profile_epoch(bundle, spec, top: int = 12) -> dict:
 
     from pdmp_cli.analysis import manual_profile
     from pdmp_cli.methods import build_method
-    from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, build_optimizer, epoch_loader, train_one_epoch
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer, epoch_loader
+    from pdmp_cli.train.state import EpochStats
 
     device = torch.device("cpu")
     torch.manual_seed(0)
@@ -85,8 +88,7 @@ def profile_epoch(bundle, spec, top: int = 12) -> dict:
     gen = torch.Generator().manual_seed(0)
 
     def epoch():
-        train_one_epoch(model, method, opt, epoch_loader(bundle, spec, gen, 0, device), EpochStats(model.modalities, device),
-                        epoch=0, start_step=0, grad_clip=None, device=device, stop=GracefulInterrupt())
+        train_one_epoch(Run(spec, device, model, method, opt), epoch_loader(bundle, spec, gen, 0, device), EpochStats(model.modalities, device), epoch=0, start_step=0, stop=GracefulInterrupt())
 
     epoch()  # warm-up
     t0 = time.perf_counter()
@@ -117,7 +119,10 @@ def loop_channels_last(dataset: str, rounds: int, batch_size: int = 64, steps: i
     from pdmp_cli.data import load_dataset
     from pdmp_cli.methods import build_method
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, build_optimizer, train_one_epoch
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer
+    from pdmp_cli.train.state import EpochStats
 
     bundle = load_dataset(dataset)
     batches = _batches(bundle, batch_size, steps)
@@ -137,8 +142,7 @@ def loop_channels_last(dataset: str, rounds: int, batch_size: int = 64, steps: i
             def go(model=model, method=method, opt=opt, flag=flag):
                 os.environ["PDMP_CHANNELS_LAST"] = flag  # to_device reads it for every batch
                 t0 = time.perf_counter()
-                train_one_epoch(model, method, opt, batches, EpochStats(model.modalities, device), epoch=0,
-                                start_step=0, grad_clip=None, device=device, stop=GracefulInterrupt())
+                train_one_epoch(Run(spec, device, model, method, opt), batches, EpochStats(model.modalities, device), epoch=0, start_step=0, stop=GracefulInterrupt())
                 return (time.perf_counter() - t0) / steps
 
             go()
@@ -162,7 +166,7 @@ def measure(root: Path, *, manifest: str = "cremad", synthetic: str = "synthetic
     from pdmp_cli.data.loaders.files import FilesLoader
     from pdmp_cli.data.manifest import load_manifest
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import epoch_loader
+    from pdmp_cli.train.setup import epoch_loader
 
     rounds = 2 if tiny else 5
     batch = 4 if tiny else 16

@@ -38,7 +38,9 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
     from pdmp_cli.data.split import with_validation
     from pdmp_cli.methods import METHODS, build_method
     from pdmp_cli.specs import TrainSpec, dataset_defaults
-    from pdmp_cli.train.loop import EpochContext, EpochStats, build_model, build_optimizer, train_one_epoch
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer
+    from pdmp_cli.train.state import EpochContext, EpochStats
     from pdmp_cli.signals import GracefulInterrupt
 
     dev = torch.device(device)
@@ -78,8 +80,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            train_one_epoch(model, method, opt, batches, stats, epoch=epoch, start_step=0, grad_clip=None,
-                            device=dev, stop=GracefulInterrupt())
+            train_one_epoch(Run(spec, dev, model, method, opt), batches, stats, epoch=epoch, start_step=0, stop=GracefulInterrupt())
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return (time.perf_counter() - t0) / steps

@@ -3,7 +3,7 @@
 CPU figure (:func:`measure`, in ``make bench``): a generated dataset in CREMA-D's layout read
 through the shipped ``cremad`` manifest (224 x 224 frames, 1 x 257 x 188 spectrograms), batch 64,
 ``num_workers`` 0, every variant timed over whole epochs of the training loop's loader
-(:func:`pdmp_cli.train.loop.epoch_loader`), in alternating rounds (medians):
+(:func:`pdmp_cli.train.setup.epoch_loader`), in alternating rounds (medians):
 
 * ``today``: the files loader over the warm features cache (cache lookup per sample, float
   conversion, RandomResizedCrop with antialias on floats, flip, normalise, collate);
@@ -45,7 +45,7 @@ def measure(root: Path, *, manifest: str = "cremad", batch_size: int = 64, repea
     import torch
 
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import epoch_loader
+    from pdmp_cli.train.setup import epoch_loader
 
     files, packed = _bundles(root, manifest)
     n = len(files.train)
@@ -90,7 +90,10 @@ def measure_cuda(root: Path, *, manifest: str = "cremad", batch_size: int = 64, 
     from pdmp_cli.methods import build_method
     from pdmp_cli.runtime import to_device
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, build_optimizer, epoch_loader, train_one_epoch
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer, epoch_loader
+    from pdmp_cli.train.state import EpochStats
 
     dev = torch.device(device)
     files, packed = _bundles(root, manifest)
@@ -144,7 +147,7 @@ def measure_cuda(root: Path, *, manifest: str = "cremad", batch_size: int = 64, 
         for r in range(3):
             sync()
             t0 = time.perf_counter()
-            train_one_epoch(model, method, opt, batch, stats, epoch=0, start_step=0, grad_clip=None, device=dev, stop=stop)
+            train_one_epoch(Run(spec, dev, model, method, opt), batch, stats, epoch=0, start_step=0, stop=stop)
             sync()
             if r:
                 out.setdefault("_model_times", []).append(time.perf_counter() - t0)

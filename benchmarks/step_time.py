@@ -34,7 +34,10 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
     from pdmp_cli.methods import build_method
     from pdmp_cli.analysis import manual_profile
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, build_optimizer, train_one_epoch
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer
+    from pdmp_cli.train.state import EpochStats
 
     bundle = load_dataset(dataset)
     batches = _batches(bundle, batch_size, steps)
@@ -55,8 +58,7 @@ def measure(dataset: str, encoder: str, batch_size: int, steps: int, repeats: in
         def one_round(model=model, method=method, opt=opt):
             stats = EpochStats(model.modalities, device)
             t0 = time.perf_counter()
-            train_one_epoch(model, method, opt, batches, stats, epoch=0, start_step=0, grad_clip=None,
-                            device=device, stop=GracefulInterrupt())
+            train_one_epoch(Run(spec, device, model, method, opt), batches, stats, epoch=0, start_step=0, stop=GracefulInterrupt())
             return (time.perf_counter() - t0) / steps
 
         one_round()  # warm-up: allocator, first-call costs

@@ -32,7 +32,10 @@ def measure(*, encoder: str = "resnet18", batch_size: int = 64, shapes: dict | N
     from pdmp_cli.methods import build_method
     from pdmp_cli.specs import TrainSpec
     from pdmp_cli.train import amp
-    from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, build_optimizer, train_one_epoch
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer
+    from pdmp_cli.train.state import EpochStats
 
     dev = torch.device(device)
     shapes = shapes or CREMAD_SHAPES
@@ -74,8 +77,7 @@ def measure(*, encoder: str = "resnet18", batch_size: int = 64, shapes: dict | N
             use_layout(layout)
             sync()
             t0 = time.perf_counter()
-            train_one_epoch(model, method, opt, batches, EpochStats(model.modalities, dev), epoch=0, start_step=0,
-                            grad_clip=None, device=dev, stop=GracefulInterrupt(), precision=prec)
+            train_one_epoch(Run(spec, dev, model, method, opt, precision=prec), batches, EpochStats(model.modalities, dev), epoch=0, start_step=0, stop=GracefulInterrupt())
             sync()
             return time.perf_counter() - t0
 

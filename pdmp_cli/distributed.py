@@ -192,7 +192,7 @@ def first_step(step: torch.Tensor) -> int | None:
 
 
 def average_stats_(stats) -> None:
-    """Average an :class:`~pdmp_cli.train.loop.EpochStats`' sums over ranks, in place.
+    """Average an :class:`~pdmp_cli.train.state.EpochStats`' sums over ranks, in place.
 
     Each rank's loss is the mean over its share of the global batch, so the average over ranks
     is the global batch's mean loss. Gradient norms and factors are computed from the reduced

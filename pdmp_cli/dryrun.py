@@ -52,43 +52,22 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
     """
     from torch.utils.data import DataLoader, Subset
 
-    from pdmp_cli.data.check import load_checked
-    from pdmp_cli.data.split import with_validation
-    from pdmp_cli.methods import build_method
-    from pdmp_cli.profile import Profile
-    from pdmp_cli.resources import profile_path as find_profile
-    from pdmp_cli.runtime import resolve_device, seed_everything
+    from pdmp_cli.runtime import resolve_device
     from pdmp_cli.signals import GracefulInterrupt
-    from pdmp_cli import distributed
-    from pdmp_cli.train import amp, health, loop
-    from pdmp_cli.train.schedule import LRSchedule
+    from pdmp_cli.train import health
+    from pdmp_cli.train.loop import evaluate, optimizer_params, train_one_epoch
+    from pdmp_cli.train.setup import epoch_loader, setup
+    from pdmp_cli.train.state import EpochStats
 
     if resume:
         raise PdmpError("--dry-run checks a new run; drop --resume (a resumed run was checked when it started)", 2)
     device = resolve_device(spec.device)
-    profile_path = str(find_profile(spec.profile))
-    profile = Profile.load(profile_path)
-    dataset = spec.dataset or profile.dataset
-    bundle, report = load_checked(dataset, spec.data_root, skip_bad=spec.skip_bad)
-    loop.check_profile(profile, profile_path, dataset, bundle)
-    bundle, val_split = with_validation(bundle, spec.val_fraction, spec.seed, select_on_test=spec.select_on_test)
-    precision = amp.resolve(spec.precision, device)
-    distributed.per_rank_batch(spec.batch_size, spec.devices)
-    loop.check_run_dir(spec)
-    if spec.tensorboard:
-        from pdmp_cli import tracking
+    run = setup(spec, device, dry_run=True)  # the real run's set-up: every refusal, nothing written
+    bundle, model, method, profile, report = run.bundle, run.model, run.method, run.profile, run.data_report
 
-        tracking.require()
-
-    data_gen = seed_everything(spec.seed)
-    model = loop.build_model(spec, bundle, device)
-    method = build_method(spec.method, model, spec, profile)
-    optimizer = loop.build_optimizer(model, spec, method)
-    schedule = LRSchedule(optimizer, spec)
-
-    train_loader = loop.epoch_loader(bundle, spec, data_gen, 0, device)
+    train_loader = epoch_loader(bundle, run.spec, run.data_gen, 0, device)
     batch, load_s = _timed_batch(train_loader)
-    stats = loop.EpochStats(model.modalities, device)
+    stats = EpochStats(model.modalities, device)
     stamps = []
 
     def stamp(_info):
@@ -97,10 +76,7 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
         stamps.append(time.perf_counter())
 
     with GracefulInterrupt() as stop:
-        outcome = loop.train_one_epoch(
-            model, method, optimizer, [batch, batch], stats, epoch=0, start_step=0, grad_clip=spec.grad_clip,
-            device=device, stop=stop, precision=precision, on_step=stamp,
-        )  # fmt: skip
+        outcome = train_one_epoch(run, [batch, batch], stats, epoch=0, start_step=0, stop=stop, on_step=stamp)
     step_s = stamps[1] - stamps[0]  # the second step: the first pays start-up costs
     if outcome == "diverged":
         raise PdmpError(f"the first training step's loss is not finite; {health.remedy(spec)}", 1)
@@ -109,15 +85,15 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
     n_eval = min(spec.batch_size, len(bundle.test))
     for _ in range(2):  # the second is timed
         t = time.perf_counter()
-        loop.evaluate(model, DataLoader(Subset(bundle.test, range(n_eval)), batch_size=n_eval), device,
-                      bundle.num_classes, method.predict)  # fmt: skip
+        evaluate(model, DataLoader(Subset(bundle.test, range(n_eval)), batch_size=n_eval), device,
+                 bundle.num_classes, method.predict)  # fmt: skip
         eval_batch_s = time.perf_counter() - t
     steps = len(train_loader)
     eval_batches = sum(-(-len(d) // spec.batch_size) for d in eval_sets)
     epoch_s = _per_step(load_s, step_s, spec.num_workers) * steps + eval_batch_s * eval_batches
 
     own = {m: _count(ps) for m, ps in model.modality_parameters().items()}
-    total = _count(loop.optimizer_params(optimizer))
+    total = _count(optimizer_params(run.optimizer))
     step_gamma = stats.means()["gamma"]
     params = ", ".join(f"{m} {_millions(n)}" for m, n in own.items())
     gammas = ", ".join(f"{m} {g:.4g}" for m, g in method.gamma.items())
@@ -128,11 +104,11 @@ def dry_run_train(spec, console, *, resume: bool = False) -> dict:
         f"data: {bundle.name}, {len(bundle.train)} train / {val}{len(bundle.test)} test, "
         f"{'+'.join(bundle.modalities)}, {bundle.num_classes} classes"
         + (f"; {report.skipped} bad samples left out (skip_bad)" if report.skipped else ""),
-        f"profile {profile_path}: performance-dominant {profile.performance_dominant}, "
+        f"profile {run.profile_path}: performance-dominant {profile.performance_dominant}, "
         f"optimization-dominant {profile.optimization_dominant}",
         f"model: {spec.encoder} encoders, {spec.fusion} fusion; parameters per modality: {params}; "
         f"shared and method-owned {_millions(total - sum(own.values()))}; total {_millions(total)}",
-        f"method {spec.method}: γ per modality {gammas} (first step: {measured}); {schedule.describe(spec)}",
+        f"method {spec.method}: γ per modality {gammas} (first step: {measured}); {run.lr_schedule.describe(spec)}",
         f"one batch of {spec.batch_size}: loss {float(stats.loss) / 2:.4f}, load {load_s:.2f} s, "
         f"forward+backward+step {step_s:.3f} s on {device}",
         f"estimated time per epoch: {duration(epoch_s)} ({steps} steps + {eval_batches} evaluation batches); "

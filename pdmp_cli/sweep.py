@@ -297,7 +297,7 @@ def _run_here(todo, total, command, console, outcomes, on_outcome) -> str | None
     """The runs one after the other in this process, each with its epoch bar (--jobs 1)."""
     from pdmp_cli import train
     from pdmp_cli.progress import duration
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     trained_seconds, trained = 0.0, 0  # the sweep's ETA: mean time of a trained run x runs left
     for n, (i, spec, paused) in enumerate(todo, 1):
@@ -325,7 +325,7 @@ def _train_job(spec_json: dict, paused: str | None, command: str, report) -> tup
     """One run of the grid in its own process (:mod:`pdmp_cli.pool`); each finished epoch goes to
     ``report``. -> ``(run directory, summary as JSON, trained | resumed)``."""
     from pdmp_cli import train
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     done = [0]
 

@@ -489,7 +489,7 @@ class RunTrainer:
 
     def advance(self, cand: Candidate, seed: int, epochs: int) -> Progress:
         from pdmp_cli import train
-        from pdmp_cli.train.loop import resume_spec
+        from pdmp_cli.train.setup import resume_spec
 
         d = self.run_dir(cand, seed)
         if (d / rundir.CHECKPOINTS / "last.pt").is_file():
@@ -1309,7 +1309,7 @@ def train_final(entry: TableEntry, tune_root: Path, seeds: list[int], command: s
     """Train the method's choice (or its defaults) to the end on each seed, reading the test split
     (these runs alone do); writes ``tuned.json`` beside each. Returns why it stopped early, or None."""
     from pdmp_cli import train
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     for seed in seeds:
         d = final_dir(tune_root, entry.base, entry.method, seed)

@@ -246,7 +246,7 @@ class FakeTrain:
 
     def __call__(self, spec, command="", *, resume=False, console=None, quiet=False, on_step=None):
         from pdmp_cli.train import RunResult
-        from pdmp_cli.train.loop import make_run_dir
+        from pdmp_cli.train.setup import make_run_dir
 
         self.calls.append((spec, resume))
         d = Path(spec.run_dir) if resume else make_run_dir(spec, "tiny")

@@ -19,7 +19,10 @@ from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, run
-from pdmp_cli.train.loop import EpochStats, GracefulInterrupt, build_model, resume_spec, train_one_epoch
+from pdmp_cli.signals import GracefulInterrupt
+from pdmp_cli.train.loop import train_one_epoch
+from pdmp_cli.train.setup import Run, build_model, resume_spec
+from pdmp_cli.train.state import EpochStats
 
 def _profile(tmp_path: Path) -> Path:
     return Profile(
@@ -33,7 +36,7 @@ def _one_step(kind: str, tmp_path: Path):
     """One PDMP step (gamma_p 10) of a fresh seeded model on a fixed batch, in ``kind`` precision."""
     torch.manual_seed(0)
     model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, 3)
-    spec = SimpleNamespace(gamma_p=10.0, profile=str(tmp_path / "p.json"), method_args={})
+    spec = SimpleNamespace(gamma_p=10.0, profile=str(tmp_path / "p.json"), method_args={}, grad_clip=None)
     method = build_method("pdmp", model, spec, Profile.load(_profile(tmp_path)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(1)
@@ -49,10 +52,8 @@ def _one_step(kind: str, tmp_path: Path):
 
     method.after_backward = record
     with GracefulInterrupt() as stop:
-        outcome = train_one_epoch(
-            model, method, opt, [batch], stats, epoch=0, start_step=0, grad_clip=None,
-            device=torch.device("cpu"), stop=stop, precision=precision,
-        )  # fmt: skip
+        run = Run(spec, torch.device("cpu"), model, method, opt, precision=precision)
+        outcome = train_one_epoch(run, [batch], stats, epoch=0, start_step=0, stop=stop)
     assert outcome is None
     return SimpleNamespace(model=model, means=stats.means(), seen=seen, precision=precision)
 
@@ -73,7 +74,7 @@ def test_fp16_modulation_acts_on_unscaled_gradients(tmp_path):
 
 
 def test_bf16_autocast_on_cpu_trains_and_evaluates_in_fp32(tmp_path, tiny_manifest, monkeypatch):
-    from pdmp_cli.train import loop
+    from pdmp_cli.train import setup
 
     dtypes = []
 
@@ -82,7 +83,7 @@ def test_bf16_autocast_on_cpu_trains_and_evaluates_in_fp32(tmp_path, tiny_manife
         model.fusion.register_forward_hook(lambda mod, args, out: dtypes.append((mod.training, out.dtype)))
         return model
 
-    monkeypatch.setattr(loop, "build_model", hooked)
+    monkeypatch.setattr(setup, "build_model", hooked)
     spec = TrainSpec(profile=str(_profile(tmp_path)), dataset=str(tiny_manifest), encoder="small", epochs=1,
                      batch_size=16, lr=0.01, device="cpu", precision="bf16", run_dir=str(tmp_path / "run"))  # fmt: skip
     r = run(spec, quiet=True)

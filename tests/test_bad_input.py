@@ -29,7 +29,7 @@ from pdmp_cli.fsutil import write_json
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import run
-from pdmp_cli.train.loop import resume_spec
+from pdmp_cli.train.setup import resume_spec
 
 runner = CliRunner()
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False

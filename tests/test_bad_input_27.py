@@ -361,7 +361,7 @@ def test_5_disk_full_while_saving_a_checkpoint_is_one_line_and_resumable(tiny_sp
 
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.train import checkpoint, run
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     real = torch.save
 
@@ -390,7 +390,7 @@ def test_5_a_corrupt_checkpoint_is_found_before_loading(tiny_spec, tmp_path, mon
 
     from pdmp_cli.errors import PdmpError
     from pdmp_cli.train import checkpoint, run
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     d = tmp_path / "run"
     run(tiny_spec(run_dir=str(d)), quiet=True)
@@ -693,7 +693,7 @@ def test_1_a_manifest_path_pattern_that_leaves_the_root_is_refused_when_read(tmp
 
 def test_5_a_run_whose_spec_json_holds_no_spec_is_one_line(tmp_path):
     from pdmp_cli.errors import PdmpError
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     (tmp_path / "spec.json").write_text("[1, 2]")
     with pytest.raises(PdmpError, match=r"spec.json holds no spec \(a JSON list\); the run cannot be resumed"):

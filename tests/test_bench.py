@@ -284,7 +284,7 @@ def test_workers_and_their_persistent_evaluation_loader_change_no_number(tiny_ma
     from pdmp_cli.data import load_dataset
     from pdmp_cli.specs import TrainSpec
     from pdmp_cli.train import run
-    from pdmp_cli.train.loop import eval_loader
+    from pdmp_cli.train.setup import eval_loader
 
     profile = manual_profile(str(tiny_manifest), "visual", "audio", modalities=["audio", "visual"]).save(tmp_path / "p.json")
 

@@ -33,7 +33,7 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import checkpoint, run
-from pdmp_cli.train.loop import resume_spec
+from pdmp_cli.train.setup import resume_spec
 
 def _spec(root: Path, **kw) -> TrainSpec:
     base = dict(

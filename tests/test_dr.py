@@ -65,7 +65,7 @@ def test_reinit_blends_parameters_only_and_keeps_bn_stats_and_momentum():
     from pdmp_cli.methods import build_method
     from pdmp_cli.models.multimodal import build_multimodal
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import build_optimizer
+    from pdmp_cli.train.setup import build_optimizer
 
     torch.manual_seed(0)
     model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)

@@ -96,7 +96,7 @@ def test_mixed_precision_on_cuda(tmp_path, tiny_manifest, precision):
 def test_ctrl_c_then_resume_on_cuda_matches_the_uninterrupted_run(tmp_path, tiny_manifest):
     from pdmp_cli.specs import TrainSpec
     from pdmp_cli.train import run
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     prof = _profile(tmp_path / "p.json")

@@ -20,7 +20,7 @@ from pdmp_cli.models.fusions import FUSIONS, builds_model
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import AnalyzeSpec, TrainSpec, dataset_defaults, resolve_spec
 from pdmp_cli.train import checkpoint, run
-from pdmp_cli.train.loop import resume_spec
+from pdmp_cli.train.setup import resume_spec
 
 INTERMEDIATE = [n for n in FUSIONS.names() if builds_model(n)]
 MUST_RUN = ["vanilla", "pdmp", "ogm-ge", "lr-scale"]  # the methods Table IV and the baselines need

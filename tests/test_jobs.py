@@ -63,7 +63,7 @@ def test_threads_are_fixed_before_any_work_recorded_and_on_the_start_line(tiny_m
         raise BeforeAnyWork
 
     seen.clear()
-    monkeypatch.setattr("pdmp_cli.train.loop.seed_everything", seeded)
+    monkeypatch.setattr("pdmp_cli.train.setup.seed_everything", seeded)
     with pytest.raises(BeforeAnyWork):
         run(spec.model_copy(update={"threads": 2, "run_dir": str(tmp_path / "b")}), quiet=True)
     assert seen == {2}

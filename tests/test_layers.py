@@ -27,20 +27,24 @@ def _lint(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProc
 def test_the_layer_contracts_are_kept():
     r = _lint(ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 kept, 0 broken" in r.stdout
+    assert "3 kept, 0 broken" in r.stdout
 
 
 def test_an_upward_import_or_a_circle_breaks_a_contract(tmp_path):
-    """The contracts bite: a copy of the package with a method importing the loop (upward) and
-    data/base.py importing data/check.py (a circle inside data/) fails, naming both."""
+    """The contracts bite: a copy of the package with a method importing the loop (upward),
+    data/base.py importing data/check.py (a circle inside data/) and the hooks' objects
+    (train/state.py) importing the recipe's set-up (upward inside train/) fails, naming all three."""
     shutil.copytree(ROOT / "pdmp_cli", tmp_path / "pdmp_cli", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     with open(tmp_path / "pdmp_cli" / "methods" / "vanilla.py", "a") as f:
         f.write("\n\ndef _upward():\n    from pdmp_cli.train import loop  # noqa: F401\n")
     with open(tmp_path / "pdmp_cli" / "data" / "base.py", "a") as f:
         f.write("\n\ndef _circle():\n    from pdmp_cli.data import check  # noqa: F401\n")
+    with open(tmp_path / "pdmp_cli" / "train" / "state.py", "a") as f:
+        f.write("\n\ndef _up():\n    from pdmp_cli.train import setup  # noqa: F401\n")
     r = _lint(tmp_path, pythonpath=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "0 kept, 2 broken" in r.stdout
+    assert "0 kept, 3 broken" in r.stdout
     assert "pdmp_cli.methods.vanilla -> pdmp_cli.train.loop" in r.stdout
     assert "No cycles are allowed in pdmp_cli.data." in r.stdout
+    assert "pdmp_cli.train.state -> pdmp_cli.train.setup" in r.stdout

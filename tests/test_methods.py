@@ -11,7 +11,7 @@ from pdmp_cli.methods.ogm_ge import conv_kernels, modulate_, ogm_coefficients
 from pdmp_cli.models.multimodal import build_multimodal
 from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec, resolve_spec
-from pdmp_cli.train.loop import build_optimizer
+from pdmp_cli.train.setup import build_optimizer
 
 PROFILE = Profile(
     dataset="toy",

@@ -62,7 +62,7 @@ def _mla(**args):
     from pdmp_cli.methods import build_method
     from pdmp_cli.models.multimodal import build_multimodal
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import build_optimizer
+    from pdmp_cli.train.setup import build_optimizer
 
     torch.manual_seed(0)
     model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)
@@ -73,11 +73,15 @@ def _mla(**args):
 
 def _one_batch(model, method, optimizer, x, y, epoch=0):
     from pdmp_cli.signals import GracefulInterrupt
-    from pdmp_cli.train.loop import EpochStats, train_one_epoch
+    from pdmp_cli.specs import TrainSpec
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run
+    from pdmp_cli.train.state import EpochStats
 
+    cpu = torch.device("cpu")
     train_one_epoch(
-        model, method, optimizer, [(x, y)], EpochStats(model.modalities, torch.device("cpu")),
-        epoch=epoch, start_step=0, grad_clip=None, device=torch.device("cpu"), stop=GracefulInterrupt(),
+        Run(TrainSpec(profile="p.json", method="mla"), cpu, model, method, optimizer), [(x, y)], EpochStats(model.modalities, cpu),
+        epoch=epoch, start_step=0, stop=GracefulInterrupt(),
     )  # fmt: skip
 
 

@@ -335,7 +335,7 @@ def _spec(**kw):
 
 
 def _batches(bundle, spec, state, start_step=0):
-    from pdmp_cli.train.loop import epoch_loader
+    from pdmp_cli.train.setup import epoch_loader
 
     gen = torch.Generator()
     gen.set_state(state)
@@ -367,7 +367,7 @@ def test_train_packs_after_the_check_and_a_ctrl_c_resume_equals_the_whole_run(tm
     from pdmp_cli.analysis import manual_profile
     from pdmp_cli.rundir import read_metrics
     from pdmp_cli.train import run
-    from pdmp_cli.train.loop import resume_spec
+    from pdmp_cli.train.setup import resume_spec
 
     root, manifest = _tiny(tmp_path, train=24)
     profile = manual_profile("tinyc", "visual", "audio", modalities=["audio", "visual"]).save(tmp_path / "p.json")
@@ -470,7 +470,9 @@ def test_the_loop_finishes_device_path_batches_at_its_one_hook(tmp_path):
     from pdmp_cli.analysis import manual_profile
     from pdmp_cli.methods import build_method
     from pdmp_cli.signals import GracefulInterrupt
-    from pdmp_cli.train.loop import EpochStats, build_model, build_optimizer, epoch_loader, train_one_epoch
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_model, build_optimizer, epoch_loader
+    from pdmp_cli.train.state import EpochStats
 
     root, manifest = _tiny(tmp_path)
     _, packed, _ = _packed(manifest, root)
@@ -490,8 +492,8 @@ def test_the_loop_finishes_device_path_batches_at_its_one_hook(tmp_path):
     method = build_method("vanilla", model, spec, manual_profile("tinyc", "visual", "audio", modalities=["audio", "visual"]))
     opt = build_optimizer(model, spec, method)
     with GracefulInterrupt() as stop:
-        assert train_one_epoch(model, method, opt, loader, EpochStats(model.modalities, cpu), epoch=0, start_step=0,
-                               grad_clip=None, device=cpu, stop=stop) is None
+        assert train_one_epoch(Run(spec, cpu, model, method, opt), loader, EpochStats(model.modalities, cpu), epoch=0,
+                               start_step=0, stop=stop) is None
     assert len(seen) == 3 and all(s == {"audio": (torch.float32, (4, 1, 33, 63)), "visual": (torch.float32, (4, 3, 2, 16, 16))}
                                   for s in seen)
 

@@ -9,7 +9,7 @@ from conftest import TINY_SYNTHETIC
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.specs import TrainSpec, resolve_spec
 from pdmp_cli.train import run
-from pdmp_cli.train.loop import resume_spec
+from pdmp_cli.train.setup import resume_spec
 from conftest import make_profile as _profile
 
 

@@ -78,7 +78,7 @@ def test_methods_read_the_training_split_unaugmented_unless_they_ask():
 
     from torch.utils.data import Subset
 
-    from pdmp_cli.train.loop import EpochContext
+    from pdmp_cli.train.state import EpochContext
 
     base = _Augmenting(10)
     for train, order in ((base, list(range(10))), (Subset(base, [7, 2, 5]), [7, 2, 5])):  # own val / carved val

@@ -18,7 +18,8 @@ from pdmp_cli.errors import PdmpError
 from pdmp_cli.rundir import EpochMetrics, RunSummary
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import run
-from pdmp_cli.train.loop import build_model, eval_loader, evaluate, resume_spec
+from pdmp_cli.train.loop import evaluate
+from pdmp_cli.train.setup import build_model, eval_loader, resume_spec
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_a_checkpoint_from_an_older_pdmp_is_refused_in_one_line(env, tmp_path):
     shutil.copytree(env.ogm.run_dir, d)
     last = d / "checkpoints" / "last.pt"
     ckpt = checkpoint.load(last)
-    from pdmp_cli.train.loop import STATS_KEYS
+    from pdmp_cli.train.setup import STATS_KEYS
 
     del ckpt["lr_schedule"], ckpt["spec"]["val_fraction"]
     ckpt["stats"] = {k: 0 for k in STATS_KEYS - {"norm_steps"}}  # mid-epoch statistics from before norm_steps

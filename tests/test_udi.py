@@ -58,7 +58,9 @@ def test_anchor_chosen_on_val_and_frozen_in_stage_2():
     from pdmp_cli.models.multimodal import build_multimodal
     from pdmp_cli.signals import GracefulInterrupt
     from pdmp_cli.specs import TrainSpec
-    from pdmp_cli.train.loop import EpochStats, build_optimizer, train_one_epoch
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import Run, build_optimizer
+    from pdmp_cli.train.state import EpochStats
 
     torch.manual_seed(0)
     model = build_multimodal("small", "concat", {"audio": 1, "visual": 3}, num_classes=3)
@@ -70,8 +72,8 @@ def test_anchor_chosen_on_val_and_frozen_in_stage_2():
 
     def batch(epoch):
         train_one_epoch(
-            model, method, opt, [(x, y)], EpochStats(model.modalities, torch.device("cpu")),
-            epoch=epoch, start_step=0, grad_clip=None, device=torch.device("cpu"), stop=GracefulInterrupt(),
+            Run(spec, torch.device("cpu"), model, method, opt), [(x, y)], EpochStats(model.modalities, torch.device("cpu")),
+            epoch=epoch, start_step=0, stop=GracefulInterrupt(),
         )  # fmt: skip
 
     batch(0)  # stage 1: both modalities learn alone (momentum buffers now exist for all)

@@ -77,7 +77,7 @@ def train_cli(
         # one of torchrun's processes: rank 0 prints (every rank meets the same refusals alike)
         console.quiet = err_console.quiet = True
     if resume:
-        from pdmp_cli.train.loop import RESUMABLE, resume_spec
+        from pdmp_cli.train.setup import RESUMABLE, resume_spec
 
         fixed = sorted(set(flags) - RESUMABLE) + (["spec"] if spec else [])
         if fixed:

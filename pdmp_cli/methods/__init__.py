@@ -135,7 +135,7 @@ class Method(nn.Module):
     def on_epoch_start(self, ctx) -> None:
         """Before epoch ``ctx.epoch``'s first step (not when a run resumes mid-epoch).
 
-        ``ctx`` is a :class:`pdmp_cli.train.loop.EpochContext`: the model, the optimizer,
+        ``ctx`` is a :class:`pdmp_cli.train.state.EpochContext`: the model, the optimizer,
         ``ctx.outputs(split)`` / ``ctx.features(split)`` / ``ctx.batches(split)`` over ``"train"``
         or ``"val"`` (never test), every rank alike, read without augmentation unless the method
         asks for ``view="augmented"`` (the training split as the loop trains on it). State

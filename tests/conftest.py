@@ -63,11 +63,11 @@ def register_flat_encoder() -> None:
         return FrameFolding(net, out_dim=32)
 
 
-# One two-process gloo spawn for the whole session (test_distributed, test_methods_contract,
-# test_intermediate_fusions): each module registers a job with @ddp_job; the first test that asks
-# for the ``gloo_pair`` fixture runs every registered job's ``prepare(dir)`` here, then forks two
-# ranks once, and each rank runs every job in one process group. A job gets (rank, its own dir)
-# and returns a record (saved with torch.save); ``gloo_pair.records[name]`` is [rank 0's, rank 1's].
+# One two-process gloo spawn for the whole session (test_distributed, test_methods_contract): each
+# module registers a job with @ddp_job; the first test that asks for the ``gloo_pair`` fixture
+# runs every registered job's ``prepare(dir)`` here, then forks two ranks once, and each rank runs
+# every job in one process group. A job gets (rank, its own dir) and returns a record (saved with
+# torch.save); ``gloo_pair.records[name]`` is [rank 0's, rank 1's].
 DDP_JOBS: dict = {}
 
 

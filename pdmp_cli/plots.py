@@ -116,9 +116,10 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
     acc.set_ylabel("test accuracy %")
     from pdmp_cli.methods import uses_gamma_p
 
-    g = f" γp {rec.gamma_p:g}" if uses_gamma_p(rec.method) else ""
+    s = rec.summary
+    g = f" γp {s.gamma_p:g}" if uses_gamma_p(s.method) else ""
     status = "" if rec.complete else f" [{rec.status}]"
-    acc.set_title(f"{rec.dataset} · {rec.method}{g} · {rec.fusion} · seed {rec.seed}{status}", fontsize=10)
+    acc.set_title(f"{s.dataset} · {s.method}{g} · {s.fusion} · seed {s.seed}{status}", fontsize=10)
     acc.legend(fontsize=8)
     if len(mods) == 2:
         _w_axis(right, [("w", xs, [m.w for m in ms])], mods)

@@ -53,7 +53,9 @@ class RunSummary(BaseModel):
     gamma: dict[str, float]
     seed: int
     profile_sha256: str
-    status: Literal["running", "complete", "interrupted", "diverged"]
+    # pdmp train writes the first four; "unknown" only pdmp report gives: a summary it rebuilt with
+    # summarize() from spec.json and metrics.jsonl when summary.json is missing or unreadable
+    status: Literal["running", "complete", "interrupted", "diverged", "unknown"]
     epochs_planned: int
     epochs_done: int
     # the headline: test accuracy at the epoch chosen on the validation split (``selection``)

@@ -163,6 +163,58 @@ def test_missing_or_broken_summary_falls_back_to_spec_and_metrics(runs):
     assert any(f"{e / rundir.SUMMARY}: unreadable" in n for n in rep.notes)
 
 
+def test_a_missing_summary_is_rebuilt_with_the_function_train_writes_it_with(tmp_path):
+    # validation chooses epoch 2 (test 0.6), the best test epoch is 3 (0.7), the last is 4 (0.65)
+    d = make_run(tmp_path, "r", accs=[0.2, 0.6, 0.7, 0.65], vals=[0.3, 0.8, 0.5, 0.8], seed=4, summary=False,
+                 epochs_planned=8, w=0.25, branch={"audio": 0.4, "visual": 0.9})  # fmt: skip
+    rec = report.read_run(d)
+    s = rec.summary
+    assert (s.status, rec.status, s.epochs_done, s.epochs_planned) == ("unknown", "unknown", 4, 8)
+    assert (s.dataset, s.method, s.fusion, s.encoder, s.gamma_p, s.seed) == ("synthetic", "pdmp", "concat", "small", 10.0, 4)
+    assert (s.selection, s.selected_epoch, s.val_accuracy) == ("validation", 2, 0.8)
+    assert s.selected_accuracy == pytest.approx(0.6) and s.selected_macro_f1 == pytest.approx(0.59)
+    assert (s.best_epoch, s.best_accuracy) == (3, 0.7) and s.best_macro_f1 == pytest.approx(0.69)
+    assert s.final_accuracy == 0.65 and s.final_macro_f1 == pytest.approx(0.64) and s.final_w == 0.25
+    assert s.final_branch_accuracy == {"audio": 0.4, "visual": 0.9} and s.gamma == {"audio": 1.0, "visual": 1.0}
+    assert s.wall_seconds == 8.0 and rec.values["wall_seconds"] == 8.0  # 4 epochs of 2 s
+    # what pdmp train's summarize() writes after those epochs, but for its status and its clock
+    metrics, _ = rundir.read_metrics(d)
+    written = rundir.summarize(
+        metrics, dataset="synthetic", method="pdmp", fusion="concat", encoder="small", gamma_p=10.0,
+        gamma=dict(metrics[-1].gamma), seed=4, profile_sha256=s.profile_sha256, status="running", epochs_planned=8,
+        wall_seconds=123.0,
+    )  # fmt: skip
+    assert s.model_dump(exclude={"status", "wall_seconds"}) == written.model_dump(exclude={"status", "wall_seconds"})
+
+
+def test_a_rebuilt_summary_equals_the_one_train_wrote(tmp_path):
+    """A run directory pdmp train wrote (docs/results/demo), its summary.json removed: the summary
+    read_run rebuilds is the written one, but for what only the training process knew."""
+    demo = Path(__file__).resolve().parents[1] / "docs" / "results" / "demo" / "run-dirs"
+    src = next(p for p in sorted(demo.iterdir()) if "-pdmp-" in p.name)
+    d = tmp_path / src.name
+    d.mkdir()
+    for n in (rundir.SPEC, rundir.METRICS, rundir.PROFILE):
+        (d / n).write_bytes((src / n).read_bytes())
+    written = json.loads((src / rundir.SUMMARY).read_text())
+    rebuilt = report.read_run(d).summary.model_dump(mode="json")
+    only_train_knew = {"status", "wall_seconds", "val_split", "command", "pdmp_version", "message"}
+    assert (written["status"], rebuilt["status"], rebuilt["selection"]) == ("complete", "unknown", "validation")
+    assert {k: v for k, v in rebuilt.items() if k not in only_train_knew} == {
+        k: v for k, v in written.items() if k not in only_train_knew
+    }
+
+
+def test_a_summary_less_run_trained_without_the_test_split_is_shown(tmp_path):
+    d = make_run(tmp_path, "r", method="vanilla", accs=[0.5, 0.6, 0.7], vals=[0.4, 0.8, 0.6], summary=False)
+    lines = [json.loads(x) for x in (d / rundir.METRICS).read_text().splitlines()]
+    (d / rundir.METRICS).write_text("".join(json.dumps({**m, "test_accuracy": None, "test_macro_f1": None}) + "\n" for m in lines))
+    (w,) = report.build([tmp_path]).rows
+    s = w.runs[0].summary
+    assert (w.status, s.selected_epoch, s.val_accuracy, s.best_epoch, s.final_accuracy) == ("unknown", 2, 0.8, None, None)
+    assert report.fmt_status(w) == "no summary (3/3 epochs)"
+
+
 def test_a_directory_with_nothing_readable_is_noted_not_fatal(runs):
     junk = runs / "junk"
     junk.mkdir()

@@ -28,7 +28,7 @@ def test_headline_is_the_test_accuracy_at_the_best_validation_epoch(tmp_path):
     # validation peaks at epoch 2 (test 0.70); test peaks at epoch 3 (0.80); the last epoch is 4 (0.75)
     make_run(tmp_path, "r", accs=[0.5, 0.7, 0.8, 0.75], vals=[0.4, 0.9, 0.6, 0.9])  # 0.9 twice: the first counts
     w = _row(report.build([tmp_path]), "pdmp")
-    assert w.selection == "validation" and w.runs[0].selection == "validation"
+    assert w.selection == "validation" and w.runs[0].summary.selection == "validation"
     assert w.stats["selected_accuracy"].mean == pytest.approx(0.7)
     assert w.stats["accuracy"].mean == pytest.approx(0.75)  # final epoch stays
     assert w.stats["best_accuracy"].mean == pytest.approx(0.8)  # the paper's convention, labelled so

@@ -36,7 +36,7 @@ def _values(s: str | list[str] | None) -> list[str] | None:
 def _filter(records: list[RunRecord], attr: str, wanted: list[str] | None, flag: str, sources) -> list[RunRecord]:
     if wanted is None:
         return records
-    present = sorted({getattr(r, attr) for r in records})
+    present = sorted({getattr(r.summary, attr) for r in records})
     unknown = [w for w in wanted if w not in present]
     if unknown:
         where = ", ".join(str(s) for s in sources)
@@ -45,7 +45,7 @@ def _filter(records: list[RunRecord], attr: str, wanted: list[str] | None, flag:
             f"{attr}s present: {', '.join(present) if present else 'none'}",
             exit_code=2,
         )
-    return [r for r in records if getattr(r, attr) in wanted]
+    return [r for r in records if getattr(r.summary, attr) in wanted]
 
 
 def build(
@@ -127,12 +127,13 @@ def build(
 
 
 def _status_note(r: RunRecord) -> str:
+    s = r.summary
     planned = f" of {r.epochs_planned}" if r.epochs_planned else ""
     what = {
-        "running": f"is marked running ({r.epochs_done}{planned} epochs); if no `pdmp train` is running it, "
+        "running": f"is marked running ({s.epochs_done}{planned} epochs); if no `pdmp train` is running it, "
         f"it was killed: continue it with `pdmp train --resume {r.path}`",
-        "interrupted": f"was interrupted after {r.epochs_done}{planned} epochs; continue it with `pdmp train --resume {r.path}`",
-        "diverged": f"diverged after {r.epochs_done}{planned} epochs" + (f": {r.message}" if r.message else ""),
-        "unknown": f"has no summary ({r.epochs_done}{planned} epochs in metrics.jsonl)",
+        "interrupted": f"was interrupted after {s.epochs_done}{planned} epochs; continue it with `pdmp train --resume {r.path}`",
+        "diverged": f"diverged after {s.epochs_done}{planned} epochs" + (f": {s.message}" if s.message else ""),
+        "unknown": f"has no summary ({s.epochs_done}{planned} epochs in metrics.jsonl)",
     }.get(r.status, f"has status {r.status}")
     return f"{r.path} {what}; shown on its own row, not averaged"

@@ -8,9 +8,11 @@ cut-off tail) are skipped and said so in ``notes``. Nothing here raises on a bro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -37,32 +39,52 @@ INERT = {
 
 @dataclass
 class RunRecord:
-    """One run directory as read from disk (whatever state it is in)."""
+    """One run directory as read from disk (whatever state it is in).
+
+    ``summary`` is its summary.json, or, when that is missing or unreadable, the summary
+    :func:`pdmp_cli.rundir.summarize` (the function ``pdmp train`` writes it with) makes of spec.json
+    and metrics.jsonl, with status ``unknown``.
+    """
 
     path: Path
-    dataset: str
-    method: str
-    fusion: str
-    encoder: str
-    gamma_p: float
-    gamma: dict[str, float]
-    seed: int
-    status: str  # complete | running | interrupted | diverged | unknown (no readable summary.json)
-    epochs_done: int
-    epochs_planned: int | None
-    # selected_accuracy (the headline: test accuracy at the epoch chosen on validation), accuracy
-    # (final epoch's), best_accuracy (best test epoch: the paper's convention), macro_f1, w, wall_seconds, branch/<m>
-    values: dict[str, float | None]
-    best_epoch: int | None
-    metrics: list[EpochMetrics]
+    summary: RunSummary
+    metrics: list[EpochMetrics]  # the readable lines of metrics.jsonl
+    spec: dict | None  # spec.json as written (None: missing or unreadable)
     settings: dict  # spec fields that change results, minus the ones shown as columns
-    message: str | None = None
-    selection: str = "test"  # what chose the headline's epoch: validation, or test (no validation split)
     tuned: dict | None = None  # tuned.json of a tuned Table I's final run: the setting and the budget it had
+
+    @property
+    def status(self) -> str:
+        """complete | running | interrupted | diverged | unknown (no readable summary.json)"""
+        return self.summary.status
 
     @property
     def complete(self) -> bool:
         return self.status == "complete"
+
+    @property
+    def epochs_planned(self) -> int | None:
+        """None: not known (a summary rebuilt from a spec.json that does not say)."""
+        return self.summary.epochs_planned or None
+
+    @cached_property
+    def values(self) -> dict[str, float | None]:
+        """The table's numbers: selected_accuracy (the headline: test accuracy at the epoch chosen on
+        validation), accuracy (final epoch's), best_accuracy (best test epoch: the paper's convention),
+        macro_f1, w, wall_seconds, branch/<m>."""
+        s = self.summary
+        out = {
+            "selected_accuracy": s.selected_accuracy,
+            "accuracy": s.final_accuracy,
+            "best_accuracy": s.best_accuracy,
+            "macro_f1": s.final_macro_f1,
+            "w": s.final_w,
+            # a rebuilt summary's wall time is its epochs' (none: not known)
+            "wall_seconds": s.wall_seconds if s.status != "unknown" or self.metrics else None,
+        }
+        branch = s.final_branch_accuracy or (self.metrics[-1].branch_accuracy if self.metrics else {})
+        out.update({f"branch/{m}": a for m, a in branch.items()})
+        return out
 
     @property
     def modalities(self) -> list[str]:
@@ -131,8 +153,6 @@ def _dataset_name(name: str) -> str:
 
 def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunRecord | None:
     """Read one run directory; problems go to ``notes``. None when too little is left to show."""
-    from pdmp_cli.methods import uses_gamma_p
-
     notes = notes if notes is not None else []
     p = Path(path)
     metrics, bad = rundir.read_metrics(p)
@@ -151,64 +171,54 @@ def read_run(path: str | os.PathLike, notes: list[str] | None = None) -> RunReco
             notes.append(f"{p / rundir.SUMMARY}: not a run summary ({e.error_count()} problems); read from spec.json and metrics")
 
     if summary is not None:
-        values = {
-            "selected_accuracy": summary.selected_accuracy,
-            "accuracy": summary.final_accuracy,
-            "best_accuracy": summary.best_accuracy,
-            "macro_f1": summary.final_macro_f1,
-            "w": summary.final_w,
-            "wall_seconds": summary.wall_seconds,
-        }
-        values.update({f"branch/{m}": a for m, a in summary.final_branch_accuracy.items()})
-        if not summary.final_branch_accuracy and metrics:
-            values.update({f"branch/{m}": a for m, a in metrics[-1].branch_accuracy.items()})
         if summary.epochs_done != len(metrics) and (p / rundir.METRICS).is_file():
             notes.append(
                 f"{p}: summary.json says {summary.epochs_done} epochs, {rundir.METRICS} has {len(metrics)} readable; "
                 "the table uses summary.json, the curves metrics.jsonl"
             )
-        rec = RunRecord(
-            path=p, dataset=summary.dataset, method=summary.method, fusion=summary.fusion, encoder=summary.encoder,
-            gamma_p=summary.gamma_p, gamma=dict(summary.gamma), seed=summary.seed, status=summary.status,
-            epochs_done=summary.epochs_done, epochs_planned=summary.epochs_planned, values=values,
-            best_epoch=summary.best_epoch, metrics=metrics, settings={}, message=summary.message,
-            selection=summary.selection,
-        )  # fmt: skip
     elif spec is not None and all(k in spec for k in ("method", "fusion", "gamma_p", "seed")):
         notes.append(f"{p}: no readable summary.json; shown from spec.json and {len(metrics)} epochs of metrics")
-        best = max(metrics, key=lambda m: m.test_accuracy) if metrics else None
-        last = metrics[-1] if metrics else None
-        chosen = rundir.select_epoch(metrics)
-        values = {
-            "selected_accuracy": chosen.test_accuracy if chosen else None,
-            "accuracy": last.test_accuracy if last else None,
-            "best_accuracy": best.test_accuracy if best else None,
-            "macro_f1": last.test_macro_f1 if last else None,
-            "w": last.w if last else None,
-            "wall_seconds": sum(m.epoch_seconds for m in metrics) if metrics else None,
-        }
-        if last:
-            values.update({f"branch/{m}": a for m, a in last.branch_accuracy.items()})
-        rec = RunRecord(
-            path=p, dataset=_dataset_name(str(spec.get("dataset") or "?")), method=spec["method"],
-            fusion=spec["fusion"], encoder=str(spec.get("encoder", "?")), gamma_p=float(spec["gamma_p"]),
-            gamma=dict(last.gamma) if last and uses_gamma_p(str(spec["method"])) else {}, seed=int(spec["seed"]),
-            status="unknown", epochs_done=len(metrics), epochs_planned=spec.get("epochs"), values=values,
-            best_epoch=best.epoch if best else None, metrics=metrics, settings={},
-            selection="validation" if chosen is not None and chosen.val_accuracy is not None else "test",
-        )  # fmt: skip
+        summary = rebuild_summary(p, spec, metrics)
     else:
         notes.append(f"{p}: neither a readable summary.json nor spec.json; not shown")
         return None
     if spec is not None:
-        rec.settings = {
+        settings = {
             k: v for k, v in settings_key(spec_with_defaults(spec)).items() if k not in ("method", "fusion", "gamma_p")
         }
     else:
-        rec.settings = {"encoder": rec.encoder, "epochs": rec.epochs_planned}
-    if (p / TUNED).is_file():
-        rec.tuned = _read_json(p / TUNED, notes)
-    return rec
+        settings = {"encoder": summary.encoder, "epochs": summary.epochs_planned}
+    tuned = _read_json(p / TUNED, notes) if (p / TUNED).is_file() else None
+    return RunRecord(path=p, summary=summary, metrics=metrics, spec=spec, settings=settings, tuned=tuned)
+
+
+def rebuild_summary(run_dir: Path, spec: dict, metrics: list[EpochMetrics]) -> RunSummary:
+    """The summary.json of a run directory without a readable one: :func:`pdmp_cli.rundir.summarize`
+    (as ``pdmp train`` calls it) of its readable epochs and spec.json, with status ``unknown``.
+
+    What the run directory does not say is left out (the command, the version, the validation split:
+    with it a run without epochs would claim a selection on validation it never made) or taken from
+    what it does: the wall time is the epochs' sum, the profile's sha256 that of its profile.json;
+    a name the spec lacks is ``?``, planned epochs it lacks 0 (:attr:`RunRecord.epochs_planned`: None).
+    """
+    from pdmp_cli.methods import uses_gamma_p
+
+    last = metrics[-1] if metrics else None
+    prof = Path(run_dir) / rundir.PROFILE
+    return rundir.summarize(
+        metrics,
+        dataset=_dataset_name(str(spec.get("dataset") or "?")),
+        method=spec["method"],
+        fusion=spec["fusion"],
+        encoder=str(spec.get("encoder", "?")),
+        gamma_p=float(spec["gamma_p"]),
+        gamma=dict(last.gamma) if last and uses_gamma_p(str(spec["method"])) else {},
+        seed=int(spec["seed"]),
+        profile_sha256=hashlib.sha256(prof.read_bytes()).hexdigest() if prof.is_file() else "",
+        status="unknown",
+        epochs_planned=int(spec.get("epochs") or 0),
+        wall_seconds=sum(m.epoch_seconds for m in metrics),
+    )
 
 
 def find_run_dirs(root: Path) -> list[Path]:

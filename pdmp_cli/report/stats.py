@@ -100,7 +100,7 @@ class Row:
     @property
     def selection(self) -> str:
         """``validation`` when every run chose its headline epoch on validation, else ``test``."""
-        return "validation" if self.runs and all(r.selection == "validation" for r in self.runs) else "test"
+        return "validation" if self.runs and all(r.summary.selection == "validation" for r in self.runs) else "test"
 
     @property
     def n(self) -> int:
@@ -131,7 +131,7 @@ def paired(a: Row, b: Row, col: str = HEADLINE) -> Paired:
         for r in w.runs:
             x = r.values.get(col)
             if x is not None and math.isfinite(x):
-                out.setdefault(r.seed, x)
+                out.setdefault(r.summary.seed, x)
         return out
 
     xa, xb = by_seed(a), by_seed(b)
@@ -190,8 +190,9 @@ def aggregate(records: list[RunRecord], notes: list[str] | None = None) -> list[
     singles: list[list[RunRecord]] = []
     for r in records:
         if r.complete:
+            s = r.summary
             key = json.dumps(
-                [r.dataset, r.method, r.fusion, r.gamma_p if uses_gamma_p(r.method) else None, r.gamma, r.settings],
+                [s.dataset, s.method, s.fusion, s.gamma_p if uses_gamma_p(s.method) else None, s.gamma, r.settings],
                 sort_keys=True, default=str,
             )  # fmt: skip
             groups.setdefault(key, []).append(r)
@@ -200,27 +201,27 @@ def aggregate(records: list[RunRecord], notes: list[str] | None = None) -> list[
     for key, runs in groups.items():
         kept: dict[int, RunRecord] = {}
         for r in sorted(runs, key=lambda r: str(r.path)):
-            kept.setdefault(r.seed, r)
+            kept.setdefault(r.summary.seed, r)
         if len(kept) < len(runs):
-            left = sorted(str(r.path) for r in runs if kept[r.seed] is not r)
+            left = sorted(str(r.path) for r in runs if kept[r.summary.seed] is not r)
             if notes is not None:
-                r0 = kept[min(kept)]
+                s0 = kept[min(kept)].summary
                 notes.append(
-                    f"{r0.method} on {r0.dataset}: {len(runs) - len(kept)} rerun(s) of a seed left out (a seed counts "
+                    f"{s0.method} on {s0.dataset}: {len(runs) - len(kept)} rerun(s) of a seed left out (a seed counts "
                     f"once; the first run directory by name is used): {', '.join(left)}"
                 )
             groups[key] = list(kept.values())
     rows = []
     for runs in [*groups.values(), *singles]:
-        r0 = runs[0]
+        r0, s0 = runs[0], runs[0].summary
         columns = sorted({k for r in runs for k in r.values})
         rows.append(
             Row(
-                dataset=r0.dataset, method=r0.method, fusion=r0.fusion,
-                gamma_p=r0.gamma_p if uses_gamma_p(r0.method) else None,
-                gamma=r0.gamma if uses_gamma_p(r0.method) else {}, status=r0.status,
-                epochs_done=r0.epochs_done, epochs_planned=r0.epochs_planned,
-                seeds=sorted(r.seed for r in runs), runs=sorted(runs, key=lambda r: (r.seed, str(r.path))),
+                dataset=s0.dataset, method=s0.method, fusion=s0.fusion,
+                gamma_p=s0.gamma_p if uses_gamma_p(s0.method) else None,
+                gamma=s0.gamma if uses_gamma_p(s0.method) else {}, status=r0.status,
+                epochs_done=s0.epochs_done, epochs_planned=r0.epochs_planned,
+                seeds=sorted(r.summary.seed for r in runs), runs=sorted(runs, key=lambda r: (r.summary.seed, str(r.path))),
                 stats={c: Stat.of([r.values.get(c) for r in runs]) for c in columns}, settings=r0.settings,
             )  # fmt: skip
         )

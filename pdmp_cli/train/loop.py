@@ -285,27 +285,31 @@ def finish(run: Run, why: Stop) -> RunResult:
     raise why.error
 
 
-def _resume_hint(run: Run, text: str) -> str:
-    return text if (run.run_dir / rundir.CHECKPOINTS / "last.pt").exists() else ""
+def _resumable(run: Run) -> bool:
+    return (run.run_dir / rundir.CHECKPOINTS / "last.pt").exists()
 
 
 def second_ctrl_c(run: Run) -> Stop:
     """A second Ctrl-C stops at once: last.pt is the last finished epoch."""
-    return Stop("interrupted", _resume_hint(
-        run, f"interrupted; {len(run.history)} epochs saved, continue with `pdmp train --resume {run.run_dir}`",
-    ) or "interrupted before the first epoch finished; nothing to resume")  # fmt: skip
+    if _resumable(run):
+        return Stop("interrupted", f"interrupted; {len(run.history)} epochs saved, continue with "
+                                   f"`pdmp train --resume {run.run_dir}`")  # fmt: skip
+    return Stop("interrupted", "interrupted before the first epoch finished; nothing to resume")
 
 
 def failed(run: Run, e: Exception) -> Stop:
     """A write failed (the run directory no longer writable) or the data did: one line, exit code kept.
-    Anything else (a bug, CUDA out of memory) is raised as it is."""
+    Anything else (a bug, CUDA out of memory) is raised as it is. Either way the summary says so."""
     if isinstance(e, (PdmpError, OSError)):
         err = e if isinstance(e, PdmpError) else PdmpError(f"{type(e).__name__}: {e}", 1)
-        msg = f"the run stopped: {err}" + _resume_hint(run, f"; then continue with `pdmp train --resume {run.run_dir}`")
+        msg = f"the run stopped: {err}"
+        if _resumable(run):
+            msg += f"; then continue with `pdmp train --resume {run.run_dir}`"
         return Stop("interrupted", msg, PdmpError(msg, err.exit_code))
     first = str(e).splitlines()[0] if str(e) else ""
-    msg = f"the run stopped: {type(e).__name__}: {first}".rstrip(": ") + _resume_hint(
-        run, f"; continue with `pdmp train --resume {run.run_dir}`")
+    msg = f"the run stopped: {type(e).__name__}: {first}".rstrip(": ")
+    if _resumable(run):
+        msg += f"; continue with `pdmp train --resume {run.run_dir}`"
     return Stop("interrupted", msg, e)
 
 

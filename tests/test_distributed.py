@@ -25,12 +25,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FLAT, TINY_SYNTHETIC, ddp_job, register_flat_encoder
+from conftest import FLAT, TINY_SYNTHETIC, ddp_job, make_profile, register_flat_encoder
 from typer.testing import CliRunner
 
 from pdmp_cli import rundir
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import checkpoint, run
 from pdmp_cli.train.setup import resume_spec
@@ -79,11 +78,7 @@ def _prepare(root: Path) -> None:
     """Before the spawn, in this process: the data, the profile, and a 1-epoch run that D resumes."""
     register_flat_encoder()
     (root / "tiny.toml").write_text(TINY_SYNTHETIC)
-    Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
-        optimization_dominant="audio", optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(root / "profile.json")  # fmt: skip
+    make_profile().save(root / "profile.json")
     single_1ep = run(_spec(root, epochs=1, run_dir=str(root / "runs" / "single-1ep")), quiet=True)  # D resumes it
     assert single_1ep.status == "complete"
 
@@ -275,11 +270,7 @@ def test_devices_flag_launches_torchrun_with_the_same_command(tmp_path, monkeypa
     from pdmp_cli.cli.app import app
     from pdmp_cli import distributed
 
-    profile = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="t", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(tmp_path / "p.json")  # fmt: skip
+    profile = make_profile().save(tmp_path / "p.json")
     calls = []
     monkeypatch.setattr(distributed, "launch", lambda n, argv, device="auto": calls.append((n, argv, device)) or 0)
     monkeypatch.setattr("pdmp_cli.train.run", lambda *a, **k: pytest.fail("the parent must not train"))
@@ -300,11 +291,7 @@ def test_devices_flag_launches_torchrun_with_the_same_command(tmp_path, monkeypa
 @pytest.mark.slow  # real torchrun, 3-4 interpreters; the launch itself is checked above with a mock
 def test_pdmp_train_devices_2_end_to_end(tmp_path, tiny_manifest):
     """The real thing: torchrun (torch.distributed.run) starts two gloo processes."""
-    profile = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="t", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(tmp_path / "p.json")  # fmt: skip
+    profile = make_profile().save(tmp_path / "p.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [

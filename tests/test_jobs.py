@@ -11,10 +11,10 @@ import time
 
 import pytest
 import torch
+from conftest import make_profile
 from rich.console import Console
 
 from pdmp_cli import pool, sweep
-from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 
 _REAL_FREE_CORES = pool.free_cores  # before conftest's fixture pins it
@@ -29,12 +29,7 @@ def one_thread():
 
 @pytest.fixture
 def profile(tmp_path) -> str:
-    p = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )  # fmt: skip
-    return str(p.save(tmp_path / "profile.json"))
+    return str(make_profile().save(tmp_path / "profile.json"))
 
 
 def _comparable(run_dir) -> list[dict]:
@@ -49,7 +44,7 @@ def test_threads_are_fixed_before_any_work_recorded_and_on_the_start_line(tiny_m
     torch.set_num_threads(2)  # whatever the process had (OMP_NUM_THREADS, torch's default): the run decides
     seen = set()
     out = io.StringIO()
-    spec = TrainSpec(profile=profile, dataset=str(tiny_manifest), epochs=1, run_dir=str(tmp_path / "a"))
+    spec = TrainSpec(profile=profile, dataset=str(tiny_manifest), encoder="small", epochs=1, run_dir=str(tmp_path / "a"))
     r = run(spec, console=Console(file=out, width=300), on_step=lambda info: seen.add(torch.get_num_threads()))
     assert seen == {1}  # the small encoder's default
     assert json.loads((r.run_dir / "spec.json").read_text())["threads"] == 1

@@ -16,10 +16,10 @@ import sys
 
 import pytest
 import torch
+from conftest import make_profile
 from typer.testing import CliRunner
 
 from pdmp_cli.cli.app import app
-from pdmp_cli.profile import Profile, Provenance
 
 pytestmark = [
     pytest.mark.gpu,
@@ -30,11 +30,7 @@ runner = CliRunner()
 
 
 def _profile(path, modalities=("audio", "visual")):
-    return str(Profile(
-        dataset="tiny", modalities=list(modalities), performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(path))  # fmt: skip
+    return str(make_profile(modalities=list(modalities)).save(path))
 
 
 def _summary(run_dir) -> dict:

@@ -4,23 +4,16 @@ import math
 
 import pytest
 import torch
+from conftest import make_profile
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import METHODS, build_method
 from pdmp_cli.methods.ogm_ge import conv_kernels, modulate_, ogm_coefficients
 from pdmp_cli.models.multimodal import build_multimodal
-from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec, resolve_spec
 from pdmp_cli.train.setup import build_optimizer
 
-PROFILE = Profile(
-    dataset="toy",
-    modalities=["audio", "visual"],
-    performance_dominant="visual",
-    optimization_dominant="audio",
-    optimization_criterion="manual",
-    provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-)
+PROFILE = make_profile(dataset="toy")
 
 
 def _spec(**kw) -> TrainSpec:

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import make_profile
 
 from pdmp_cli import sweep, tune
 from pdmp_cli.errors import PdmpError
-from pdmp_cli.profile import Profile, Provenance
+from pdmp_cli.profile import Profile
 
 NAN = float("nan")  # in a fixture curve: the loss becomes non-finite in that epoch
 
@@ -102,12 +103,7 @@ class FileTrainer:
 
 
 def _profile(path: Path, **update) -> str:
-    p = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )  # fmt: skip
-    return str(p.model_copy(update=update).save(path))
+    return str(make_profile(**update).save(path))
 
 
 def _plan(tmp_path, tiny_manifest, profile=None, flags=None, **kw):

@@ -316,6 +316,7 @@ class DyingTrainer(FileTrainer):
 
 def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path, tiny_manifest, monkeypatch):
     import time
+    from types import SimpleNamespace
 
     monkeypatch.setattr(tune, "HEARTBEAT_SECONDS", 0.2)
     monkeypatch.setattr(tune, "GRACE_SECONDS", 1)
@@ -325,7 +326,9 @@ def test_a_dead_workers_candidate_is_resumed_after_the_heartbeat_grace(tmp_path,
     p.start()
     p.join(60)
     assert p.exitcode == 1  # died holding γp 5 (its trial still RUNNING in the storage)
-    time.sleep(1.2)  # past the grace period: the next worker fails that trial and takes γp 5 over
+    # past the grace period: the next worker's clock runs 1.2 s ahead (as if it had waited; its own
+    # heartbeats carry the same clock), so it fails that trial and takes γp 5 over
+    monkeypatch.setattr(tune, "time", SimpleNamespace(time=lambda: time.time() + 1.2, sleep=time.sleep))
     trainer = FileTrainer(tmp_path / "fake", CURVES)
     result = tune.run(plan, trainer=trainer)
     assert result.choice.candidate.key == "gamma_p-5"

@@ -2,14 +2,14 @@
 without new test code.
 
 For each method x fusion (the late ones concat and film, and every fusion inside the encoders: se,
-mmformer) x {2, 3 modalities} it trains 2 epochs with finite metrics and PDMP scales the
-modality-owned gradients by its gammas (or it refuses in one line, before writing anything: 3
-modalities when its class says it is defined for 2, a fusion inside the encoders when it needs a
-late one, never for the methods Table IV and the baselines need); Ctrl-C mid-epoch then
-``--resume`` equals the uninterrupted run exactly (CPU); its own state round-trips through the
-checkpoint and its parameters are in the optimizer once; two gloo processes agree with each other
-step by step and train what one process trains. Per intermediate fusion also: bf16 autocast, two
-DDP ranks in step, the analysis probe.
+mmformer) x {2, 3 modalities} it trains with finite metrics (2 epochs with a late fusion, 1 with
+a fusion inside the encoders) and PDMP scales the modality-owned gradients by its gammas (or it
+refuses in one line, before writing anything: 3 modalities when its class says it is defined for
+2, a fusion inside the encoders when it needs a late one, never for the methods Table IV and the
+baselines need); Ctrl-C mid-epoch then ``--resume`` equals the uninterrupted run exactly (CPU);
+its own state round-trips through the checkpoint and its parameters are in the optimizer once; two
+gloo processes agree with each other step by step and train what one process trains. Per
+intermediate fusion also: bf16 autocast, two DDP ranks in step, the analysis probe.
 
 Data: a 36-clip, 3-class synthetic set (two modalities, or three with the ``depth`` cue), batch 12:
 3 steps per epoch. Late fusions use the GroupNorm encoder of test_distributed (no BatchNorm, so
@@ -84,8 +84,9 @@ def env(tmp_path_factory):
 
 
 def _epochs(fusion: str) -> int:
-    """The matrix trains the late fusions 2 epochs (the epoch-to-epoch life cycle of every method,
-    which the resume test cuts into), the intermediate fusions 1 (they change the model, not it)."""
+    """The matrix trains the late fusions 2 epochs (every method's epoch-to-epoch life cycle, which
+    the resume test cuts into) and the intermediate fusions 1 (a fusion changes the model, not the
+    method's life cycle)."""
     return 1 if builds_model(fusion) else 2
 
 

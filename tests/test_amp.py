@@ -11,12 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import make_profile
 from typer.testing import CliRunner
 
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.methods import build_method
 from pdmp_cli.models.multimodal import build_multimodal
-from pdmp_cli.profile import Profile, Provenance
+from pdmp_cli.profile import Profile
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import amp, checkpoint, run
 from pdmp_cli.signals import GracefulInterrupt
@@ -25,11 +26,7 @@ from pdmp_cli.train.setup import Run, build_model, resume_spec
 from pdmp_cli.train.state import EpochStats
 
 def _profile(tmp_path: Path) -> Path:
-    return Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual", optimization_dominant="audio",
-        optimization_criterion="manual",
-        provenance=Provenance(tool_version="t", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(tmp_path / "p.json")  # fmt: skip
+    return make_profile().save(tmp_path / "p.json")
 
 
 def _one_step(kind: str, tmp_path: Path):

@@ -19,14 +19,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_SYNTHETIC
+from conftest import TINY_SYNTHETIC, make_profile
 from typer.testing import CliRunner
 
-from pdmp_cli import rundir
 from pdmp_cli.cli.app import app
 from pdmp_cli.errors import PdmpError
 from pdmp_cli.fsutil import write_json
-from pdmp_cli.profile import Profile, Provenance
 from pdmp_cli.specs import TrainSpec
 from pdmp_cli.train import run
 from pdmp_cli.train.setup import resume_spec
@@ -36,12 +34,7 @@ ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
 def _profile(path: Path, **kw) -> Path:
-    base = dict(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
-        optimization_dominant="audio", optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    )
-    return Profile(**{**base, **kw}).save(path)
+    return make_profile(**kw).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +223,7 @@ def test_8_skip_bad_works_end_to_end_with_a_measured_profile(tmp_path, monkeypat
     (data / "audio" / "clip01.wav").write_text("not audio")
     manifest = "my-data/manifest.toml"
     analyze = ["analyze", "--dataset", manifest, "--epochs", "1", "--early-epochs", "1", "--batch-size", "2", "--out", "p.json",
-               "--select-on-test"]  # 3 good training samples: too few to carve a validation split
+               "--select-on-test", "--encoder", "small"]  # the CPU-sized encoder: the skip is what is checked  # 3 good training samples: too few to carve a validation split
     line = _one_error_line(runner.invoke(app, analyze))
     assert f"`pdmp datasets check {manifest}` lists all" in line and "pass --skip-bad" in line
     r = runner.invoke(app, ["datasets", "check", manifest])  # the suggested command works
@@ -239,7 +232,7 @@ def test_8_skip_bad_works_end_to_end_with_a_measured_profile(tmp_path, monkeypat
     r = runner.invoke(app, [*analyze, "--skip-bad"])
     assert r.exit_code == 0, r.output
     train = ["train", "--profile", "p.json", "--dataset", manifest, "--epochs", "1", "--batch-size", "3",
-             "--select-on-test", "--run-dir", "run", "-q"]
+             "--select-on-test", "--run-dir", "run", "-q", "--encoder", "small"]
     assert "pass --skip-bad" in _one_error_line(runner.invoke(app, train), 1)
     r = runner.invoke(app, [*train, "--skip-bad"])
     assert r.exit_code == 0, r.output

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_profile
 from typer.testing import CliRunner
 
 from data import miniature as M
@@ -338,14 +339,9 @@ def test_3_nan_audio_is_a_problem_of_datasets_check_and_never_cached(tmp_path, m
 
 @pytest.fixture
 def tiny_spec(tmp_path, tiny_manifest):
-    from pdmp_cli.profile import Profile, Provenance
     from pdmp_cli.specs import TrainSpec
 
-    profile = Profile(
-        dataset="tiny", modalities=["audio", "visual"], performance_dominant="visual",
-        optimization_dominant="audio", optimization_criterion="manual",
-        provenance=Provenance(tool_version="test", created="2025-01-01T00:00:00+00:00", source="manual"),
-    ).save(tmp_path / "tiny-profile.json")
+    profile = make_profile().save(tmp_path / "tiny-profile.json")
 
     def spec(**kw) -> TrainSpec:
         base = dict(profile=str(profile), dataset=str(tiny_manifest), encoder="small", epochs=1, batch_size=16, lr=0.01)

@@ -1,6 +1,8 @@
 """`pdmp analyze`: flags -> spec (run patched), printing, bad input, one real end-to-end run."""
 
 import json
+import shlex
+import sys
 import re
 
 import pytest
@@ -120,15 +122,16 @@ def test_an_output_path_that_is_a_directory_fails_before_training(tiny_manifest,
     assert analysis.training_steps.value == before
 
 
-def test_end_to_end_list_mode_then_served_from_cache(tiny_manifest, tmp_path):
+def test_end_to_end_list_mode_then_served_from_cache(tiny_manifest, tmp_path, monkeypatch):
     args = ["analyze", "--dataset", str(tiny_manifest), "--subset", "0.5,1.0", "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", ["pdmp", *args])  # what the console script sees (recorded as the command)
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     [stem] = {p.name.split(".")[0] for p in (tmp_path / "profiles").iterdir()}  # a manifest of one's own:
     assert re.fullmatch(r"tiny-[0-9a-f]{8}", stem)  # named by dataset name + data identity (issue 27)
     for s in ("0.5", "1"):
         p = Profile.load(tmp_path / "profiles" / f"{stem}.subset-{s}.json")
-        assert p.subset == float(s) and p.provenance.command.startswith("pdmp ")
+        assert p.subset == float(s) and p.provenance.command == shlex.join(["pdmp", *args])
         assert stem == f"tiny-{p.dataset_identity[:8]}"
         spec = json.loads((tmp_path / "profiles" / f"{stem}.subset-{s}.spec.json").read_text())
         assert spec["subset"] == [float(s)] and spec["out"] == f"profiles/{stem}.subset-{s}.json"

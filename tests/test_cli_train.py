@@ -2,7 +2,9 @@
 and one tiny real run resumed from the command line."""
 
 import json
+import shlex
 import shutil
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -49,16 +51,18 @@ def _one_error_line(result, code: int) -> str:
     return lines[0]
 
 
-def test_dataset_comes_from_the_profile_with_its_manifest_defaults(fake_run, tmp_path):
+def test_dataset_comes_from_the_profile_with_its_manifest_defaults(fake_run, tmp_path, monkeypatch):
     prof = _profile(tmp_path / "p.json", dataset="synthetic")
-    r = runner.invoke(app, ["train", "--profile", prof, "--gamma-p", "15"])
+    args = ["train", "--profile", prof, "--gamma-p", "15"]
+    monkeypatch.setattr(sys, "argv", ["pdmp", *args])  # what the console script sees (recorded as the command)
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     (call,) = fake_run.calls
     s = call["spec"]
     assert (s.dataset, s.profile, s.method, s.fusion, s.gamma_p) == ("synthetic", prof, "pdmp", "concat", 15.0)
     # synthetic manifest [defaults] over the paper's settings; momentum and weight decay stay the paper's
     assert (s.encoder, s.epochs, s.batch_size, s.lr, s.momentum, s.weight_decay) == ("small", 20, 64, 0.01, 0.9, 1e-4)
-    assert call["resume"] is False and call["command"].startswith("pdmp ")
+    assert call["resume"] is False and call["command"] == shlex.join(["pdmp", *args])
     assert "done: test accuracy 0.5000 at the best validation epoch 1 (val 0.6000)" in r.output
     assert "best test epoch (the paper's convention) 0.5000 (epoch 1)" in r.output
 

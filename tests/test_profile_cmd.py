@@ -1,6 +1,8 @@
 """`pdmp profile show|new` and the reference profiles shipped in profiles/."""
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,9 +114,10 @@ def test_show_refuses_missing_corrupt_and_foreign_files_in_one_line(tmp_path, co
     assert result.output.count("\n") == 1
 
 
-def test_new_reads_the_modalities_from_the_manifest(tiny_manifest, tmp_path):
+def test_new_reads_the_modalities_from_the_manifest(tiny_manifest, tmp_path, monkeypatch):
     args = ["profile", "new", "--dataset", str(tiny_manifest), "--performance-dominant", "visual",
             "--optimization-dominant", "audio", "--note", "from a pilot study"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["pdmp", *args])  # what the console script sees (recorded as the command)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.output == "wrote profiles/tiny.json\n"
@@ -124,7 +127,7 @@ def test_new_reads_the_modalities_from_the_manifest(tiny_manifest, tmp_path):
     assert (p.performance_dominant, p.optimization_dominant) == ("visual", "audio")
     assert p.optimization_criterion == "manual" and p.provenance.source == "manual"
     assert p.notes[0] == "from a pilot study" and p.results == {}
-    assert p.provenance.command.startswith("pdmp ")
+    assert p.provenance.command == shlex.join(["pdmp", *args])
 
     again = runner.invoke(app, args)  # no silent overwrite
     assert again.exit_code == 2

@@ -1,9 +1,9 @@
 """`pdmp analyze`: flags -> spec (run patched), printing, bad input, one real end-to-end run."""
 
 import json
+import re
 import shlex
 import sys
-import re
 
 import pytest
 from conftest import analysis_outcome as _outcome

@@ -21,12 +21,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pdmp demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# one worker per core (pytest-xdist), each test module in one worker (its module fixtures built once)
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
 
-# the slow checks left out of make test (preset rankings over 5 seeds, real analyses): about 3 minutes
+test: $(STAMP)
+	$(PYTEST)
+
+# the slow checks left out of make test (preset rankings over 5 seeds, real analyses, release checks): about 2 minutes on 2 cores
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY_SYNTHETIC
 from conftest import make_profile as _profile
+from torch.utils.data import DataLoader
 
 from pdmp_cli import rundir
 from pdmp_cli.data import load_dataset
@@ -158,6 +159,40 @@ def test_a_checkpoint_from_an_older_pdmp_is_refused_in_one_line(env, tmp_path):
     with pytest.raises(PdmpError, match=r"^cannot resume .*old: its checkpoint was written by an older pdmp \(no "
                                         r"lr_schedule, norm_steps, spec.val_fraction\); start a new run$"):
         run(resume_spec(d, {"epochs": 3}), resume=True, quiet=True)
+
+def test_setup_writes_nothing_and_its_run_trains_a_step_and_round_trips_its_state(env, tmp_path):
+    """The recipe's set-up, as ``--dry-run`` and step-level tests use it: every check, no file; one
+    PDMP step on its Run scales the performance-dominant encoder's gradient by exactly γp; and
+    Run.state_dict() holds exactly the keys a resume requires, which load_state_dict restores."""
+    from pdmp_cli.signals import GracefulInterrupt
+    from pdmp_cli.train.loop import train_one_epoch
+    from pdmp_cli.train.setup import LAST_KEYS, require_current, setup
+    from pdmp_cli.train.state import EpochStats
+
+    cpu = torch.device("cpu")
+    spec = env.spec(run_dir=str(tmp_path / "run"), runs_root=str(tmp_path / "runs"))
+    first = setup(spec, cpu)
+    assert list(tmp_path.iterdir()) == [] and first.run_dir is None and first.history == []
+    batch = next(iter(DataLoader(first.bundle.train, batch_size=16)))
+    stats = EpochStats(first.model.modalities, cpu)
+    with GracefulInterrupt() as stop:
+        assert train_one_epoch(first, [batch], stats, epoch=0, start_step=0, stop=stop) is None
+    means = stats.means()
+    assert means["gamma"] == pytest.approx({"audio": 0.1, "visual": 10.0})  # Eq. 12 (float32): m_p visual x γp, m_o audio x 1/γp
+    for m, g in means["gamma"].items():
+        assert means["grad_norm_after"][m] == pytest.approx(g * means["grad_norm_before"][m], rel=1e-5)
+    assert list(tmp_path.iterdir()) == []  # a step writes nothing either
+
+    state = first.state_dict(epoch=1)
+    assert set(state) == LAST_KEYS
+    require_current(tmp_path, {**state, "spec": spec.model_dump(mode="json")})  # what a resume accepts
+    second = setup(spec, cpu)  # seeded alike: same initial weights, which the step then moved
+    assert not all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters()))
+    second.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters()))
+    assert (second.start_epoch, second.start_step, second.stats) == (1, 0, None)
+    assert second.optimizer.state_dict()["state"].keys() == first.optimizer.state_dict()["state"].keys()
+
 
 def test_pdmp_at_gamma_p_1_is_vanilla_to_the_last_bit(env):
     # γp 1 multiplies every encoder gradient by 1.0 (exact in floating point); same seed, same

@@ -814,24 +814,25 @@ def open_study(plan: Plan, storage=None):
         study_name=plan.study_name, storage=storage, direction="maximize", pruner=_pruner(plan), load_if_exists=True,
     )  # fmt: skip
     mine = {"plan": _jsonable(plan.ident), "tune_dir": str(plan.tune_dir.resolve())}
-    attrs = study.user_attrs
-    if "plan" not in attrs:
-        for k, v in mine.items():
-            study.set_user_attr(k, v)
-    else:
-        if attrs.get("tune_dir") != mine["tune_dir"]:
-            raise PdmpError(
-                f"study {plan.study_name} in {plan.storage} belongs to the tune directory {attrs.get('tune_dir')}, "
-                f"not {mine['tune_dir']}; give that --tune-dir, or another --study",
-                2,
-            )
-        if attrs["plan"] != mine["plan"]:
-            diff = sorted(k for k in mine["plan"] if attrs["plan"].get(k) != mine["plan"][k])
-            raise PdmpError(
-                f"study {plan.study_name} in {plan.storage} was made by another plan (its {', '.join(diff)} differ); "
-                "give the same settings as its other workers, or another --study",
-                2,
-            )
+    # the first worker claims the study in one storage operation (with two separate writes a second
+    # worker could read half a claim), then reads back whose claim stands (two at once: the last one's)
+    owner = study.user_attrs.get("owner")
+    if owner is None:
+        study.set_user_attr("owner", mine)
+        owner = study.user_attrs["owner"]
+    if owner["tune_dir"] != mine["tune_dir"]:
+        raise PdmpError(
+            f"study {plan.study_name} in {plan.storage} belongs to the tune directory {owner['tune_dir']}, "
+            f"not {mine['tune_dir']}; give that --tune-dir, or another --study",
+            2,
+        )
+    if owner["plan"] != mine["plan"]:
+        diff = sorted(k for k in mine["plan"] if owner["plan"].get(k) != mine["plan"][k])
+        raise PdmpError(
+            f"study {plan.study_name} in {plan.storage} was made by another plan (its {', '.join(diff)} differ); "
+            "give the same settings as its other workers, or another --study",
+            2,
+        )
     return study
 
 

@@ -510,6 +510,31 @@ def test_a_study_shared_with_an_incompatible_plan_is_refused_in_one_line(tmp_pat
         tune.run(elsewhere, trainer=FileTrainer(tmp_path / "fake", {}))
 
 
+def test_a_second_worker_opening_the_study_while_the_first_claims_it_joins(tmp_path, tiny_manifest, monkeypatch):
+    """Two workers start at once: the second opens the study right after the first worker's first write
+    to it. It must see the whole claim (one storage operation), not half of one, and join; a worker of
+    another tune directory reading at that moment is still refused. (make test-slow's journal test under
+    load once caught the second worker reading a claim without its tune directory.)"""
+    import optuna
+
+    storage = str(tmp_path / "shared.journal")
+    first = _plan(tmp_path / "a", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
+    same = _plan(tmp_path / "a", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
+    elsewhere = _plan(tmp_path / "b", tiny_manifest, values={"gamma_p": [1, 5]}, storage=storage, study_name="s", asynchronous=True)
+    seen = []
+    real = optuna.study.Study.set_user_attr
+
+    def then_the_others_open_it(study, key, value):
+        real(study, key, value)
+        if not seen:  # right after the first worker's first write to its new study
+            seen.append(tune.open_study(same).study_name)
+            with pytest.raises(PdmpError, match=r"belongs to the tune directory .*a/tune, not .*b/tune"):
+                tune.open_study(elsewhere)
+
+    monkeypatch.setattr(optuna.study.Study, "set_user_attr", then_the_others_open_it)
+    assert tune.open_study(first).study_name == "s" and seen == ["s"]
+
+
 SMALL_GRIDS = ["--values", "g-blending.super_epoch=1,2", "--values", "ogm-ge.alpha=0.1,0.8", "--values", "agm.alpha=0.1,1.5",
                "--values", "pmr.alpha=1,2", "--values", "dr.move_lambda=1,3", "--gamma-p", "1,5"]  # fmt: skip
 

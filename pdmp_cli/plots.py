@@ -2,10 +2,12 @@
 
 - :func:`plot_run`: one run's test accuracy (fused and each branch) and w (Eq. 5) over epochs,
   the paper's Fig. 4; with more than two modalities, each modality's share of the logits instead of w.
+  A run trained without the test split (``pdmp tune``) shows its validation accuracy, labelled so.
 - :func:`plot_comparison`: several configurations on one figure (mean over seeds): accuracy and w.
 - :func:`plot_profile`: a profile's unimodal accuracy curves, the paper's Fig. 3 (b).
 - :func:`plot_sweep`: final accuracy against γp with ± std bars, the paper's Table V as a figure.
-- :func:`write_plots`: all that apply to a :class:`~pdmp_cli.report.Report`, into one folder.
+- :func:`write_plots`: all that apply to a :class:`~pdmp_cli.report.Report`, into one folder; a plot
+  with nothing to draw (:class:`NothingToPlot`) is skipped and said so in its ``notes``.
 
 Every figure has a fixed pixel size (``*_SIZE``: width, height at ``DPI``) and is written to a
 temporary file and renamed, so a crash never leaves half a PNG.
@@ -21,6 +23,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from pdmp_cli.errors import PdmpError
 from pdmp_cli.fsutil import atomic_write
 from pdmp_cli.report import Report, Row, RunRecord
 
@@ -28,6 +31,12 @@ DPI = 100
 RUN_SIZE = (1100, 420)  # pixels: accuracy | w
 PROFILE_SIZE = (700, 450)
 SWEEP_SIZE = (700, 450)
+NO_TEST = "trained without the test split, as pdmp tune's runs are"
+
+
+class NothingToPlot(PdmpError):
+    """A plot with nothing to draw (e.g. test accuracy of runs that never read the test split);
+    :func:`write_plots` skips it and says why in its notes."""
 
 
 def _figure(size: tuple[int, int], ncols: int = 1):
@@ -81,8 +90,9 @@ def _minor_label(v: float, _pos=None) -> str:
     return f"{v:g}" if round(lead) in (2, 3, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 
-def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: list[str]):
-    """w over epochs on a log scale (w = 1: both modalities' logits equally large)."""
+def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: list[str], on: str = ""):
+    """w over epochs on a log scale (w = 1: both modalities' logits equally large); ``on``: the
+    split it was measured on where that is not test (e.g. " on validation"), put in the y label."""
     drawn = False
     for label, xs, ws in series:
         pts = [(x, w) for x, w in zip(xs, ws) if w is not None and w > 0]
@@ -99,21 +109,41 @@ def _w_axis(ax, series: list[tuple[str, list[int], list[float]]], modalities: li
     a, b = (modalities + ["s_0", "s_1"])[:2]
     ax.set_title(f"optimization dependency w = Σ|s_{a}| / Σ|s_{b}| (Eq. 5)", fontsize=10)
     _epochs(ax)
-    ax.set_ylabel("w (log scale)")
+    ax.set_ylabel(f"w{on} (log scale)")
     ax.legend(fontsize=8)
 
 
 def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
-    """Accuracy curves (fused and per branch, %) and w over epochs for one run (paper Fig. 4)."""
-    fig, (acc, right) = _figure(RUN_SIZE, 2)
+    """Accuracy curves (fused and per branch, %) and w over epochs for one run (paper Fig. 4).
+
+    Epochs without a test accuracy (trained with ``evaluate_test=False``, as ``pdmp tune`` does)
+    draw the fused validation accuracy instead, as "fused (validation)"; their branch accuracies,
+    w and shares were measured on validation too, and the y labels say so.
+
+    Raises:
+        NothingToPlot: no epoch has a test or a validation accuracy.
+    """
     ms = rec.metrics
     xs = [m.epoch for m in ms]
-    acc.plot(xs, [100 * m.test_accuracy for m in ms], marker="o", linewidth=2, label="fused (test)")
+    test = [(m.epoch, 100 * m.test_accuracy) for m in ms if m.test_accuracy is not None]
+    val = [(m.epoch, 100 * m.val_accuracy) for m in ms if m.test_accuracy is None and m.val_accuracy is not None]
+    if ms and not test and not val:
+        raise NothingToPlot(f"{rec.path.name}: no epoch has a test or a validation accuracy")
+    every_test = len(test) == len(ms)  # as pdmp train writes: the plot as it always was
+    # where no epoch has test accuracy, every curve is on validation; where some have, on either
+    on = "" if every_test else " on validation" if not test else " (validation where no test)"
+    fig, (acc, right) = _figure(RUN_SIZE, 2)
+    if every_test:
+        acc.plot(xs, [100 * m.test_accuracy for m in ms], marker="o", linewidth=2, label="fused (test)")
+    else:
+        for pts, split, style in ((test, "test", "-"), (val, "validation", "--")):
+            if pts:
+                acc.plot(*zip(*pts), marker="o", linewidth=2, linestyle=style, label=f"fused ({split})")
     mods = list(ms[0].branch_accuracy) if ms else []
     for mod in mods:
         acc.plot(xs, [100 * m.branch_accuracy.get(mod, float("nan")) for m in ms], marker=".", label=f"{mod} branch")
     _epochs(acc)
-    acc.set_ylabel("test accuracy %")
+    acc.set_ylabel("test accuracy %" if every_test else "validation accuracy %" if not test else f"accuracy %{on}")
     from pdmp_cli.methods import uses_gamma_p
 
     s = rec.summary
@@ -122,11 +152,11 @@ def plot_run(rec: RunRecord, path: str | os.PathLike) -> Path:
     acc.set_title(f"{s.dataset} · {s.method}{g} · {s.fusion} · seed {s.seed}{status}", fontsize=10)
     acc.legend(fontsize=8)
     if len(mods) == 2:
-        _w_axis(right, [("w", xs, [m.w for m in ms])], mods)
+        _w_axis(right, [("w", xs, [m.w for m in ms])], mods, on)
     else:
         for mod in mods:
             right.plot(xs, [m.shares.get(mod, float("nan")) for m in ms], marker=".", label=mod)
-        right.set_title("share of Σ|s_m| per modality", fontsize=10)
+        right.set_title(f"share of Σ|s_m| per modality{on}", fontsize=10)
         _epochs(right)
         right.set_ylabel("share")
         right.legend(fontsize=8)
@@ -144,24 +174,40 @@ def _mean_curve(runs: list[RunRecord], get) -> tuple[list[int], list[float | Non
     return xs, ys
 
 
-def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "") -> Path:
-    """Test accuracy and w over epochs, one line per configuration (mean over its seeds)."""
+def plot_comparison(rows: list[Row], path: str | os.PathLike, title: str = "", notes: list[str] | None = None) -> Path:
+    """Test accuracy and w over epochs, one line per configuration (mean over its seeds).
+
+    Where no run has a test accuracy (all trained without the test split, as ``pdmp tune`` does),
+    validation accuracy and w on validation, labelled so; where some have, the rows whose runs
+    have none are left out (one line each in ``notes``): test and validation never share an axis.
+
+    Raises:
+        NothingToPlot: no row has an accuracy to draw.
+    """
+    lines = [(w, runs) for w in rows if (runs := [r for r in w.runs if r.metrics])]
+    has_test = any(m.test_accuracy is not None for _, runs in lines for r in runs for m in r.metrics)
+    split = "test" if has_test else "validation"
+    get = (lambda m: m.test_accuracy) if has_test else (lambda m: m.val_accuracy)
+    kept = [(w, runs) for w, runs in lines if any(get(m) is not None for r in runs for m in r.metrics)]
+    if not kept:
+        raise NothingToPlot(f"none of its {len(lines)} configurations has a test or a validation accuracy")
+    if notes is not None:
+        why = f"no test accuracy ({NO_TEST})" if has_test else "no test or validation accuracy"
+        shown = {id(w) for w, _ in kept}
+        notes.extend(f"{Path(path).name}: {w.label} left out: {why}" for w, _ in lines if id(w) not in shown)
     fig, (acc, right) = _figure(RUN_SIZE, 2)
     series, mods = [], []
-    for w in rows:
-        runs = [r for r in w.runs if r.metrics]
-        if not runs:
-            continue
+    for w, runs in kept:
         mods = mods or list(runs[0].metrics[0].branch_accuracy)
         label = w.label + (f" n={len(runs)}" if len(runs) > 1 else "")
-        xs, ys = _mean_curve(runs, lambda m: m.test_accuracy)
-        acc.plot(xs, [100 * y for y in ys], marker=".", label=label)
+        xs, ys = _mean_curve(runs, get)
+        acc.plot(xs, [100 * y if y is not None else math.nan for y in ys], marker=".", label=label)
         series.append((label, *_mean_curve(runs, lambda m: m.w)))
     _epochs(acc)
-    acc.set_ylabel("test accuracy %")
-    acc.set_title(title or "test accuracy (mean over seeds)", fontsize=10)
+    acc.set_ylabel(f"{split} accuracy %")
+    acc.set_title(title or f"{split} accuracy (mean over seeds)", fontsize=10)
     acc.legend(fontsize=8)
-    _w_axis(right, series, mods)
+    _w_axis(right, series, mods, "" if split == "test" else " on validation")
     return _save(fig, path)
 
 
@@ -197,18 +243,32 @@ def profile_split(p) -> str:
     return "validation" if (p.validation or {}).get("selection", "test") != "test" else "test"
 
 
-def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "selected_accuracy", title: str = "") -> Path:
+def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "selected_accuracy", title: str = "",
+               notes: list[str] | None = None) -> Path:  # fmt: skip
     """``col`` (%; default the report's headline: test accuracy at the best validation epoch) against γp, one line per (method, fusion) with ± std bars; methods without γp
-    (vanilla, ogm-ge) as horizontal dashed lines (paper Table V)."""
+    (vanilla, ogm-ge) as horizontal dashed lines (paper Table V). Lines with no value of ``col``
+    (runs trained without the test split, as ``pdmp tune`` does) are left out, one line each in ``notes``.
+
+    Raises:
+        NothingToPlot: no line has a value of ``col``.
+    """
     from pdmp_cli.report import sweep_grid
 
-    fig, (ax,) = _figure(SWEEP_SIZE)
     gps, lines = sweep_grid(rows, col)
-    for i, (w0, cells) in enumerate(lines):
+    labels = [
+        f"{w0.method} ({w0.fusion})" + (" " + ", ".join(f"{k}={v}" for k, v in w0.variant.items()) if w0.variant else "")
+        for w0, _ in lines
+    ]  # fmt: skip
+    empty = [lab for lab, (_, cells) in zip(labels, lines)
+             if all(w.stats.get(col) is None or w.stats[col].mean is None for w in cells.values())]  # fmt: skip
+    why = f"test accuracy ({NO_TEST})" if col in ("selected_accuracy", "accuracy", "best_accuracy") else col
+    if len(empty) == len(lines):
+        raise NothingToPlot(f"no line has a {why}")
+    if notes is not None:
+        notes.extend(f"{Path(path).name}: {label} left out: no {why}" for label in empty)
+    fig, (ax,) = _figure(SWEEP_SIZE)
+    for i, ((w0, cells), label) in enumerate(zip(lines, labels)):
         color = f"C{i % 10}"
-        label = f"{w0.method} ({w0.fusion})" + (
-            " " + ", ".join(f"{k}={v}" for k, v in w0.variant.items()) if w0.variant else ""
-        )
         if None in cells:
             s = cells[None].stats.get(col)
             if s and s.mean is not None:
@@ -231,27 +291,37 @@ def plot_sweep(rows: list[Row], path: str | os.PathLike, col: str = "selected_ac
     return _save(fig, path)
 
 
-def write_plots(rep: Report, out_dir: str | os.PathLike) -> list[Path]:
+def write_plots(rep: Report, out_dir: str | os.PathLike, notes: list[str] | None = None) -> list[Path]:
     """Every plot that applies: one per run with epochs, one comparison per (dataset, fusion)
     with two or more configurations, one sweep per dataset with two or more γp values, one per
-    measured profile. Returns the paths written."""
+    measured profile. Returns the paths written; a plot with nothing to draw (e.g. a sweep of
+    runs that never read the test split) is skipped, and it and anything a plot left out are said
+    in ``notes``."""
     out = Path(out_dir)
+    notes = notes if notes is not None else []
     written: list[Path] = []
+
+    def draw(name: str, plot) -> None:  # plot: out / name -> the path written
+        try:
+            written.append(plot(out / name))
+        except NothingToPlot as e:
+            notes.append(f"{name} not drawn: {e}")
+
     runs = [rec for rec in rep.records if rec.metrics]
     for rec, name in zip(runs, file_names("run", [(rec.path.name, rec.path) for rec in runs])):
-        written.append(plot_run(rec, out / name))
+        draw(name, lambda path, rec=rec: plot_run(rec, path))
     complete = [w for w in rep.rows if w.status == "complete"]
     for ds, fu in sorted({(w.dataset, w.fusion) for w in complete}):
         group = [w for w in complete if (w.dataset, w.fusion) == (ds, fu) and any(r.metrics for r in w.runs)]
         if len(group) >= 2:
-            written.append(
-                plot_comparison(group, out / f"compare-{safe_name(ds)}-{safe_name(fu)}.png", f"{ds} · {fu} fusion")
-            )
+            title = f"{ds} · {fu} fusion"
+            draw(f"compare-{safe_name(ds)}-{safe_name(fu)}.png", lambda path: plot_comparison(group, path, title, notes))
     for ds in sorted({w.dataset for w in complete}):
         group = [w for w in complete if w.dataset == ds]
         if len({w.gamma_p for w in group if w.gamma_p is not None}) >= 2:
-            written.append(plot_sweep(group, out / f"sweep-{safe_name(ds)}.png", title=f"{ds}: accuracy against γp"))
+            title = f"{ds}: accuracy against γp"
+            draw(f"sweep-{safe_name(ds)}.png", lambda path: plot_sweep(group, path, title=title, notes=notes))
     profiles = [pr for pr in rep.profiles if pr.profile.results]
     for pr, name in zip(profiles, file_names("profile", [(pr.path.stem, pr.path) for pr in profiles])):
-        written.append(plot_profile(pr, out / name))
+        draw(name, lambda path, pr=pr: plot_profile(pr, path))
     return written

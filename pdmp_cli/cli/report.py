@@ -56,9 +56,13 @@ def report_cli(
     if plot:
         from pdmp_cli.plots import write_plots
 
-        paths = write_plots(rep, plot)
+        plot_notes: list[str] = []  # plots skipped, or lines left out of one: nothing to draw
+        paths = write_plots(rep, plot, notes=plot_notes)
         where = console if fmt == "table" else err_console
         if not paths:
-            where.print(f"no plots: nothing in this report has epochs to draw (wrote nothing to {plot})", highlight=False)
+            why = "none had anything to draw (notes below)" if plot_notes else "nothing in this report has epochs to draw"
+            where.print(f"no plots: {why} (wrote nothing to {plot})", highlight=False)
         for p in paths:
             where.print(f"wrote {p}", highlight=False, soft_wrap=True)
+        for n in plot_notes:
+            where.print(f"note: {n}", highlight=False, soft_wrap=True, markup=False)

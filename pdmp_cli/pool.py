@@ -23,6 +23,7 @@ import os
 import queue as queue_module
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -53,13 +54,41 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores() -> int:
-    """Usable cores minus the ones other work keeps busy (the 1-minute load average, rounded); at least 1."""
+PROC_STAT = "/proc/stat"  # Linux: every core's time since boot, by kind
+
+
+def busy_cores(interval: float = 0.25) -> float | None:
+    """Cores other work keeps busy right now: the non-idle share of all cores' time over ``interval``
+    seconds (Linux ``/proc/stat``; this process sleeps meanwhile), times the cores. None where there
+    is no ``/proc/stat``. Unlike the load average (a 1-minute mean) it does not still count a job
+    that ended a minute ago, nor miss one that just started."""
+
+    def totals() -> tuple[int, int]:
+        with open(PROC_STAT) as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(fields), fields[3] + fields[4]
+
     try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # pragma: no cover - no load average on this platform
-        busy = 0
-    return max(1, usable_cores() - busy)
+        total0, idle0 = totals()
+        time.sleep(interval)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def free_cores() -> int:
+    """Usable cores minus the ones other work keeps busy (:func:`busy_cores`, rounded; where that
+    cannot be read, the 1-minute load average); at least 1."""
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - no load average on this platform
+            busy = 0.0
+    return max(1, usable_cores() - round(busy))
 
 
 def default_jobs(device_type: str, threads: int, gpus: int = 0) -> int:

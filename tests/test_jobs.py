@@ -70,12 +70,33 @@ def test_default_threads_and_jobs(monkeypatch):
     assert default_threads("small") == 1
     monkeypatch.setattr(pool, "free_cores", _REAL_FREE_CORES)  # conftest pins it to 1
     monkeypatch.setattr(pool, "usable_cores", lambda: 8)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    monkeypatch.setattr(pool, "busy_cores", lambda: 2.6)
     assert pool.free_cores() == 5  # 8 cores - round(2.6) busy
     assert pool.default_jobs("cpu", 1) == 5 and pool.default_jobs("cpu", 2) == 2 and pool.default_jobs("cpu", 8) == 1
     assert pool.default_jobs("cuda", 1, gpus=4) == 4
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    monkeypatch.setattr(pool, "busy_cores", lambda: 9.0)
     assert pool.default_jobs("cpu", 1) == 1  # a saturated machine: one run at a time
+
+
+def test_busy_cores_are_measured_now_and_the_load_average_is_only_a_fallback(monkeypatch, tmp_path):
+    """The non-idle share of all cores' time between two reads of /proc/stat, times the cores: a job
+    that ended a minute ago (still in the load average) does not count; without /proc/stat the load
+    average does."""
+    stat = tmp_path / "stat"
+    #                  user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  1000 0 500 8000 500 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    later = "cpu  1300 0 600 8500 600 0 0 0 0 0\n"  # +1000 in all: 400 busy, 600 idle or waiting
+    monkeypatch.setattr(pool, "PROC_STAT", str(stat))
+    monkeypatch.setattr(pool.time, "sleep", lambda s: stat.write_text(later))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # a finished job still in the average
+    assert pool.busy_cores() == pytest.approx(0.4 * 4)
+    monkeypatch.setattr(pool, "free_cores", _REAL_FREE_CORES)  # conftest pins it to 1
+    monkeypatch.setattr(pool, "usable_cores", lambda: 4)
+    stat.write_text("cpu  1000 0 500 8000 500 0 0 0 0 0\n")
+    assert pool.free_cores() == 2  # 4 - round(1.6); the load average would have said 4 - 3 = 1
+    monkeypatch.setattr(pool, "PROC_STAT", str(tmp_path / "absent"))
+    assert pool.busy_cores() is None and pool.free_cores() == 1  # no /proc/stat: 4 - round(3.0)
 
 
 def test_threads_flag_is_refused_below_one(profile):

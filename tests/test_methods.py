@@ -64,9 +64,10 @@ def test_ogm_coefficient_hand_computed_visual_dominates():
     k = ogm_coefficients(logits, torch.tensor([0, 1]), alpha=0.5)
     assert k["visual"].item() == pytest.approx(0.19446854672043634, abs=1e-6)
     assert k["audio"].item() == 1.0
-    # an exact tie (rho = 1) damps the second modality: 1 - tanh(0.1) = 0.900332
+    # an exact tie (rho = 1) damps the first modality, as the reference's `if ratio_v > 1 ... else`:
+    # 1 - tanh(0.1) = 0.900332
     tie = ogm_coefficients({"audio": torch.zeros(2, 3), "visual": torch.zeros(2, 3)}, torch.tensor([0, 1]), 0.1)
-    assert (tie["audio"].item(), tie["visual"].item()) == (1.0, pytest.approx(0.9003320053750442, abs=1e-6))
+    assert (tie["audio"].item(), tie["visual"].item()) == (pytest.approx(0.9003320053750442, abs=1e-6), 1.0)
 
 
 def test_ogm_modulates_conv_kernels_only_without_noise_exactly():
@@ -348,8 +349,8 @@ def test_pmr_epoch_start_sets_prototypes_with_momentum_and_the_loss_adds_the_wea
     method.proto_audio.fill_(1.0)
     feats = {"audio": torch.randn(6, 128), "visual": torch.randn(6, 128)}
     labels = torch.tensor([0, 0, 1, 1, 1, 0])  # class 2 absent: keeps its old prototype
-    method.on_epoch_start(SimpleNamespace(features=lambda split, fraction: (feats, labels)))
-    want = 0.5 * feats["audio"][labels == 0].mean(0) + 0.5
+    method.on_epoch_start(SimpleNamespace(features=lambda split, fraction: (feats, labels), epoch=2))
+    want = 0.5 * feats["audio"][labels == 0].mean(0) + 0.5  # epoch 2: the first the momentum applies to
     torch.testing.assert_close(method.proto_audio[0], want)
     assert torch.equal(method.proto_audio[2], torch.ones(128))
     model.eval()  # BatchNorm in eval: the loss below is recomputed from the same features

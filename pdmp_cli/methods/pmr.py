@@ -3,7 +3,11 @@
 
 Prototypes: at the start of every epoch, each class c's prototype for modality m is the mean
 encoder feature of the samples of class c, with no gradient and the model in evaluation mode;
-``p <- (1 - momentum) p_new + momentum p_old`` (the scripts use 0). Which samples, as the
+``p <- (1 - momentum) p_new + momentum p_old`` (the scripts use 0) for the prototypes of epoch 2
+on; those of epochs 0 and 1 are the class means as they are, as in the reference (its
+``calculate_prototype`` applies the momentum only for ``epoch > 0`` and is called with epoch 0
+before training and again after epoch 0; earlier pdmp blended from the first epoch on, with
+zeros at epoch 0). Which samples, as the
 reference per dataset (``main_Prototype_grad.py::calculate_prototype`` and its callers,
 ``pmr.source``):
 
@@ -136,7 +140,9 @@ class PMR(Method):
             feats, labels = ctx.features("val")  # all of it, as the reference on AVE
         else:
             feats, labels = ctx.features("train", fraction=self.args.fraction)
-        mu = self.args.momentum
+        # the reference blends only from its third computation on: calculate_prototype skips the
+        # momentum for ``epoch <= 0`` and is passed epoch 0 both before training and after epoch 0
+        mu = self.args.momentum if self.args.momentum and ctx.epoch >= 2 else 0.0
         for m in self.modalities:
             new, seen = class_means(feats[m].to(self.prototypes(m).device), labels.to(self.prototypes(m).device), self.num_classes)
             p = self.prototypes(m)

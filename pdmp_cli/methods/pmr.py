@@ -7,9 +7,8 @@ encoder feature of the samples of class c, with no gradient and the model in eva
 on; those of epochs 0 and 1 are the class means as they are, as in the reference (its
 ``calculate_prototype`` applies the momentum only for ``epoch > 0`` and is called with epoch 0
 before training and again after epoch 0; earlier pdmp blended from the first epoch on, with
-zeros at epoch 0). Which samples, as the
-reference per dataset (``main_Prototype_grad.py::calculate_prototype`` and its callers,
-``pmr.source``):
+zeros at epoch 0). Which samples, as the reference per dataset
+(``main_Prototype_grad.py::calculate_prototype`` and its callers, ``pmr.source``):
 
 * ``auto`` (default): the dataset's **own validation split**, all of it, when it ships one (the
   reference does so on AVE, whose ``valSet.txt`` it loads: ``calculate_prototype(..., val_dataloader)``

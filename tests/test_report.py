@@ -215,6 +215,26 @@ def test_a_summary_less_run_trained_without_the_test_split_is_shown(tmp_path):
     assert report.fmt_status(w) == "no summary (3/3 epochs)"
 
 
+def test_the_terminal_caption_says_when_branches_and_w_were_measured_on_validation(tmp_path):
+    from rich.console import Console
+
+    from pdmp_cli.report.render import rich_tables
+
+    def caption(root) -> str:
+        console = Console(width=400, record=True)
+        console.print(rich_tables(report.build([root])))
+        return " ".join(console.export_text().split())
+
+    make_run(tmp_path / "tested", "r", method="vanilla", accs=[0.5, 0.6], vals=[0.4, 0.8])
+    assert "measured on validation" not in caption(tmp_path / "tested")
+    d = make_run(tmp_path / "tuned", "r", method="vanilla", accs=[0.5, 0.6], vals=[0.4, 0.8])
+    lines = [json.loads(x) for x in (d / rundir.METRICS).read_text().splitlines()]  # as pdmp tune writes them
+    (d / rundir.METRICS).write_text("".join(json.dumps({**m, "test_accuracy": None, "test_macro_f1": None}) + "\n" for m in lines))
+    (d / rundir.SUMMARY).unlink()
+    assert ("Rows without a test accuracy (trained without the test split, as pdmp tune's runs are): branches and w "
+            "measured on validation") in caption(tmp_path / "tuned")
+
+
 def test_a_directory_with_nothing_readable_is_noted_not_fatal(runs):
     junk = runs / "junk"
     junk.mkdir()

@@ -273,6 +273,11 @@ def profile_cells(prows: list[ProfileRow], compact: bool = False) -> tuple[list[
     return header, body, context
 
 
+def _no_test(w) -> bool:
+    """A row whose runs never read the test split: its branch accuracies and w are validation's."""
+    return all(r.metrics and all(m.test_accuracy is None for m in r.metrics) for r in w.runs)
+
+
 def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profiles: bool = True):
     """The terminal rendering: a rich Group of the runs table, the profiles table and the notes."""
     from rich import box
@@ -291,6 +296,8 @@ def rich_tables(rep: Report, title: str = "Runs (mean ± std over seeds)", profi
             "only when significantly better than every other row (paired t-test over shared seeds, p < 0.05)"
             + (f". Δ vs {rep.compare}: mean paired difference over shared seeds, points of %, [95% CI]; "
                "p: two-sided paired t-test" if rep.compare else "")
+            + (". Rows without a test accuracy (trained without the test split, as pdmp tune's runs are): "
+               "branches and w measured on validation" if any(_no_test(w) for w in rep.rows) else "")
         )  # fmt: skip
         numeric = {"γp", "n", "epochs", CI_TITLE, "p"} | {column_title(c, True) for c in metric_columns(rep.rows)}
         numeric |= {f"Δ vs {rep.compare}"} if rep.compare else set()

@@ -160,6 +160,23 @@ def test_sweep_cli_runs_the_grid_and_prints_the_table(tmp_path, tiny_manifest, m
     assert f"wrote {tmp_path / 'plots' / 'sweep-tiny.png'}" in r.output
 
 
+def test_sweep_cli_prints_the_notes_of_skipped_plots(tmp_path, tiny_manifest, monkeypatch):
+    from pdmp_cli import plots
+
+    monkeypatch.setattr(pdmp_cli.train, "run", FakeTrain())
+
+    def skipped_all(rep, out, notes=None):
+        notes.append("sweep-tiny.png not drawn: no line has a test accuracy")
+        return []
+
+    monkeypatch.setattr(plots, "write_plots", skipped_all)
+    args = ["sweep", "--profile", _profile(tmp_path / "p.json"), "--dataset", str(tiny_manifest), "--gamma-p", "1,5",
+            "--runs-dir", str(tmp_path / "runs"), "--epochs", "1", "--plot", str(tmp_path / "plots")]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "note: sweep-tiny.png not drawn: no line has a test accuracy" in r.stderr
+
+
 def test_sweep_cli_errors(tmp_path, tiny_manifest):
     prof = _profile(tmp_path / "p.json")
     line = _one_error_line(runner.invoke(app, ["sweep", "--gamma-p", "1,5"]), 2)

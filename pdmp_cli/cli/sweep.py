@@ -93,8 +93,11 @@ def sweep_cli(
         if plot:
             from pdmp_cli.plots import write_plots
 
-            for p in write_plots(rep, plot):
+            plot_notes: list[str] = []  # plots skipped, or lines left out of one: nothing to draw
+            for p in write_plots(rep, plot, notes=plot_notes):
                 (console if fmt == "table" else err_console).print(f"wrote {p}", highlight=False, soft_wrap=True)
+            for n in plot_notes:
+                err_console.print(f"note: {n}", highlight=False, soft_wrap=True, markup=False)
     if result.stopped:
         from pdmp_cli.signals import interrupt_exit_code
 

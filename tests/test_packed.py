@@ -527,3 +527,90 @@ def test_a_later_run_on_unchanged_data_reads_the_stores_without_a_check(tmp_path
     M.write_audio(bad, 0.5, 16000, 300.0, seed=3)
     bundle, report, lines = load_packed(manifest, root, skip_bad=True)
     assert report.skipped == 0 and len(bundle.train) == 12 and all("written" in line for line in lines)
+
+
+def _rewrite_in_place(wav: Path, seed: int) -> None:
+    """Another recording of ``wav``'s length and format (its byte size kept), its mtime moved on."""
+    before = wav.stat()
+    M.write_audio(wav, 0.5, 16000, 900.0, seed=seed)
+    assert wav.stat().st_size == before.st_size
+    os.utime(wav, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+
+
+def test_a_file_rewritten_in_place_at_the_same_size_is_checked_and_repacked(tmp_path, monkeypatch):
+    from pdmp_cli.data import check as check_mod
+    from pdmp_cli.data.features import FeatureCache
+    from pdmp_cli.data.manifest import load_dataset
+    from pdmp_cli.data.packed import load_packed
+
+    root, manifest = _tiny(tmp_path)
+    bundle, _, lines = load_packed(manifest, root)
+    assert all("written" in line for line in lines)
+    files = load_dataset(manifest, root)
+    i, sample, mod = 2, files.test.samples[2], files.test.modalities["audio"]
+    old = bundle.test.store.gather("audio", [i])[0].astype(np.float32)
+    identity = files.identity
+    _rewrite_in_place(sample.paths["audio"], seed=7)
+    assert load_dataset(manifest, root).identity == identity  # the identity stays content-based
+    checks = []
+    check = check_mod.check_dataset
+    monkeypatch.setattr(check_mod, "check_dataset", lambda *a, **k: checks.append(1) or check(*a, **k))
+    bundle, _, lines = load_packed(manifest, root)
+    assert checks and [line.split(":")[0] for line in lines] == ["packed store read", "packed store written"]
+    new = st.to_rows("audio", mod.decode(sample.paths["audio"])).astype(np.float16).astype(np.float32)
+    got = bundle.test.store.gather("audio", [i])[0].astype(np.float32)
+    assert np.array_equal(got, new) and not np.allclose(got, old, atol=1e-2)  # the new recording
+    x, _ = bundle.test[i]
+    assert torch.equal(x["audio"], torch.from_numpy(new))
+    # the next run reads both stores (the train store kept what it recorded): nothing checked or decoded
+    monkeypatch.setattr(check_mod, "check_dataset", lambda *a, **k: pytest.fail("checked again"))
+    monkeypatch.setattr(FeatureCache, "load", lambda *a, **k: pytest.fail("decoded again"))
+    _, _, lines = load_packed(manifest, root)
+    assert all("not decoded again" in line for line in lines)
+
+
+def test_pack_repacks_a_split_whose_file_was_rewritten_at_the_same_size(tmp_path):
+    root, manifest = _tiny(tmp_path)
+    files, packed, _ = _packed(manifest, root)
+    wav = files.test.samples[0].paths["audio"]
+    old = packed.test[0][0]["audio"]
+    _rewrite_in_place(wav, seed=8)
+    files, packed, lines = _packed(manifest, root)
+    assert [line.split(":")[0] for line in lines] == ["packed store read", "packed store written"]  # train, test
+    assert not torch.equal(packed.test[0][0]["audio"], old)
+    assert _close_fp16(packed.test[0][0]["audio"], files.test[0][0]["audio"])
+    # `pdmp datasets pack --dry-run` says the same
+    from pdmp_cli.data.packed import pack_dataset
+
+    _rewrite_in_place(wav, seed=9)
+    out = pack_dataset(manifest, root, dry_run=True)
+    assert "(up to date)" in out[0] and "(to write)" in out[1]
+
+
+def test_a_frame_replaced_by_a_rename_and_a_left_out_file_repaired_at_the_same_size_are_noticed(tmp_path):
+    from pdmp_cli.data.manifest import load_dataset
+    from pdmp_cli.data.packed import load_packed
+
+    root, manifest = _tiny(tmp_path)
+    bad = sorted((root / "AudioWAV").iterdir())[1]
+    good = bad.read_bytes()
+    bad.write_bytes(b"XXXX" + good[4:])  # unreadable, same size
+    _, report, _ = load_packed(manifest, root, skip_bad=True)
+    assert report.skipped == 1
+    bad.write_bytes(good)  # repaired in place: same size again
+    os.utime(bad, ns=(0, bad.stat().st_mtime_ns + 10**9))
+    bundle, report, lines = load_packed(manifest, root, skip_bad=True)
+    assert report.skipped == 0 and len(bundle.train) == 12 and all("written" in line for line in lines)
+    # a frame replaced through a rename (a new file in its folder: the folder's mtime moves)
+    files = load_dataset(manifest, root)
+    folder, mod = files.train.samples[3].paths["visual"], files.train.modalities["visual"]
+    frame = sorted(folder.iterdir())[0]
+    M.write_image(tmp_path / "new.jpg", size=(40, 32), seed=99)
+    os.replace(tmp_path / "new.jpg", frame)
+    os.utime(folder, ns=(0, folder.stat().st_mtime_ns + 10**9))
+    assert load_dataset(manifest, root).identity == files.identity
+    bundle, _, lines = load_packed(manifest, root)
+    assert lines[0].startswith("packed store written: ")
+    want = st.to_rows("frames", mod.decode(folder))
+    got = bundle.train.store.gather("visual", [3], np.arange(len(want))[None])[0]
+    assert np.array_equal(got, want)

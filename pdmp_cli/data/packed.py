@@ -246,22 +246,24 @@ def train_loader(dataset, order: torch.Tensor, *, batch_size: int, start_step: i
 
 def split_store(split_ds, split: str, identity: str, audio_dtype: str, *, force: bool = False, progress=None,
                 load=None, extra: dict | None = None) -> tuple[Store, bool]:
-    """The store of a files split (``FilesSplit``): opened when one for this data exists, else packed
-    from the features cache. -> (store, whether it was packed now)."""
+    """The store of a files split (``FilesSplit``): opened when one for this data exists (and its
+    files' modification times are those recorded), else packed from the features cache.
+    -> (store, whether it was packed now)."""
     from pdmp_cli.data import store as st
 
     key = st.store_key(identity, split, split_ds.modalities, audio_dtype)
     dest = st.split_dir(split_ds.dataset, split)
-    found = None if force else Store.open(dest, key)
+    mtimes = getattr(split_ds, "mtimes", None)
+    found = None if force else Store.open(dest, key, mtimes)
     if found is not None:
         return found, False
     with st.pack_lock(dest):  # two runs packing the same split: the second waits, then reads the first's
-        found = None if force else Store.open(dest, key)
+        found = None if force else Store.open(dest, key, mtimes)
         if found is not None:
             return found, False
         return st.pack(dest, key, dataset=split_ds.dataset, split=split, modalities=split_ds.modalities,
                        samples=split_ds.samples, labels=split_ds.labels, load=load or _loader(split_ds.features),
-                       audio_dtype=audio_dtype, progress=progress, extra=extra), True
+                       audio_dtype=audio_dtype, progress=progress, extra=extra, mtimes=mtimes), True
 
 
 def _loader(features):
@@ -357,7 +359,8 @@ def pack_dataset(dataset, data_root=None, *, dry_run: bool = False, force: bool 
             total += n
             dest = st.split_dir(ds.dataset, split)
             state = "up to date" if st.Store.open(dest, st.store_key(
-                bundle.identity, split, ds.modalities, manifest.packed.audio_dtype)) is not None else "to write"
+                bundle.identity, split, ds.modalities, manifest.packed.audio_dtype), ds.mtimes) is not None \
+                else "to write"
             lines.append(f"{split}: {len(ds)} samples, about {st.human(n)} at {dest} ({state})")
         where = st.packed_root()
         probe = next((p for p in [where, *where.parents] if p.exists()), None)
@@ -376,8 +379,9 @@ def load_packed(dataset, data_root=None, *, skip_bad: bool = False, splits=("tra
     """``pdmp train``'s data: ``(bundle, report, lines)`` with its files splits packed.
 
     When every split of ``splits`` already has its store for this data (same lists, file sizes and
-    frame counts, settings, and the same samples the data check left out, recorded in the store),
-    the deep check is skipped and nothing is decoded; ``report.skipped`` is the recorded count.
+    frame counts, settings, files' modification times, and the same samples the data check left
+    out, recorded in the store), the deep check is skipped and nothing is decoded;
+    ``report.skipped`` is the recorded count.
     Otherwise :func:`~pdmp_cli.data.check.load_checked` (decoding every sample of ``splits`` through
     the features cache), then the stores are packed from the cache. Generated datasets and
     ``PDMP_PACKED=0``: ``load_checked`` alone.
@@ -399,13 +403,29 @@ def load_packed(dataset, data_root=None, *, skip_bad: bool = False, splits=("tra
 
 
 def _checked(manifest, data_root, bundle, report) -> dict:
-    """What a store records of the check it was packed after: the samples left out, and the
-    identity of the data with them (a repaired file changes it, so the next run checks again)."""
+    """What a store records of the check it was packed after: the samples left out, the identity
+    of the data with them, and their files' modification times (a repaired file changes one of
+    them, even at the same size, so the next run checks again)."""
     from pdmp_cli.data.loaders.files import FilesLoader
 
-    whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True).identity if report.bad_samples \
-        else bundle.identity
-    return {"excluded": sorted(list(x) for x in report.bad_samples), "source_identity": whole}
+    excluded = {tuple(x) for x in report.bad_samples}
+    whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True) if excluded else bundle
+    return {"excluded": sorted(list(x) for x in excluded), "source_identity": whole.identity,
+            "excluded_mtimes": _excluded_mtimes(whole, excluded)}
+
+
+def _excluded_mtimes(whole, excluded: set) -> str:
+    """A digest of the modification times of the left-out samples' files (``whole``: the bundle
+    with them)."""
+    from pdmp_cli.cache import stable_hash
+    from pdmp_cli.data.loaders.files import file_mtimes
+
+    out = []
+    for split in ("train", "val", "test"):
+        ds = getattr(whole, split, None)
+        if ds is not None and excluded:
+            out.append(file_mtimes([s for s in ds.samples if (split, s.id) in excluded], ds.modalities))
+    return stable_hash(out)
 
 
 def _stored(manifest, data_root, skip_bad: bool, splits):
@@ -427,11 +447,12 @@ def _stored(manifest, data_root, skip_bad: bool, splits):
         return None
     try:
         bundle = FilesLoader.build(manifest, data_root=data_root, exclude=excluded, skip_bad=skip_bad)
-        whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True).identity if excluded \
-            else bundle.identity
+        whole = FilesLoader.build(manifest, data_root=data_root, skip_bad=True) if excluded else bundle
     except PdmpError:
         return None
-    if meta.get("source_identity") != whole:  # a file changed, or a left-out one was repaired
+    if meta.get("source_identity") != whole.identity:  # a file changed, or a left-out one was repaired
+        return None
+    if meta.get("excluded_mtimes") != _excluded_mtimes(whole, excluded):  # a left-out one modified since
         return None
     audio_dtype = manifest.packed.audio_dtype
     changes, lines = {}, []
@@ -439,7 +460,8 @@ def _stored(manifest, data_root, skip_bad: bool, splits):
         ds = getattr(bundle, split, None)
         if not isinstance(ds, FilesSplit):
             continue
-        store = Store.open(st.split_dir(ds.dataset, split), st.store_key(bundle.identity, split, ds.modalities, audio_dtype))
+        store = Store.open(st.split_dir(ds.dataset, split), st.store_key(bundle.identity, split, ds.modalities, audio_dtype),
+                           ds.mtimes)
         if store is None or {tuple(x) for x in store.meta.get("excluded", [])} != excluded:
             return None
         changes[split] = PackedSplit(ds.dataset, split, store, ds.modalities, ds.train)

@@ -20,9 +20,14 @@ complete, so a killed or failed packing leaves the previous store or none, never
 The key is the dataset identity (:attr:`DatasetBundle.identity`: manifest, lists, every
 sample's file size or frame count, the samples left out by the check), the split, every
 modality's kind, decode version and preprocessing, and the audio dtype: a changed list, a file
-of another size, a new frame, or a changed setting repacks. A file rewritten in place with the
-same size is not noticed (``pdmp datasets pack NAME --force`` repacks). Opening a store checks
-``store.json`` and each chunk file's size: no per-sample ``stat()``.
+of another size, a new frame, or a changed setting repacks. Beside the key, ``store.json``
+records a digest of the split's files' modification times (``mtimes``, taken by the same
+``stat()`` that reads each file's size when the lists are read; a frame folder's own mtime), and
+a store whose files' times moved is packed again, after the data check (:mod:`pdmp_cli.data.packed`):
+a file rewritten in place at the same size is noticed. The identity itself holds no time, so a
+copy of the data (new mtimes) keeps its identity and is repacked once. Not noticed: a frame
+rewritten in place inside its folder (the folder's mtime does not move; ``pdmp datasets pack
+NAME --force`` repacks). Opening a store checks ``store.json`` and each chunk file's size.
 
 Where: ``$PDMP_PACKED_DIR``, else ``<cache dir>/packed`` (``$PDMP_CACHE_DIR``); not counted in
 the features cache's size limit. ``PDMP_PACKED=0`` trains from the features cache instead.
@@ -157,13 +162,17 @@ class Store:
         self._maps: dict | None = None  # opened per process (a memmap must not be pickled: it would copy)
 
     @classmethod
-    def open(cls, path: Path, key: str | None = None) -> "Store | None":
-        """The complete store at ``path`` for ``key``, or None (absent, other data, or damaged)."""
+    def open(cls, path: Path, key: str | None = None, mtimes: str | None = None) -> "Store | None":
+        """The complete store at ``path`` for ``key``, or None (absent, other data, or damaged).
+        ``mtimes`` (the split's :attr:`~pdmp_cli.data.loaders.files.FilesSplit.mtimes`): also None
+        when the store was packed from files with other modification times (or recorded none)."""
         try:
             meta = json.loads((Path(path) / META).read_text())
         except (OSError, ValueError):
             return None
         if meta.get("format") != FORMAT or (key is not None and meta.get("key") != key):
+            return None
+        if mtimes is not None and meta.get("mtimes") != mtimes:  # a file modified since packing
             return None
         try:
             for k, c in enumerate(meta["chunks"]):
@@ -294,11 +303,14 @@ class _ChunkWriter:
 
 def pack(dest: Path, key: str, *, dataset: str, split: str, modalities: dict, samples: list, labels: list[int],
          load: Callable, audio_dtype: str = "float16", chunk: int = CHUNK,
-         progress: Callable[[int], None] | None = None, extra: dict | None = None) -> Store:
+         progress: Callable[[int], None] | None = None, extra: dict | None = None,
+         mtimes: str | None = None) -> Store:
     """Write the store of one split to ``dest`` (atomically: temp folder, then rename) -> the open store.
 
     ``samples``: objects with ``id`` and ``paths`` (:class:`~pdmp_cli.data.loaders.files.Sample`);
-    ``load(modality, path)`` -> the decoded array (the features cache's value). Raises PdmpError
+    ``load(modality, path)`` -> the decoded array (the features cache's value). ``mtimes``: the
+    samples' files' modification times as the split read them (recorded; see :meth:`Store.open`).
+    Raises PdmpError
     (one line) for a non-finite value, samples of different shapes, or a full or unwritable disk;
     the previous store at ``dest`` then stays as it was.
     """
@@ -357,7 +369,7 @@ def pack(dest: Path, key: str, *, dataset: str, split: str, modalities: dict, sa
             writer = None
         meta = {
             "format": FORMAT, "key": key, "dataset": dataset, "split": split, "n": len(samples), "chunk": chunk,
-            "chunks": chunks, "bytes": total, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "chunks": chunks, "bytes": total, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mtimes": mtimes,
             **(extra or {}),  # what the data check left out (pdmp_cli.data.packed.load_packed)
             "modalities": {m: {"kind": lay.kind, "dtype": lay.dtype, "multi": lay.multi, "shape": list(shapes[m])}
                            for m, lay in layouts.items()},

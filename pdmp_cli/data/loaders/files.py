@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -361,16 +362,19 @@ class FilesSplit(Dataset):
 
     Each modality's file goes through the features cache (decode once), then the modality's
     ``finish`` (random crop/flip/frame choice when ``train``). Safe with DataLoader workers.
+    ``mtimes``: a digest of every sample file's modification time when the lists were read (see
+    :func:`_stat`); the packed store records it and repacks when it moves.
     """
 
     def __init__(self, dataset: str, samples: list[Sample], modalities: dict[str, Modality], train: bool, features,
-                 check: str | None = None):
+                 check: str | None = None, mtimes: str | None = None):
         self.dataset = dataset
         self.check = check or f"pdmp datasets check {dataset}"  # the command that lists every bad file
         self.samples = samples
         self.modalities = modalities
         self.train = train
         self.features = features
+        self.mtimes = mtimes
 
     @property
     def labels(self) -> list[int]:
@@ -392,20 +396,36 @@ class FilesSplit(Dataset):
         return out, s.label
 
 
-def _file_sizes(samples: list[Sample], root: Path, mods: dict[str, Modality]) -> list:
-    out = []
+def _stat(p: Path, mod: Modality) -> tuple[int, list[int]]:
+    """A sample's file (or folder of frames) -> (byte size or frame count, [mtime in ns] per file or
+    folder stat'ed); (-1, [-1]) when it cannot be read. A folder's mtime moves when a frame is
+    added, removed or renamed into it, not when one is rewritten in place."""
+    axes = getattr(mod.prep, "axes", ()) if "{axis}" in str(p) else ()
+    try:
+        if axes:  # separate x/y flow trees: the frames of both
+            folders = [str(p).replace("{axis}", a) for a in axes]
+            return sum(len(os.listdir(f)) for f in folders), [os.stat(f).st_mtime_ns for f in folders]
+        info = p.stat()
+        return (len(os.listdir(p)) if stat.S_ISDIR(info.st_mode) else info.st_size), [info.st_mtime_ns]
+    except OSError:
+        return -1, [-1]
+
+
+def _file_stats(samples: list[Sample], root: Path, mods: dict[str, Modality]) -> tuple[list, list[int]]:
+    """Every sample file -> ``(relative path, size)`` for the dataset identity, and its modification
+    times for the packed store (:mod:`pdmp_cli.data.store`); one ``stat()`` per file or folder."""
+    sizes, mtimes = [], []
     for s in samples:
         for m, p in s.paths.items():
-            axes = getattr(mods[m].prep, "axes", ()) if "{axis}" in str(p) else ()
-            try:
-                if axes:  # separate x/y flow trees: the frames of both
-                    size = sum(len(os.listdir(str(p).replace("{axis}", a))) for a in axes)
-                else:
-                    size = len(os.listdir(p)) if p.is_dir() else p.stat().st_size
-            except OSError:
-                size = -1
-            out.append((str(p.relative_to(root)) if p.is_relative_to(root) else str(p), size))
-    return out
+            size, t = _stat(p, mods[m])
+            sizes.append((str(p.relative_to(root)) if p.is_relative_to(root) else str(p), size))
+            mtimes += t
+    return sizes, mtimes
+
+
+def file_mtimes(samples: list[Sample], mods: dict[str, Modality]) -> list[int]:
+    """The modification times (ns) of ``samples``' files, as :attr:`FilesSplit.mtimes` digests them."""
+    return [t for s in samples for m, p in s.paths.items() for t in _stat(p, mods[m])[1]]
 
 
 @register_loader("files")
@@ -445,6 +465,7 @@ class FilesLoader:
             except BadFile as e:
                 raise PdmpError(f"{e}; run `{check_command(manifest, data_root)}`") from None
 
+        stats = {sp: _file_stats(v, idx.root, idx.modalities) for sp, v in splits.items()}
         lists = []
         for p in idx.list_files:
             lists.append(stable_hash(p.read_bytes().decode("utf-8", "replace")) if p.is_file() else None)
@@ -454,13 +475,15 @@ class FilesLoader:
             "splits": manifest.splits.identity(),
             "modalities": {m: [s.kind, s.path, s.modality.prep.model_dump()] for m, s in manifest.modalities.items()},
             "lists": lists,
-            "files": {sp: _file_sizes(v, idx.root, idx.modalities) for sp, v in splits.items()},
-        })
+            "files": {sp: sizes for sp, (sizes, _) in stats.items()},
+        })  # no modification time: the identity is the content's (profiles are matched on it across machines)
+        mtimes = {sp: stable_hash(t) for sp, (_, t) in stats.items()}
 
         check = check_command(manifest, data_root)
-        train = FilesSplit(manifest.name, splits["train"], idx.modalities, True, features, check)
-        test = FilesSplit(manifest.name, splits["test"], idx.modalities, False, features, check)
-        val = FilesSplit(manifest.name, splits["val"], idx.modalities, False, features, check) if "val" in splits else None
+        train = FilesSplit(manifest.name, splits["train"], idx.modalities, True, features, check, mtimes["train"])
+        test = FilesSplit(manifest.name, splits["test"], idx.modalities, False, features, check, mtimes["test"])
+        val = FilesSplit(manifest.name, splits["val"], idx.modalities, False, features, check,
+                         mtimes["val"]) if "val" in splits else None
         return DatasetBundle(
             name=manifest.name,
             identity=identity,

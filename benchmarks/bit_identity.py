@@ -70,7 +70,10 @@ def main(argv=None) -> int:
     from pdmp_cli.profile import Profile, Provenance
     from pdmp_cli.specs import TrainSpec
     from pdmp_cli.train import run
-    from pdmp_cli.train.setup import resume_spec
+    try:
+        from pdmp_cli.train.setup import resume_spec
+    except ImportError:  # a checkout from before the recipe (issue 26): the "before" of a comparison
+        from pdmp_cli.train.loop import resume_spec
 
     root = Path(tempfile.mkdtemp(prefix="pdmp-bit-identity-"))
     dataset = "synthetic"

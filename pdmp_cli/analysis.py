@@ -27,6 +27,7 @@ bit-identical to ``--jobs 1`` and share its cache entry.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -853,7 +854,11 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
     spec = spec.model_copy(update={"threads": use_threads(spec)})  # fixed before any work
     device = resolve_device(spec.device)
-    jobs = spec.jobs or default_jobs(device.type, spec.threads, _gpu_count(device))
+
+    @functools.cache
+    def jobs() -> int:  # asked only when a model trains: the free-core probe takes a quarter second
+        return spec.jobs or default_jobs(device.type, spec.threads, _gpu_count(device))
+
     # a broken dataset (missing or corrupt files, unknown labels) stops here with one line
     bundle, _ = load_checked(spec.dataset, spec.data_root, skip_bad=spec.skip_bad)
     many = len(spec.subset) > 1
@@ -886,9 +891,9 @@ def run(spec: AnalyzeSpec, command: str = "", progress: bool = True, console=Non
 
                 def measure_unimodal(sbundle=sbundle, sidx=sidx, sspec=sspec, what=what):
                     t0 = time.perf_counter()
-                    if jobs > 1 and len(sbundle.modalities) > 1:  # each modality in its own process
+                    if len(sbundle.modalities) > 1 and jobs() > 1:  # each modality in its own process
                         curves = train_unimodal_parallel(
-                            sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs), jobs=jobs
+                            sbundle, sidx, sspec, device, lambda m: bars.task(f"{what} · {m}", epochs), jobs=jobs()
                         )
                     else:
                         curves = {

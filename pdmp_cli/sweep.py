@@ -262,7 +262,7 @@ def run(
                 on_outcome(outcomes[i])
         else:
             todo.append((i, spec, next((d for d, s in matches if s == "interrupted"), None)))
-    jobs = jobs or _default_jobs(base)
+    jobs = jobs or (_default_jobs(base) if len(todo) > 1 else 1)  # the free-core probe only where it can matter
     if jobs > 1 and len(todo) > 1:
         stopped = _run_in_processes(todo, len(specs), jobs, command, console, outcomes, on_outcome)
     else:

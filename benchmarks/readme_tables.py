@@ -118,31 +118,11 @@ def stale(root: Path = ROOT, results: Path = RESULTS) -> list[Path]:
 
 def collect_demo(out: Path, command: str, wall_s: float | None, load: str | None, jobs: str | None) -> Path:
     """Copy the demo's run directories (no checkpoints) into docs/results/demo/ with meta.json."""
-    import torch
-
-    dest = RESULTS / "demo"
-    shutil.rmtree(dest, ignore_errors=True)
-    threads = set()
-    for run in sorted((out / "runs").iterdir()):
-        if not (run / "spec.json").is_file():
-            continue
-        (dest / "run-dirs" / run.name).mkdir(parents=True)
-        for f in RUN_FILES:
-            if (run / f).is_file():
-                shutil.copy(run / f, dest / "run-dirs" / run.name / f)
-        threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
-    meta = {
-        "command": command, "wall_s": wall_s, "load": load, "jobs": jobs,
-        "threads": ",".join(str(t) for t in sorted(threads, key=str)),
-        "date": __import__("time").strftime("%Y-%m-%d"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(terse=True), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-    }  # fmt: skip
-    (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return dest
+    return collect_runs("demo", sorted((out / "runs").iterdir()), command, wall_s, load, jobs=jobs)
 
 
-def collect_runs(name: str, dirs: list[Path], command: str, wall_s: float | None, load: str | None) -> Path:
+def collect_runs(name: str, dirs: list[Path], command: str, wall_s: float | None, load: str | None,
+                 jobs: str | None = None) -> Path:
     """Copy run directories (no checkpoints; with ``tuned.json`` where pdmp tune wrote one) into
     docs/results/<name>/runs/ with meta.json (the tuned Table I: ``collect-runs tuned-table ...``)."""
     import torch
@@ -159,7 +139,8 @@ def collect_runs(name: str, dirs: list[Path], command: str, wall_s: float | None
                 shutil.copy(run / f, dest / "run-dirs" / run.name / f)
         threads.add(json.loads((run / "spec.json").read_text()).get("threads"))
     meta = {
-        "command": command, "wall_s": wall_s, "load": load, "threads": ",".join(str(t) for t in sorted(threads, key=str)),
+        "command": command, "wall_s": wall_s, "load": load, **({"jobs": jobs} if jobs is not None else {}),
+        "threads": ",".join(str(t) for t in sorted(threads, key=str)),
         "date": __import__("time").strftime("%Y-%m-%d"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(terse=True), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

@@ -269,6 +269,25 @@ def _worker(plan, root, delay):
     tune.run(plan, trainer=FileTrainer(root, CURVES, delay=delay, peers=2))
 
 
+def _two_workers_share_the_work(plan, root: Path, ctx):
+    """Two worker processes tune ``plan`` at once; both train, no epoch twice, no candidate in both;
+    then the settled study as any later call reads it."""
+    procs = [ctx.Process(target=_worker, args=(plan, root, 0.002)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    log = FileTrainer(root, CURVES).log()
+    assert len({pid for *_, pid in log}) == 2  # both worked
+    assert len({(k, s, e) for k, s, e, _ in log}) == len(log)  # no epoch twice
+    for key in CURVES:
+        assert len({pid for k, _, _, pid in log if k == key}) == 1  # no candidate in two workers
+    result = tune.run(plan, trainer=FileTrainer(root, CURVES))
+    assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates)
+    return result
+
+
 @pytest.mark.parametrize("repeats", [1, pytest.param(5, marks=pytest.mark.slow)])
 def test_two_workers_on_a_journal_storage_never_train_the_same_epoch_under_load(tmp_path, tiny_manifest, repeats):
     """The claim of a candidate is one storage operation (a trial created with it), so this holds
@@ -283,20 +302,8 @@ def test_two_workers_on_a_journal_storage_never_train_the_same_epoch_under_load(
             d = tmp_path / f"rep{rep}"
             plan = _plan(d, tiny_manifest, asynchronous=True)
             assert plan.storage.endswith("study.journal")
-            procs = [ctx.Process(target=_worker, args=(plan, d / "fake", 0.002)) for _ in range(2)]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join(120)
-                assert p.exitcode == 0
-            log = FileTrainer(d / "fake", CURVES).log()
-            assert len({pid for *_, pid in log}) == 2  # both worked
-            assert len({(k, s, e) for k, s, e, _ in log}) == len(log)  # no epoch twice
-            for key in CURVES:
-                assert len({pid for k, _, _, pid in log if k == key}) == 1  # no candidate in two workers
+            result = _two_workers_share_the_work(plan, d / "fake", ctx)
             # the study is settled and the last worker wrote the choice: any later call reads it
-            result = tune.run(plan, trainer=FileTrainer(d / "fake", CURVES))
-            assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates)
             assert json.loads((plan.tune_dir / tune.SUMMARY).read_text())["choice"] == result.choice.candidate.key
     finally:
         stop.set()
@@ -647,19 +654,7 @@ def test_two_workers_on_a_real_postgresql_server_never_train_the_same_epoch(tmp_
     for rep in range(2):
         d = tmp_path / f"rep{rep}"
         plan = _plan(d, tiny_manifest, storage=postgres_url, study_name=f"pg-{rep}", asynchronous=True)
-        procs = [ctx.Process(target=_worker, args=(plan, d / "fake", 0.002)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-            assert p.exitcode == 0
-        log = FileTrainer(d / "fake", CURVES).log()
-        assert len({pid for *_, pid in log}) == 2
-        assert len({(k, s, e) for k, s, e, _ in log}) == len(log)
-        for key in CURVES:
-            assert len({pid for k, _, _, pid in log if k == key}) == 1
-        result = tune.run(plan, trainer=FileTrainer(d / "fake", CURVES))
-        assert all(r.state in ("complete", "stopped", "dropped") for r in result.candidates) and result.choice is not None
+        assert _two_workers_share_the_work(plan, d / "fake", ctx).choice is not None
 
 
 def test_chosen_json_works_from_any_folder(tmp_path, tiny_manifest, monkeypatch):
